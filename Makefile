@@ -1,0 +1,44 @@
+# The README's commands. Every target builds its own virtualenv from nothing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit docs bench bench-timers clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,docs]'
+	touch $(STAMP)
+
+## make demo: start the echo daemon, talk to it, stop it with SIGTERM.
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+## make test: lint, type-check, the whole suite on both backends, and the docs build.
+test: lint typecheck unit docs
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check daemonkit tests examples bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# PYTHONASYNCIODEBUG=1: asyncio's debug checks run under the whole suite.
+unit: $(STAMP)
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q
+
+docs: $(STAMP)
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+
+bench: $(STAMP)
+	$(BIN)/python bench/timers.py
+	$(BIN)/python bench/echo.py
+
+bench-timers: $(STAMP)
+	$(BIN)/python bench/timers.py
+
+clean:
+	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis

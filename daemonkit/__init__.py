@@ -1,0 +1,63 @@
+"""daemonkit: long-lived network daemons in the libevent style.
+
+One process, one event loop, callbacks on readiness::
+
+    from daemonkit import Daemon
+
+    class Echo(Daemon):
+        listen = "tcp://127.0.0.1:7000"
+
+        def on_read(self, conn, data):
+            conn.write(data)
+
+Run it with ``python -m daemonkit echo.py``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from daemonkit.connection import CloseReason, Connection
+from daemonkit.daemon import ConnectionSet, Daemon, StartError
+from daemonkit.endpoints import Address, parse_endpoint
+from daemonkit.errors import (
+    ConfigError,
+    DaemonkitError,
+    EndpointError,
+    FrameTooLarge,
+    FramingError,
+    LoadError,
+    ProtocolError,
+)
+from daemonkit.framing import Framer, LengthPrefixed, Lines, Netstrings, Raw
+from daemonkit.reactor import READ, TIMEOUT, WRITE, Reactor
+from daemonkit.timers import FakeClock, Timer
+
+__all__ = [
+    "READ",
+    "TIMEOUT",
+    "WRITE",
+    "Address",
+    "CloseReason",
+    "ConfigError",
+    "Connection",
+    "ConnectionSet",
+    "Daemon",
+    "DaemonkitError",
+    "EndpointError",
+    "FakeClock",
+    "FrameTooLarge",
+    "Framer",
+    "FramingError",
+    "LengthPrefixed",
+    "Lines",
+    "LoadError",
+    "Netstrings",
+    "ProtocolError",
+    "Raw",
+    "Reactor",
+    "StartError",
+    "Timer",
+    "__version__",
+    "parse_endpoint",
+]

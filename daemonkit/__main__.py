@@ -1,0 +1,5 @@
+"""``python -m daemonkit``: the command line (see :mod:`daemonkit.cli`)."""
+
+from daemonkit.cli import main_entry
+
+main_entry()

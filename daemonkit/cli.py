@@ -1,0 +1,209 @@
+"""The command line: ``python -m daemonkit TARGET [options]``.
+
+``main(argv) -> int`` is the whole program and is what the tests call; the
+console script and ``python -m daemonkit`` wrap it. Every failure a user can
+cause (a bad target, a bad endpoint, a port in use, no permission) ends with
+one line on stderr and its own exit code, never a traceback:
+
+====  =========================================================
+code  meaning
+====  =========================================================
+0     stopped cleanly (or ``--check`` passed)
+1     unexpected error (a bug: the traceback is logged)
+2     bad command-line usage
+3     the target cannot be loaded
+4     a setting or endpoint is invalid
+5     an address is already in use
+6     permission denied (e.g. a port below 1024)
+7     ``on_start`` raised
+====  =========================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from daemonkit import __version__
+from daemonkit.daemon import Daemon, StartError
+from daemonkit.errors import ConfigError, LoadError
+from daemonkit.loader import load_daemon_class
+from daemonkit.log import LEVELS, setup
+from daemonkit.reactor import BACKENDS, new_event_loop
+
+__all__ = [
+    "EXIT_ADDRESS_IN_USE",
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "EXIT_LOAD",
+    "EXIT_OK",
+    "EXIT_PERMISSION",
+    "EXIT_START",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+    "main_entry",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_LOAD = 3
+EXIT_CONFIG = 4
+EXIT_ADDRESS_IN_USE = 5
+EXIT_PERMISSION = 6
+EXIT_START = 7
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``daemonkit [run] TARGET``."""
+    parser = argparse.ArgumentParser(
+        prog="daemonkit",
+        description="Run a daemonkit daemon in the foreground. "
+        "SIGTERM/SIGINT stop it gracefully (twice: at once), SIGHUP calls on_reload, "
+        "SIGUSR1 reopens the log file.",
+        epilog="TARGET is path/to/file.py, pkg.module, or either with :ClassName.",
+    )
+    parser.add_argument("target", metavar="TARGET", help="the daemon to run")
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="ENDPOINT",
+        help="endpoint to listen on, e.g. tcp://0.0.0.0:7000 or unix:///run/app.sock "
+        "(repeatable; replaces the class's listen setting)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="event loop (default: auto = uvloop if installed)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        type=str.lower,
+        choices=list(LEVELS),
+        help="least severe level to log (default: info)",
+    )
+    parser.add_argument("--log-file", metavar="PATH", help="log to this file (reopened on SIGUSR1)")
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the log (auto: on a terminal unless NO_COLOR is set)",
+    )
+    parser.add_argument("--max-connections", type=_positive_int, metavar="N")
+    parser.add_argument("--idle-timeout", type=_seconds, metavar="SECONDS")
+    parser.add_argument("--shutdown-timeout", type=_seconds, metavar="SECONDS")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="load and validate the daemon and its settings, then exit",
+    )
+    parser.add_argument("--version", action="version", version=f"daemonkit {__version__}")
+    return parser
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"daemonkit: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "run":
+        args_list = args_list[1:]
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+    try:
+        log_config = setup(args.log_level, file=args.log_file, color=args.color)
+    except (ConfigError, OSError) as exc:
+        return _fail(EXIT_CONFIG, f"cannot set up logging: {exc}")
+    try:
+        return _run(args, log_config)
+    finally:
+        log_config.close()
+
+
+def _run(args: argparse.Namespace, log_config: Any) -> int:
+    try:
+        cls = load_daemon_class(args.target)
+    except LoadError as exc:
+        return _fail(EXIT_LOAD, str(exc))
+
+    overrides: dict[str, Any] = {}
+    if args.listen:
+        overrides["listen"] = args.listen
+    for key in ("max_connections", "idle_timeout", "shutdown_timeout"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    try:
+        daemon: Daemon = cls(**overrides)
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    except Exception as exc:
+        return _fail(EXIT_LOAD, f"creating {cls.__name__} failed: {type(exc).__name__}: {exc}")
+
+    if args.check:
+        try:
+            loop, backend = new_event_loop(args.backend)
+        except ConfigError as exc:
+            return _fail(EXIT_CONFIG, str(exc))
+        loop.close()
+        endpoints = ", ".join(str(a) for a in daemon.endpoints)
+        print(f"ok: {cls.__name__} from {args.target}; listen {endpoints}; backend {backend}")
+        return EXIT_OK
+
+    daemon._on_log_reopen = log_config.reopen
+    try:
+        daemon.run(backend=args.backend)
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    except StartError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError):
+            if cause.errno == errno.EADDRINUSE:
+                return _fail(EXIT_ADDRESS_IN_USE, str(exc))
+            if cause.errno in (errno.EACCES, errno.EPERM):
+                return _fail(EXIT_PERMISSION, str(exc))
+            return _fail(EXIT_CONFIG, str(exc))
+        daemon.log.error("%s", exc, exc_info=cause)
+        return _fail(EXIT_START, str(exc))
+    except Exception as exc:
+        daemon.log.critical("daemon crashed: %s", exc, exc_info=exc)
+        return _fail(EXIT_ERROR, f"daemon crashed: {type(exc).__name__}: {exc}")
+    return EXIT_OK
+
+
+def main_entry() -> NoReturn:
+    """Console-script entry point: ``sys.exit(main())``."""
+    sys.exit(main())

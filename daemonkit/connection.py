@@ -1,0 +1,485 @@
+"""Connection: one accepted stream, its buffers, limits, timeouts and close.
+
+A :class:`Connection` is the asyncio protocol of one accepted socket and the
+object a user's callbacks receive. It owns everything that belongs to that
+connection (its framer, its idle timer, its close deadline, the timers made
+with :meth:`Connection.after`, its pending writes) and releases all of them
+when the connection closes, so a closed connection leaves nothing behind in
+the reactor.
+
+Hot path: ``data_received`` → framer ``feed`` → ``on_read`` for each frame →
+writes are gathered → one ``transport.write()`` at the end of the read. Writes
+made outside a read (timers, other connections' callbacks) are gathered too
+and flushed once per loop turn.
+
+Limits: ``write()`` returns False above the high-water mark (stop producing
+until ``on_drain``); past the hard cap the connection is aborted with the
+reason "output buffer overflow", because asyncio's own ``write()`` never
+refuses data. ``close()`` flushes, then aborts when the close deadline passes,
+so a peer that never reads cannot keep a closing connection alive for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from daemonkit.errors import FrameTooLarge, FramingError
+from daemonkit.log import connection_logger
+
+if TYPE_CHECKING:
+    from daemonkit.daemon import Daemon
+    from daemonkit.framing import Framer
+    from daemonkit.timers import Timer
+
+__all__ = ["CloseReason", "Connection"]
+
+
+class CloseReason(str, enum.Enum):
+    """Why a connection closed; passed to ``on_close(conn, reason)``.
+
+    Members compare equal to their text, e.g. ``reason == "idle timeout"``.
+    """
+
+    PEER_CLOSED = "peer closed"
+    LOCAL = "closed locally"
+    IDLE_TIMEOUT = "idle timeout"
+    FRAME_TOO_LARGE = "frame too large"
+    PROTOCOL_ERROR = "protocol error"
+    HANDLER_ERROR = "handler error"
+    SHUTDOWN = "shutdown"
+    ABORTED = "aborted"
+    OVERFLOW = "output buffer overflow"
+    CONNECTION_ERROR = "connection error"
+    CLOSE_TIMEOUT = "close timeout"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _format_address(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(addr, bytes):
+        addr = addr.decode(errors="replace")
+    return f"unix:{addr}" if isinstance(addr, str) and addr else "unix"
+
+
+class Connection(asyncio.Protocol):
+    """One client connection, as seen by the daemon's callbacks.
+
+    Attributes a user reads: ``id`` (unique in the process), ``peer`` and
+    ``local`` (printable addresses), ``state`` (a dict for per-connection
+    data: keep it here, never in globals), ``log`` (a logger whose lines
+    start with ``#id peer``), ``bytes_in``, ``bytes_out``, ``closing``.
+
+    Actions: :meth:`write`, :meth:`send`, :meth:`close`, :meth:`abort`,
+    :meth:`pause_reading`, :meth:`resume_reading`, :meth:`set_idle_timeout`,
+    :meth:`after`, :meth:`every`.
+
+    The methods ``connection_made``, ``data_received``, ``eof_received``,
+    ``pause_writing``, ``resume_writing`` and ``connection_lost`` are the
+    asyncio protocol interface the backend calls; user code never calls them.
+    """
+
+    __slots__ = (
+        "_close_timer",
+        "_closing",
+        "_daemon",
+        "_dispatching",
+        "_flush_handle",
+        "_framer",
+        "_idle",
+        "_idle_timer",
+        "_last_read",
+        "_log",
+        "_loop",
+        "_paused_writing",
+        "_reason",
+        "_state",
+        "_timers",
+        "_want_drain",
+        "_wbuf",
+        "_wsize",
+        "bytes_in",
+        "bytes_out",
+        "closed",
+        "id",
+        "transport",
+    )
+
+    def __init__(self, daemon: Daemon, conn_id: int, framer: Framer | None) -> None:
+        self._daemon = daemon
+        self.id = conn_id
+        self._framer = framer
+        self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.closed = False
+        self._closing = False
+        self._reason: CloseReason | None = None
+        self._dispatching = False
+        self._wbuf: list[bytes] = []
+        self._wsize = 0
+        self._paused_writing = False
+        self._want_drain = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._idle: float | None = None
+        self._idle_timer: Timer | None = None
+        self._last_read = 0.0
+        self._close_timer: Timer | None = None
+        self._timers: list[Timer] | None = None
+        self._state: dict[str, Any] | None = None
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    # -- what users read -------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A dict for this connection's own data; it dies with the connection."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @property
+    def peer(self) -> str:
+        """The peer's address, e.g. ``127.0.0.1:5123`` or ``[::1]:5123``."""
+        t = self.transport
+        return _format_address(t.get_extra_info("peername")) if t is not None else "?"
+
+    @property
+    def local(self) -> str:
+        """The local address this connection came in on."""
+        t = self.transport
+        return _format_address(t.get_extra_info("sockname")) if t is not None else "?"
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """This connection's logger: every line starts with ``#id peer``."""
+        if self._log is None:
+            self._log = connection_logger(self._daemon.log, self.id, self.peer)
+        return self._log
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` or :meth:`abort` was called or the peer went away."""
+        return self._closing
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet accepted by the kernel (gathered + the transport's)."""
+        t = self.transport
+        size = self._wsize
+        if t is not None and not self.closed:
+            size += t.get_write_buffer_size()
+        return size
+
+    def __repr__(self) -> str:
+        return f"<Connection #{self.id} {self.peer}{' closing' if self._closing else ''}>"
+
+    # -- actions ---------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> bool:
+        """Queue ``data`` to be sent; return False when the peer is not keeping up.
+
+        Writes are gathered and handed to the kernel once per read (or once
+        per loop turn outside a read). False means the output buffer is above
+        the high-water mark: stop producing until ``on_drain(conn)``. Past the
+        hard cap (``max_write_buffer``) the connection is aborted with the
+        reason "output buffer overflow". Writing to a closing connection
+        drops the data and returns False.
+        """
+        if self._closing:
+            return False
+        if type(data) is not bytes:
+            data = bytes(data)
+        if not data:
+            return True
+        self._wbuf.append(data)
+        self._wsize += len(data)
+        if not self._dispatching and self._flush_handle is None:
+            assert self._loop is not None
+            self._flush_handle = self._loop.call_soon(self._flush_soon)
+        daemon = self._daemon
+        if self._paused_writing or self._wsize > daemon.write_high_water:
+            return self._check_backlog()
+        return True
+
+    def send(self, frame: Any) -> bool:
+        """Encode ``frame`` with this connection's framer and :meth:`write` it.
+
+        With ``Lines`` framing ``conn.send(b"hi")`` writes ``b"hi\\n"``. Same
+        return value as :meth:`write`.
+        """
+        framer = self._framer
+        return self.write(framer.encode(frame) if framer is not None else frame)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Close gracefully: flush what was written, then close; idempotent.
+
+        If the peer does not take the data within ``timeout`` seconds
+        (default: the daemon's ``close_timeout``), the connection is aborted.
+        ``on_close`` follows once the connection is gone.
+        """
+        self._close(CloseReason.LOCAL, timeout)
+
+    def abort(self) -> None:
+        """Close now, dropping anything not yet sent; idempotent."""
+        self._abort(CloseReason.ABORTED)
+
+    def pause_reading(self) -> None:
+        """Stop receiving data (e.g. while a slow job for this client runs)."""
+        if self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Receive data again after :meth:`pause_reading`."""
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Call ``on_timeout`` after ``seconds`` without input; None or 0 turns it off.
+
+        Costs nothing per read: the connection records when it last read and
+        the timer re-checks that when it comes due.
+        """
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._idle = seconds if seconds else None
+        if self._idle is None or self._closing:
+            return
+        reactor = self._daemon.reactor
+        self._last_read = reactor.time()
+        self._idle_timer = reactor.timers.call_later(self._idle, self._check_idle)
+
+    def after(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
+        """Run ``fn(*args)`` after ``delay`` seconds unless this connection closes first."""
+        timer = self._daemon.reactor.call_later(delay, fn, *args)
+        self._own(timer)
+        return timer
+
+    def every(self, interval: float, fn: Callable[..., object], *args: object) -> Timer:
+        """Run ``fn(*args)`` every ``interval`` seconds until this connection closes."""
+        timer = self._daemon.reactor.call_every(interval, fn, *args)
+        self._own(timer)
+        return timer
+
+    # -- internals -------------------------------------------------------
+
+    def _own(self, timer: Timer) -> None:
+        timers = self._timers
+        if timers is None:
+            timers = self._timers = []
+        elif len(timers) >= 32:
+            timers[:] = [t for t in timers if t.active]
+        timers.append(timer)
+
+    def _check_backlog(self) -> bool:
+        daemon = self._daemon
+        size = self._wsize
+        if self.transport is not None:
+            size += self.transport.get_write_buffer_size()
+        if size > daemon.max_write_buffer:
+            self.log.warning(
+                "output buffer overflow: %d bytes queued, over max_write_buffer=%d; aborting",
+                size,
+                daemon.max_write_buffer,
+            )
+            self._abort(CloseReason.OVERFLOW)
+            return False
+        if size > daemon.write_high_water:
+            self._want_drain = True
+            return False
+        return True
+
+    def _flush_soon(self) -> None:
+        self._flush_handle = None
+        self._flush()
+
+    def _flush(self) -> None:
+        buf = self._wbuf
+        if not buf:
+            return
+        data = buf[0] if len(buf) == 1 else b"".join(buf)
+        buf.clear()
+        self._wsize = 0
+        t = self.transport
+        if t is None or self.closed:
+            return
+        self.bytes_out += len(data)
+        t.write(data)
+        if self._want_drain and not self._paused_writing:
+            # Everything went to the kernel at once: no resume_writing will come.
+            self._want_drain = False
+            self._daemon._call_drain(self)
+
+    def _close(self, reason: CloseReason, timeout: float | None = None) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._reason = reason
+        t = self.transport
+        if t is None:
+            return
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._flush()
+        t.close()
+        if not self.closed and t.get_write_buffer_size():
+            deadline = self._daemon.close_timeout if timeout is None else timeout
+            self._close_timer = self._daemon.reactor.call_later(deadline, self._on_close_deadline)
+
+    def _abort(self, reason: CloseReason) -> None:
+        if self.closed:
+            return
+        if not self._closing or self._reason is None:
+            self._reason = reason
+        self._closing = True
+        self._wbuf.clear()
+        self._wsize = 0
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _on_close_deadline(self) -> None:
+        self._close_timer = None
+        if not self.closed:
+            self.log.info(
+                "peer did not take %d buffered bytes within the close deadline; aborting",
+                self.write_buffer_size,
+            )
+            if self._reason is CloseReason.LOCAL:
+                self._reason = CloseReason.CLOSE_TIMEOUT
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        idle = self._idle
+        if idle is None or self._closing:
+            return
+        reactor = self._daemon.reactor
+        now = reactor.time()
+        due = self._last_read + idle
+        if now < due:
+            self._idle_timer = reactor.timers.call_at(due, self._check_idle)
+            return
+        self._daemon._call_timeout(self)
+        if not self._closing and self._idle is not None and self._idle_timer is None:
+            # on_timeout kept the connection: give it another full period.
+            self._last_read = now
+            self._idle_timer = reactor.timers.call_at(now + self._idle, self._check_idle)
+
+    def _framing_error(self, exc: FramingError) -> None:
+        reason = (
+            CloseReason.FRAME_TOO_LARGE
+            if isinstance(exc, FrameTooLarge)
+            else CloseReason.PROTOCOL_ERROR
+        )
+        self.log.warning("%s; closing", exc)
+        self._close(reason)
+
+    # -- asyncio protocol interface --------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Backend callback: the socket is set up. Registers with the daemon."""
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = t = cast(asyncio.Transport, transport)
+        daemon = self._daemon
+        self._loop = daemon.reactor.loop
+        t.set_write_buffer_limits(daemon.write_high_water, daemon.write_low_water)
+        if daemon.idle_timeout:
+            self.set_idle_timeout(daemon.idle_timeout)
+        daemon._on_connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        """Backend callback: bytes arrived. Frames them and calls ``on_read``."""
+        if self.closing:  # the property: on_read below may close us
+            return
+        self.bytes_in += len(data)
+        daemon = self._daemon
+        if self._idle is not None:
+            self._last_read = daemon.reactor.clock.now()
+        on_read = daemon._on_read
+        self._dispatching = True
+        try:
+            framer = self._framer
+            if framer is None:
+                on_read(self, data)
+            else:
+                for frame in framer.feed(data):
+                    on_read(self, frame)
+                    if self._closing:
+                        break
+        except FramingError as exc:
+            frames = exc.frames
+            try:
+                for frame in frames:
+                    if self._closing:
+                        break
+                    on_read(self, frame)
+            except Exception as handler_exc:
+                daemon._call_error(self, handler_exc)
+            self._dispatching = False
+            self._framing_error(exc)
+            return
+        except Exception as exc:
+            self._dispatching = False
+            daemon._call_error(self, exc)
+        self._dispatching = False
+        if self._wbuf:
+            self._flush()
+
+    def eof_received(self) -> bool:
+        """Backend callback: the peer half-closed. Calls ``on_eof`` or closes after flushing."""
+        self._flush()
+        if self._daemon._call_eof(self):
+            return True
+        if not self._closing:
+            self._close(CloseReason.PEER_CLOSED)
+        return True
+
+    def pause_writing(self) -> None:
+        """Backend callback: the transport's buffer passed the high-water mark."""
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        """Backend callback: the transport's buffer fell below the low-water mark."""
+        self._paused_writing = False
+        if self._want_drain and not self._closing:
+            self._want_drain = False
+            self._daemon._call_drain(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Backend callback: the socket is closed. Releases everything; ``on_close`` once."""
+        if self.closed:
+            return
+        self.closed = True
+        self._closing = True
+        reason = self._reason
+        if reason is None:
+            reason = CloseReason.PEER_CLOSED if exc is None else CloseReason.CONNECTION_ERROR
+            self._reason = reason
+        for timer in (self._idle_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._close_timer = None
+        if self._timers:
+            for timer in self._timers:
+                timer.cancel()
+        self._timers = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._wbuf.clear()
+        self._wsize = 0
+        if exc is not None and reason is CloseReason.CONNECTION_ERROR:
+            self.log.debug("connection lost: %s", exc)
+        self._daemon._on_connection_lost(self, reason)
+        self._framer = None

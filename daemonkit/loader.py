@@ -1,0 +1,91 @@
+"""Load a Daemon subclass from a CLI target.
+
+A target is ``path/to/file.py``, ``pkg.module`` or either followed by
+``:ClassName``. Without ``:ClassName`` the file or module must define exactly
+one Daemon subclass (classes it merely imports do not count). Every failure
+is a :class:`~daemonkit.errors.LoadError` whose message says what to fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from daemonkit.daemon import Daemon
+from daemonkit.errors import LoadError
+
+__all__ = ["load_daemon_class"]
+
+
+def load_daemon_class(target: str) -> type[Daemon]:
+    """Import ``target`` and return the Daemon subclass it names.
+
+    Raises :class:`~daemonkit.errors.LoadError` when the file or module
+    cannot be found or imported, when ``:ClassName`` is missing or not a
+    Daemon subclass, or when the choice is ambiguous (then name the class).
+    """
+    spec, _, class_name = target.partition(":")
+    if not spec:
+        raise LoadError(f"target {target!r} is empty; give a file.py, a module or module:Class")
+    module = _import(spec)
+    if class_name:
+        obj = getattr(module, class_name, None)
+        if obj is None:
+            raise LoadError(f"{spec} has no attribute {class_name!r}")
+        if not (inspect.isclass(obj) and issubclass(obj, Daemon)):
+            raise LoadError(f"{spec}:{class_name} is not a Daemon subclass")
+        return obj
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, Daemon)
+        and obj is not Daemon
+        and obj.__module__ == module.__name__
+    ]
+    if not found:
+        raise LoadError(f"{spec} defines no Daemon subclass")
+    if len(found) > 1:
+        names = ", ".join(sorted(cls.__name__ for cls in found))
+        raise LoadError(
+            f"{spec} defines several Daemon subclasses ({names}); name one as {spec}:Name"
+        )
+    return found[0]
+
+
+def _import(spec: str) -> ModuleType:
+    if spec.endswith(".py") or "/" in spec or Path(spec).is_file():
+        return _import_file(Path(spec))
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        if exc.name and spec.startswith(exc.name):
+            raise LoadError(f"no module named {spec!r} (is it on PYTHONPATH?)") from exc
+        raise LoadError(f"importing {spec} failed: {exc}") from exc
+    except Exception as exc:
+        raise LoadError(f"importing {spec} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise LoadError(f"no such file: {path}")
+    name = f"_daemonkit_target_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise LoadError(f"cannot load {path} as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    # Let the file import its neighbours, as `python path/to/file.py` would.
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise LoadError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    return module

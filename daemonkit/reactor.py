@@ -1,0 +1,659 @@
+"""The reactor: a thin, libevent-style event loop over an asyncio backend.
+
+One :class:`Reactor` owns one asyncio event loop (uvloop when it is
+importable, else the stdlib loop) and everything registered on it: descriptor
+watches, timers, signal handlers, listeners and spawned tasks. Every one of
+them is delivered as an ordinary callback in the loop thread, and every one
+has a handle whose ``cancel()``/``close()`` releases it; :meth:`Reactor.close`
+releases whatever is left. :meth:`Reactor.stats` counts what is registered so
+tests can prove that a closed connection leaves nothing behind.
+
+Rules it keeps:
+
+* Timers are events like any other. All of them live in one
+  :class:`~daemonkit.timers.TimerQueue` armed on a single backend timer, so a
+  :class:`~daemonkit.timers.FakeClock` can drive every timer in tests.
+* Signals arrive through the loop (``add_signal_handler``), never inside other
+  work.
+* Accepting is done here, not by the backend, so both backends behave the
+  same when the process runs out of descriptors: the listener closes the
+  reserve descriptor, accepts and closes what is pending, reports it at most
+  once a second, and never spins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from daemonkit.endpoints import DEFAULT_BACKLOG, Address, address_of, bind_socket, parse_endpoint
+from daemonkit.errors import ConfigError
+from daemonkit.timers import Clock, FakeClock, MonotonicClock, Timer, TimerQueue
+
+__all__ = [
+    "BACKENDS",
+    "READ",
+    "TIMEOUT",
+    "WRITE",
+    "Listener",
+    "Reactor",
+    "ReactorStats",
+    "SignalHandle",
+    "Watch",
+    "new_event_loop",
+]
+
+#: Event bits passed to watch callbacks: ``cb(watch, what)``.
+READ = 1
+WRITE = 2
+TIMEOUT = 4
+
+BACKENDS = ("auto", "uvloop", "asyncio")
+
+# How many connections one readiness wakeup of a listener accepts before it
+# yields to other work (the stdlib loop uses its backlog, 100; libuv accepts
+# until EAGAIN). A bound keeps one busy port from starving the others.
+ACCEPT_BATCH = 128
+
+# When accept() fails for lack of descriptors and the reserve descriptor
+# cannot help, stop watching the listener this long (asyncio uses 1 s:
+# constants.ACCEPT_RETRY_DELAY); shorter would spin, longer loses users.
+ACCEPT_RETRY_DELAY = 0.5
+
+# At most one log line per this many seconds about accept failures; the rest
+# are counted and reported in the next line.
+ACCEPT_LOG_INTERVAL = 1.0
+
+_FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+T = TypeVar("T")
+
+
+def new_event_loop(backend: str = "auto") -> tuple[asyncio.AbstractEventLoop, str]:
+    """Create a new event loop for ``backend`` and return it with the backend's name.
+
+    ``"auto"`` picks uvloop when it can be imported, else the stdlib loop;
+    ``"uvloop"`` fails with :class:`~daemonkit.errors.ConfigError` when
+    uvloop is missing (install it, or choose ``"asyncio"``).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError as exc:
+            if backend == "uvloop":
+                raise ConfigError(
+                    "backend 'uvloop' requested but uvloop is not installed "
+                    "(pip install uvloop, or use --backend asyncio)"
+                ) from exc
+        else:
+            return uvloop.new_event_loop(), "uvloop"
+    return asyncio.SelectorEventLoop(), "asyncio"
+
+
+@dataclass(frozen=True)
+class ReactorStats:
+    """What a reactor has registered right now (see :meth:`Reactor.stats`)."""
+
+    watches: int
+    timers: int
+    tasks: int
+    signals: int
+    listeners: int
+
+
+class Watch:
+    """A persistent interest in a descriptor's readiness, made by :meth:`Reactor.watch`.
+
+    The callback runs as ``callback(watch, what)`` with ``what`` one of
+    :data:`READ`, :data:`WRITE` or :data:`TIMEOUT` each time the descriptor is
+    ready, until :meth:`cancel`. With a ``timeout`` it also runs with
+    :data:`TIMEOUT` when no readiness came for that many seconds (the timeout
+    restarts after every event, as libevent's ``EV_PERSIST`` does).
+    """
+
+    __slots__ = ("_last", "_reactor", "_timer", "callback", "events", "fd", "fileobj", "timeout")
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        fileobj: Any,
+        fd: int,
+        events: int,
+        callback: Callable[[Watch, int], object],
+        timeout: float | None,
+    ) -> None:
+        self._reactor: Reactor | None = reactor
+        self.fileobj = fileobj
+        self.fd = fd
+        self.events = events
+        self.callback = callback
+        self.timeout = timeout
+        self._timer: Timer | None = None
+        self._last = 0.0
+
+    @property
+    def active(self) -> bool:
+        """True until :meth:`cancel` (or the reactor's close) releases the watch."""
+        return self._reactor is not None
+
+    def cancel(self) -> None:
+        """Stop watching; idempotent. The descriptor itself stays open: its owner closes it."""
+        reactor = self._reactor
+        if reactor is None:
+            return
+        self._reactor = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        reactor._unwatch(self)
+
+    def _fire(self, what: int) -> None:
+        reactor = self._reactor
+        if reactor is None:
+            return
+        if self.timeout is not None:
+            self._last = reactor.clock.now()
+        try:
+            self.callback(self, what)
+        except Exception:
+            reactor.log.exception("watch callback %r failed", self.callback)
+
+    def _on_deadline(self) -> None:
+        reactor = self._reactor
+        if reactor is None or self.timeout is None:
+            return
+        now = reactor.clock.now()
+        due = self._last + self.timeout
+        if now >= due:
+            self._last = now
+            self._timer = reactor.timers.call_at(now + self.timeout, self._on_deadline)
+            try:
+                self.callback(self, TIMEOUT)
+            except Exception:
+                reactor.log.exception("watch callback %r failed", self.callback)
+        else:
+            self._timer = reactor.timers.call_at(due, self._on_deadline)
+
+
+class SignalHandle:
+    """A signal callback registered with :meth:`Reactor.on_signal`; ``cancel()`` removes it."""
+
+    __slots__ = ("_reactor", "callback", "signum")
+
+    def __init__(self, reactor: Reactor, signum: int, callback: Callable[[int], object]) -> None:
+        self._reactor: Reactor | None = reactor
+        self.signum = signum
+        self.callback = callback
+
+    def cancel(self) -> None:
+        """Remove this callback; the signal's default action returns with the last one."""
+        reactor = self._reactor
+        if reactor is not None:
+            self._reactor = None
+            reactor._remove_signal(self)
+
+
+class Listener:
+    """A listening socket and its accept loop, made by :meth:`Reactor.listen`.
+
+    Each accepted connection is handed to ``protocol_factory()`` through the
+    backend's ``connect_accepted_socket``. ``admit()`` (when given) is asked
+    before that: when it says no, the socket is closed at once and counted in
+    :attr:`rejected`, so a client over the limit learns it immediately
+    instead of hanging in the backlog.
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        admit: Callable[[], bool] | None,
+    ) -> None:
+        self._reactor: Reactor | None = reactor
+        self.sock = sock
+        self.address: Address = address_of(sock)
+        self._factory = protocol_factory
+        self._admit = admit
+        self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        self.accepted = 0
+        self.rejected = 0
+        self.exhausted = 0
+        self.pending = 0
+        self._reading = False
+        self._retry: Timer | None = None
+        self._suppressed = 0
+        self._last_log = float("-inf")
+
+    @property
+    def active(self) -> bool:
+        """True until :meth:`close`."""
+        return self._reactor is not None
+
+    def start(self) -> None:
+        """Begin accepting (idempotent)."""
+        reactor = self._reactor
+        if reactor is None or self._reading:
+            return
+        reactor.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._reading = True
+
+    def pause(self) -> None:
+        """Stop accepting for now; pending clients wait in the kernel backlog."""
+        reactor = self._reactor
+        if reactor is not None and self._reading:
+            reactor.loop.remove_reader(self.sock.fileno())
+            self._reading = False
+
+    def close(self) -> None:
+        """Stop accepting and close the socket (a unix socket's file is removed); idempotent."""
+        reactor = self._reactor
+        if reactor is None:
+            return
+        self.pause()
+        self._reactor = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        reactor._listeners.discard(self)
+        if self.address.scheme == "unix":
+            with contextlib.suppress(OSError):
+                os.unlink(self.address.path)
+        self.sock.close()
+
+    def _on_readable(self) -> None:
+        reactor = self._reactor
+        if reactor is None:
+            return
+        sock = self.sock
+        admit = self._admit
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in _FD_EXHAUSTED:
+                    self._on_exhausted(reactor, exc)
+                else:
+                    self._report(reactor, "accept() on %s failed: %s", exc)
+                return
+            if admit is not None and not admit():
+                self.rejected += 1
+                conn.close()
+                continue
+            self.accepted += 1
+            conn.setblocking(False)
+            if self._tcp:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.pending += 1
+            task = reactor.spawn(reactor.loop.connect_accepted_socket(self._factory, conn))
+            task.add_done_callback(self._on_attached)
+
+    def _on_attached(self, _task: asyncio.Task[Any]) -> None:
+        self.pending -= 1
+
+    def _on_exhausted(self, reactor: Reactor, exc: OSError) -> None:
+        """Out of descriptors: shed the pending clients instead of spinning (libuv's trick)."""
+        self.exhausted += 1
+        shed = 0
+        if reactor._release_reserve():
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    break
+                conn.close()
+                shed += 1
+            reactor._restore_reserve()
+        self.rejected += shed
+        self._report(
+            reactor,
+            "out of file descriptors at accept() on %s (%s): closed %d pending connection(s); "
+            "raise the open-file limit (ulimit -n) or lower max_connections",
+            exc,
+            shed,
+        )
+        if shed == 0:
+            # Nothing could be shed: stop watching for a moment instead of spinning.
+            self.pause()
+            self._retry = reactor.timers.call_later(ACCEPT_RETRY_DELAY, self._resume)
+
+    def _resume(self) -> None:
+        self._retry = None
+        self.start()
+
+    def _report(self, reactor: Reactor, msg: str, exc: OSError, *args: object) -> None:
+        now = reactor.clock.now()
+        if now - self._last_log < ACCEPT_LOG_INTERVAL:
+            self._suppressed += 1
+            return
+        self._last_log = now
+        suffix = ""
+        if self._suppressed:
+            suffix = f" (and {self._suppressed} similar failure(s) since the last report)"
+            self._suppressed = 0
+        reactor.log.error(msg + suffix, self.address, exc.strerror or exc, *args)
+
+
+class Reactor:
+    """A libevent-style reactor: descriptor watches, timers, signals, listeners, tasks.
+
+    ``Reactor(backend="auto")`` creates and owns a new asyncio event loop
+    (:func:`new_event_loop`). ``clock`` defaults to the monotonic clock; pass
+    a :class:`~daemonkit.timers.FakeClock` to drive every timer by hand in
+    tests (then timers fire only on ``clock.advance()``).
+
+    Use it from one thread. :meth:`run` blocks until :meth:`stop`;
+    :meth:`close` releases everything still registered and closes the loop.
+    """
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        *,
+        clock: Clock | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.loop, self.backend = new_event_loop(backend)
+        self.log = log or logging.getLogger("daemonkit.reactor")
+        self.clock: Clock = clock or MonotonicClock()
+        self._backend_timer: asyncio.TimerHandle | None = None
+        self._armed_for: float | None = None
+        self.timers = TimerQueue(
+            self.clock,
+            arm=None if isinstance(self.clock, FakeClock) else self._arm,
+            on_error=self._on_timer_error,
+        )
+        self._readers: dict[int, Watch] = {}
+        self._writers: dict[int, Watch] = {}
+        self._signals: dict[int, list[SignalHandle]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listeners: set[Listener] = set()
+        self._reserve_fd: int | None = None
+        self._closed = False
+        self.loop.set_exception_handler(self._on_loop_exception)
+
+    # -- time and timers -------------------------------------------------
+
+    def time(self) -> float:
+        """The reactor's clock, in seconds (monotonic, or the fake clock's)."""
+        return self.clock.now()
+
+    def call_soon(self, fn: Callable[..., object], *args: object) -> asyncio.Handle:
+        """Run ``fn(*args)`` on the next loop turn; returns a handle with ``cancel()``."""
+        return self.loop.call_soon(fn, *args)
+
+    def call_later(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
+        """Run ``fn(*args)`` once after ``delay`` seconds; ``timer.cancel()`` to withdraw."""
+        return self.timers.call_later(delay, fn, *args)
+
+    def call_at(self, when: float, fn: Callable[..., object], *args: object) -> Timer:
+        """Run ``fn(*args)`` once when :meth:`time` reaches ``when``."""
+        return self.timers.call_at(when, fn, *args)
+
+    def call_every(self, interval: float, fn: Callable[..., object], *args: object) -> Timer:
+        """Run ``fn(*args)`` every ``interval`` seconds on a drift-free grid.
+
+        Ticks come at start + k*interval; when the loop was too busy to run
+        one on time, the missed ticks are skipped and counted in
+        ``timer.skipped`` rather than run back to back.
+        """
+        return self.timers.call_every(interval, fn, *args)
+
+    def _arm(self, when: float | None) -> None:
+        if when == self._armed_for:
+            return
+        if self._backend_timer is not None:
+            self._backend_timer.cancel()
+            self._backend_timer = None
+        self._armed_for = when
+        if when is not None and not self._closed:
+            delay = max(0.0, when - self.clock.now())
+            self._backend_timer = self.loop.call_later(delay, self._on_backend_timer)
+
+    def _on_backend_timer(self) -> None:
+        self._backend_timer = None
+        self._armed_for = None
+        self.timers.run_due()
+        if self._armed_for is None and self._backend_timer is None:
+            self._arm(self.timers.next_deadline())
+
+    def _on_timer_error(self, timer: Timer, exc: BaseException) -> None:
+        self.log.error("timer callback failed: %r", timer, exc_info=exc)
+
+    # -- descriptors -----------------------------------------------------
+
+    def watch(
+        self,
+        fileobj: Any,
+        events: int,
+        callback: Callable[[Watch, int], object],
+        *,
+        timeout: float | None = None,
+    ) -> Watch:
+        """Call ``callback(watch, what)`` whenever ``fileobj`` is ready for ``events``.
+
+        ``fileobj`` is a descriptor number or anything with ``fileno()``;
+        ``events`` is :data:`READ`, :data:`WRITE` or both. The watch persists
+        until ``watch.cancel()``. With ``timeout``, the callback also gets
+        :data:`TIMEOUT` after that many seconds without readiness. A
+        descriptor may carry one READ and one WRITE watch; a second raises
+        ``ValueError`` (cancel the first).
+        """
+        if not events & (READ | WRITE) or events & ~(READ | WRITE):
+            raise ValueError("events must be READ, WRITE or READ | WRITE")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive seconds or None")
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        if events & READ and fd in self._readers:
+            raise ValueError(f"descriptor {fd} already has a READ watch; cancel it first")
+        if events & WRITE and fd in self._writers:
+            raise ValueError(f"descriptor {fd} already has a WRITE watch; cancel it first")
+        w = Watch(self, fileobj, fd, events, callback, timeout)
+        if events & READ:
+            self.loop.add_reader(fd, w._fire, READ)
+            self._readers[fd] = w
+        if events & WRITE:
+            self.loop.add_writer(fd, w._fire, WRITE)
+            self._writers[fd] = w
+        if timeout is not None:
+            w._last = self.clock.now()
+            w._timer = self.timers.call_later(timeout, w._on_deadline)
+        return w
+
+    def _unwatch(self, w: Watch) -> None:
+        if self._readers.get(w.fd) is w:
+            del self._readers[w.fd]
+            self.loop.remove_reader(w.fd)
+        if self._writers.get(w.fd) is w:
+            del self._writers[w.fd]
+            self.loop.remove_writer(w.fd)
+
+    # -- signals ---------------------------------------------------------
+
+    def on_signal(self, signum: int, callback: Callable[[int], object]) -> SignalHandle:
+        """Call ``callback(signum)`` in the loop each time the process gets ``signum``.
+
+        Several callbacks may share a signal; they run in registration order.
+        Must be called from the main thread (a Python rule for signals).
+        ``handle.cancel()`` removes the callback.
+        """
+        handle = SignalHandle(self, signum, callback)
+        handlers = self._signals.get(signum)
+        if handlers is None:
+            self.loop.add_signal_handler(signum, self._dispatch_signal, signum)
+            handlers = self._signals[signum] = []
+        handlers.append(handle)
+        return handle
+
+    def _dispatch_signal(self, signum: int) -> None:
+        for handle in list(self._signals.get(signum, ())):
+            try:
+                handle.callback(signum)
+            except Exception:
+                self.log.exception("signal callback for %s failed", signal.Signals(signum).name)
+
+    def _remove_signal(self, handle: SignalHandle) -> None:
+        handlers = self._signals.get(handle.signum)
+        if handlers is None or handle not in handlers:
+            return
+        handlers.remove(handle)
+        if not handlers:
+            del self._signals[handle.signum]
+            if not self.loop.is_closed():
+                self.loop.remove_signal_handler(handle.signum)
+
+    # -- tasks -----------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run asyncio code as a task the reactor owns.
+
+        The reactor keeps a strong reference (the loop keeps only a weak one),
+        logs the task's exception if it fails, and cancels it at :meth:`close`.
+        """
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._on_task_done)
+        return task
+
+    def _on_task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.log.error("task %s failed", task.get_name(), exc_info=exc)
+
+    # -- sockets ---------------------------------------------------------
+
+    def listen(
+        self,
+        endpoint: str | Address,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        *,
+        backlog: int = DEFAULT_BACKLOG,
+        admit: Callable[[], bool] | None = None,
+        start: bool = True,
+    ) -> Listener:
+        """Bind ``endpoint`` now and accept connections into ``protocol_factory()``.
+
+        Binding happens before this returns, so ``OSError`` (address in use,
+        permission denied) and :class:`~daemonkit.errors.EndpointError` reach
+        the caller at once. ``listener.address`` is the bound address (port 0
+        resolved). ``admit()``, when given, is asked before each connection is
+        set up; a refused one is closed at once. With ``start=False`` call
+        ``listener.start()`` later.
+        """
+        address = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+        sock = bind_socket(address, backlog=backlog)
+        self._ensure_reserve()
+        listener = Listener(self, sock, protocol_factory, admit)
+        self._listeners.add(listener)
+        if start:
+            listener.start()
+        return listener
+
+    async def connect(
+        self,
+        endpoint: str | Address,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+    ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+        """Open an outbound connection to a ``tcp://`` or ``unix://`` endpoint.
+
+        A coroutine: ``await`` it from spawned code, or ``reactor.spawn()`` it.
+        Returns the backend's ``(transport, protocol)``; raises ``OSError``
+        (refused, unreachable) for the caller to handle.
+        """
+        address = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+        if address.scheme == "unix":
+            return await self.loop.create_unix_connection(protocol_factory, address.path)
+        return await self.loop.create_connection(protocol_factory, address.host, address.port)
+
+    def _ensure_reserve(self) -> None:
+        if self._reserve_fd is None:
+            with contextlib.suppress(OSError):
+                self._reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def _release_reserve(self) -> bool:
+        if self._reserve_fd is None:
+            return False
+        os.close(self._reserve_fd)
+        self._reserve_fd = None
+        return True
+
+    def _restore_reserve(self) -> None:
+        self._ensure_reserve()
+
+    # -- running ---------------------------------------------------------
+
+    def run(self) -> None:
+        """Run the loop until :meth:`stop` is called."""
+        self.loop.run_forever()
+
+    def run_until_complete(self, awaitable: Coroutine[Any, Any, T]) -> T:
+        """Run the loop until ``awaitable`` completes and return its result."""
+        return self.loop.run_until_complete(awaitable)
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current loop turn; safe to call from callbacks."""
+        self.loop.stop()
+
+    def stats(self) -> ReactorStats:
+        """Count what is registered now: watches, active timers, tasks, signals, listeners."""
+        watches = {id(w) for w in self._readers.values()} | {id(w) for w in self._writers.values()}
+        return ReactorStats(
+            watches=len(watches),
+            timers=len(self.timers),
+            tasks=len(self._tasks),
+            signals=sum(len(h) for h in self._signals.values()),
+            listeners=len(self._listeners),
+        )
+
+    def close(self) -> None:
+        """Release everything still registered and close the loop; idempotent.
+
+        Listeners close, watches and signal handlers are removed, timers are
+        cancelled, spawned tasks are cancelled and awaited. Must not be called
+        while :meth:`run` is running.
+        """
+        if self._closed:
+            return
+        for listener in list(self._listeners):
+            listener.close()
+        for w in list(self._readers.values()) + list(self._writers.values()):
+            w.cancel()
+        for handlers in list(self._signals.values()):
+            for handle in list(handlers):
+                handle.cancel()
+        self.timers.clear()
+        self._arm(None)
+        if self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        with contextlib.suppress(RuntimeError):
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self._closed = True
+        if self._reserve_fd is not None:
+            os.close(self._reserve_fd)
+            self._reserve_fd = None
+        self.loop.close()
+
+    def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        message = context.get("message", "unhandled exception in the event loop")
+        self.log.error("%s", message, exc_info=exc if isinstance(exc, BaseException) else None)

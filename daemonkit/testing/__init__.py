@@ -1,0 +1,16 @@
+"""Test helpers daemonkit ships for its users (and uses itself).
+
+* :class:`DaemonRunner` runs a daemon on its own reactor in a background
+  thread, on an ephemeral port, so a test can talk to it with plain blocking
+  sockets and stop it cleanly.
+* :class:`~daemonkit.timers.FakeClock` makes every timer of a daemon fire
+  only when the test says ``advance(seconds)``: no sleeping in tests.
+* :class:`MemoryTransport` is an asyncio transport that records what is
+  written, for exercising a protocol without sockets.
+"""
+
+from daemonkit.testing.runner import DaemonRunner
+from daemonkit.testing.transport import MemoryTransport
+from daemonkit.timers import FakeClock
+
+__all__ = ["DaemonRunner", "FakeClock", "MemoryTransport"]

@@ -1,0 +1,58 @@
+"""Small blocking-socket helpers for tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def recv_until(sock: socket.socket, end: bytes, limit: int = 1 << 20) -> bytes:
+    """Read until ``end`` is seen or the peer closes (the socket has a timeout)."""
+    data = b""
+    while not data.endswith(end) and len(data) < limit:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    """Read until the peer closes (the socket has a timeout)."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0
+) -> None:
+    """Poll until 127.0.0.1:port accepts (or the process died: fail with its stderr)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise AssertionError(f"daemon exited with {proc.returncode}: {err}") from None
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listening on port {port} after {timeout}s") from None
+            time.sleep(0.02)

@@ -1,0 +1,330 @@
+"""The command line, in-process (main(argv)) and as real processes with real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from daemonkit import cli
+from tests.helpers import PYTHON, ROOT, free_port, recv_all, recv_until, wait_for_port
+
+ECHO = str(ROOT / "examples" / "echo_daemon.py")
+
+
+def write_daemon(tmp_path: Path, body: str, name: str = "mydaemon.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def spawn(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[bytes]:
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
+    full_env.pop("PYTHONASYNCIODEBUG", None)
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [PYTHON, "-m", "daemonkit", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=full_env,
+        cwd=ROOT,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"process did not exit: {err.decode()}") from None
+    return proc.returncode, err.decode()
+
+
+# -- in-process ---------------------------------------------------------------
+
+
+def test_check_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main([ECHO, "--check", "--backend", "asyncio", "--listen", "tcp://127.0.0.1:0"])
+    out = capsys.readouterr().out
+    assert code == cli.EXIT_OK
+    assert "ok: EchoDaemon" in out and "backend asyncio" in out
+
+
+def test_run_subcommand_name_is_optional(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", ECHO, "--check"]) == cli.EXIT_OK
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["no/such/file.py"], cli.EXIT_LOAD, "no such file"),
+        (["no_such_module_xyz"], cli.EXIT_LOAD, "no module named 'no_such_module_xyz'"),
+        ([ECHO + ":Nope"], cli.EXIT_LOAD, "has no attribute 'Nope'"),
+        ([ECHO, "--listen", "tcp://127.0.0.1"], cli.EXIT_CONFIG, "has no port"),
+        ([ECHO, "--listen", "http://x:1"], cli.EXIT_CONFIG, "unknown scheme"),
+    ],
+)
+def test_user_errors_give_one_line_and_a_code(
+    argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([ECHO, "--max-connections", "zero"]) == cli.EXIT_USAGE
+    assert "not a whole number" in capsys.readouterr().err
+
+
+def test_ambiguous_file_needs_a_class_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_daemon(
+        tmp_path,
+        """
+        from daemonkit import Daemon
+        class A(Daemon): pass
+        class B(Daemon): pass
+        """,
+    )
+    assert cli.main([str(path), "--check"]) == cli.EXIT_LOAD
+    assert "several Daemon subclasses (A, B)" in capsys.readouterr().err
+    assert cli.main([f"{path}:B", "--check"]) == cli.EXIT_OK
+
+
+# -- real processes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["uvloop", "asyncio"])
+def test_echo_example_serves_and_stops_on_sigterm(backend: str) -> None:
+    port = free_port()
+    proc = spawn(ECHO, "--listen", f"tcp://127.0.0.1:{port}", "--backend", backend)
+    wait_for_port(port, proc)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"hello\n")
+        assert recv_until(sock, b"\n") == b"hello\n"
+        proc.send_signal(signal.SIGTERM)
+        assert recv_all(sock) == b""  # the graceful stop closed us
+    code, err = finish(proc)
+    assert code == 0, err
+    assert f"listening on tcp://127.0.0.1:{port} (backend {backend})" in err
+    assert re.search(r"#1 127\.0\.0\.1:\d+ connected", err)
+    assert "SIGTERM: stopping gracefully" in err
+    assert "stopped" in err
+
+
+def test_second_sigterm_stops_at_once(tmp_path: Path) -> None:
+    path = write_daemon(
+        tmp_path,
+        """
+        from daemonkit import Daemon
+        class Hold(Daemon):
+            shutdown_timeout = 600  # a graceful stop would wait ten minutes
+            def on_read(self, conn, data):
+                for _ in range(64):
+                    conn.write(b"h" * 65536)
+        """,
+    )
+    port = free_port()
+    proc = spawn(str(path), "--listen", f"tcp://127.0.0.1:{port}")
+    wait_for_port(port, proc)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    with sock:
+        sock.sendall(b"go")
+        recv_until(sock, b"h", limit=1)
+        proc.send_signal(signal.SIGTERM)
+        # wait for the first signal to be logged before sending the second
+        line = b""
+        assert proc.stderr is not None
+        while b"stopping gracefully" not in line:
+            line = proc.stderr.readline()
+            assert line, "daemon exited early"
+        proc.send_signal(signal.SIGTERM)
+        code, err = finish(proc, timeout=20)
+    assert code == 0, err
+    assert "SIGTERM again: stopping now" in err
+
+
+def test_port_in_use_exit_code() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = finish(spawn(ECHO, "--listen", f"tcp://127.0.0.1:{port}"))
+    assert code == cli.EXIT_ADDRESS_IN_USE
+    assert "daemonkit: error: cannot listen on" in err and "in use" in err
+    assert "Traceback" not in err
+
+
+def test_permission_denied_exit_code(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # root may write anywhere but in sysfs, where bind() fails with EPERM
+        target = "/sys/daemonkit-test.sock"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        target = f"{locked}/x.sock"
+    code, err = finish(spawn(ECHO, "--listen", f"unix://{target}"))
+    assert code == cli.EXIT_PERMISSION, err
+    assert re.search("Permission denied|Operation not permitted", err)
+    assert "Traceback" not in err
+
+
+def test_permission_denied_low_port_or_skip() -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root may bind low ports")
+    code, err = finish(spawn(ECHO, "--listen", "tcp://127.0.0.1:1"))
+    assert code == cli.EXIT_PERMISSION, err
+
+
+def test_on_start_failure_exit_code(tmp_path: Path) -> None:
+    path = write_daemon(
+        tmp_path,
+        """
+        from daemonkit import Daemon
+        class Bad(Daemon):
+            listen = "tcp://127.0.0.1:0"
+            def on_start(self):
+                raise KeyError("missing setting")
+        """,
+    )
+    code, err = finish(spawn(str(path)))
+    assert code == cli.EXIT_START
+    assert "on_start failed: KeyError" in err
+
+
+def test_sighup_reloads_and_sigusr1_reopens_the_log(tmp_path: Path) -> None:
+    path = write_daemon(
+        tmp_path,
+        """
+        from daemonkit import Daemon
+        class Reloadable(Daemon):
+            def on_reload(self):
+                self.log.info("reloaded config")
+        """,
+    )
+    port = free_port()
+    log = tmp_path / "daemon.log"
+    proc = spawn(str(path), "--listen", f"tcp://127.0.0.1:{port}", "--log-file", str(log))
+    wait_for_port(port, proc)
+    proc.send_signal(signal.SIGHUP)
+    rotated = tmp_path / "daemon.log.1"
+    wait_for_text(log, "reloaded config")
+    log.rename(rotated)  # what logrotate does
+    proc.send_signal(signal.SIGUSR1)
+    wait_for_text(log, "log file reopened")
+    proc.send_signal(signal.SIGTERM)
+    code, err = finish(proc)
+    assert code == 0, err
+    assert "reloaded config" in rotated.read_text()
+    assert "stopped" in log.read_text()
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+@pytest.mark.parametrize("backend", ["uvloop", "asyncio"])
+def test_emfile_neither_spins_nor_floods(tmp_path: Path, backend: str) -> None:
+    """With a tiny open-file limit, excess clients are closed at once and the log stays short."""
+    path = write_daemon(
+        tmp_path,
+        """
+        import resource
+        from daemonkit import Daemon
+        class Tight(Daemon):
+            max_connections = 1000  # above the descriptor limit on purpose
+            def on_start(self):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+            def on_read(self, conn, data):
+                conn.write(data)
+        """,
+    )
+    port = free_port()
+    proc = spawn(str(path), "--listen", f"tcp://127.0.0.1:{port}", "--backend", backend)
+    wait_for_port(port, proc)
+    clients = []
+    outcomes = {"echo": 0, "closed": 0}
+    try:
+        for _ in range(120):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            clients.append(s)
+        for s in clients:
+            s.sendall(b"x")
+        for s in clients:
+            try:
+                outcomes["echo" if s.recv(1) == b"x" else "closed"] += 1
+            except ConnectionResetError:
+                outcomes["closed"] += 1
+    finally:
+        for s in clients:
+            s.close()
+    # after the storm the daemon still serves
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"y")
+        assert s.recv(1) == b"y"
+    cpu = _cpu_seconds(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    code, err = finish(proc)
+    assert code == 0, err
+    assert outcomes["echo"] > 0 and outcomes["closed"] > 0, outcomes
+    assert outcomes["echo"] + outcomes["closed"] == 120
+    emfile_lines = [line for line in err.splitlines() if "out of file descriptors" in line]
+    assert 1 <= len(emfile_lines) <= 5, err
+    assert cpu < 10, f"daemon used {cpu:.1f}s of CPU: spinning?"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def test_timer_example_runs(tmp_path: Path) -> None:
+    port = free_port()
+    proc = spawn(
+        str(ROOT / "examples" / "timer_daemon.py"),
+        "--listen",
+        f"tcp://127.0.0.1:{port}",
+        "--log-level",
+        "debug",
+    )
+    wait_for_port(port, proc)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert recv_until(sock, b"\n").startswith(b"tick ")
+        sock.sendall(b"ticks\n")
+        reply = recv_until(sock, b"\n")
+        while reply.startswith(b"tick "):
+            reply = recv_until(sock, b"\n")
+        assert reply.strip().isdigit()
+        sock.sendall(b"what\n")
+        reply = recv_until(sock, b"\n")
+        while reply.startswith(b"tick "):
+            reply = recv_until(sock, b"\n")
+        assert reply == b"unknown command: what\n"
+    proc.send_signal(signal.SIGTERM)
+    code, err = finish(proc)
+    assert code == 0, err
+    assert "one-shot timer fired" in err
+    assert "this never prints" not in err

@@ -1,0 +1,68 @@
+"""Loading daemon targets: files, modules, module:Class."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from daemonkit.errors import LoadError
+from daemonkit.loader import load_daemon_class
+from tests.helpers import ROOT
+
+
+def test_file_with_one_daemon() -> None:
+    cls = load_daemon_class(str(ROOT / "examples" / "echo_daemon.py"))
+    assert cls.__name__ == "EchoDaemon"
+
+
+def test_module_and_module_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "server.py").write_text(
+        textwrap.dedent(
+            """
+            from daemonkit import Daemon
+            from daemonkit.daemon import Daemon as Imported  # imported names do not count
+            class Main(Daemon):
+                pass
+            NOT_A_CLASS = 1
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert load_daemon_class("mypkg.server").__name__ == "Main"
+        assert load_daemon_class("mypkg.server:Main").__name__ == "Main"
+        with pytest.raises(LoadError, match="is not a Daemon subclass"):
+            load_daemon_class("mypkg.server:NOT_A_CLASS")
+        with pytest.raises(LoadError, match="no module named 'mypkg.nope'"):
+            load_daemon_class("mypkg.nope")
+    finally:
+        for name in [m for m in sys.modules if m.startswith("mypkg")]:
+            del sys.modules[name]
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(LoadError, match="defines no Daemon subclass"):
+        load_daemon_class(str(empty))
+    broken = tmp_path / "broken.py"
+    broken.write_text("import nonexistent_module_xyz\n")
+    with pytest.raises(LoadError, match="importing .*broken.py failed: ModuleNotFoundError"):
+        load_daemon_class(str(broken))
+    with pytest.raises(LoadError, match="no such file"):
+        load_daemon_class(str(tmp_path / "missing.py"))
+    with pytest.raises(LoadError, match="is empty"):
+        load_daemon_class(":Main")
+
+
+def test_module_import_error_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "crashy_mod_xyz.py").write_text("raise RuntimeError('at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LoadError, match="RuntimeError: at import"):
+        load_daemon_class("crashy_mod_xyz")

@@ -1,0 +1,283 @@
+"""The Reactor on its own, libevent-style, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from daemonkit import READ, TIMEOUT, WRITE, FakeClock, Reactor
+from daemonkit.errors import ConfigError
+from daemonkit.reactor import Watch, new_event_loop
+
+
+@pytest.fixture
+def reactor(backend: str) -> Iterator[Reactor]:
+    r = Reactor(backend)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def fake_reactor(backend: str) -> Iterator[tuple[Reactor, FakeClock]]:
+    clock = FakeClock()
+    r = Reactor(backend, clock=clock)
+    yield r, clock
+    r.close()
+
+
+def test_backend_names(backend: str) -> None:
+    loop, name = new_event_loop(backend)
+    loop.close()
+    assert name == backend
+    with pytest.raises(ConfigError, match="unknown backend"):
+        new_event_loop("pyuv")
+
+
+def test_watch_read_and_write(reactor: Reactor) -> None:
+    a, b = socket.socketpair()
+    seen: list[int] = []
+
+    def on_ready(w: Watch, what: int) -> None:
+        seen.append(what)
+        if what == READ:
+            assert a.recv(10) == b"ping"
+            w.cancel()
+            reactor.stop()
+
+    def on_writable(w: Watch, what: int) -> None:
+        seen.append(what)
+        w.cancel()
+        b.send(b"ping")
+
+    with a, b:
+        reactor.watch(a, READ, on_ready)
+        reactor.watch(b, WRITE, on_writable)
+        reactor.run()
+    assert seen == [WRITE, READ]
+    assert reactor.stats().watches == 0
+
+
+def test_watch_timeout_uses_the_same_callback(fake_reactor: tuple[Reactor, FakeClock]) -> None:
+    reactor, clock = fake_reactor
+    a, b = socket.socketpair()
+    seen: list[tuple[float, int]] = []
+    with a, b:
+        w = reactor.watch(a, READ, lambda w, what: seen.append((clock.now(), what)), timeout=5.0)
+        clock.advance(4.9)
+        assert seen == []
+        clock.advance(0.1)
+        assert seen == [(5.0, TIMEOUT)]
+        clock.advance(5.0)  # persistent: fires again a full timeout later
+        assert seen == [(5.0, TIMEOUT), (10.0, TIMEOUT)]
+        w.cancel()
+        clock.advance(100)
+        assert len(seen) == 2
+    assert reactor.stats().timers == 0
+
+
+def test_second_watch_on_same_fd_is_refused(reactor: Reactor) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        w = reactor.watch(a, READ, lambda w, what: None)
+        with pytest.raises(ValueError, match="already has a READ watch"):
+            reactor.watch(a.fileno(), READ, lambda w, what: None)
+        w.cancel()
+        w.cancel()  # idempotent
+        reactor.watch(a, READ, lambda w, what: None).cancel()
+    with pytest.raises(ValueError, match="events must be"):
+        reactor.watch(0, TIMEOUT, lambda w, what: None)
+
+
+def test_watch_callback_error_is_logged_not_raised(
+    reactor: Reactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = socket.socketpair()
+
+    def bad(w: Watch, what: int) -> None:
+        w.cancel()
+        reactor.stop()
+        raise RuntimeError("oops")
+
+    with a, b:
+        b.send(b"x")
+        reactor.watch(a, READ, bad)
+        reactor.run()
+    assert any("watch callback" in r.getMessage() for r in caplog.records)
+
+
+def test_timers_with_fake_clock(fake_reactor: tuple[Reactor, FakeClock]) -> None:
+    reactor, clock = fake_reactor
+    fired: list[tuple[str, float]] = []
+    reactor.call_later(1.0, lambda: fired.append(("later", clock.now())))
+    reactor.call_at(0.5, lambda: fired.append(("at", clock.now())))
+    cancelled = reactor.call_later(0.7, lambda: fired.append(("cancelled", clock.now())))
+    cancelled.cancel()
+    periodic = reactor.call_every(0.25, lambda: fired.append(("every", clock.now())))
+    clock.advance(1.0)
+    periodic.cancel()
+    assert fired == [
+        ("every", 0.25),
+        ("at", 0.5),
+        ("every", 0.5),
+        ("every", 0.75),
+        ("later", 1.0),
+        ("every", 1.0),
+    ] or fired == [
+        ("every", 0.25),
+        ("every", 0.5),
+        ("at", 0.5),
+        ("every", 0.75),
+        ("every", 1.0),
+        ("later", 1.0),
+    ]
+    assert reactor.time() == 1.0
+    assert reactor.stats().timers == 0
+
+
+def test_real_timer_fires_through_the_backend(reactor: Reactor) -> None:
+    # A real clock, a very short delay: proves the single backend timer is armed.
+    fired: list[float] = []
+    start = reactor.time()
+
+    def done() -> None:
+        fired.append(reactor.time())
+        reactor.stop()
+
+    reactor.call_later(0.01, done)
+    reactor.run()
+    assert fired and fired[0] >= start + 0.01
+
+
+def test_timer_error_is_logged_and_others_still_run(
+    fake_reactor: tuple[Reactor, FakeClock], caplog: pytest.LogCaptureFixture
+) -> None:
+    reactor, clock = fake_reactor
+    fired: list[str] = []
+
+    def bad() -> None:
+        raise ValueError("timer bug")
+
+    reactor.call_later(1, bad)
+    reactor.call_later(1, fired.append, "ok")
+    clock.advance(1)
+    assert fired == ["ok"]
+    assert any("timer callback failed" in r.getMessage() for r in caplog.records)
+
+
+def test_signal_delivered_in_the_loop(reactor: Reactor) -> None:
+    got: list[int] = []
+
+    def on_usr2(signum: int) -> None:
+        got.append(signum)
+        reactor.stop()
+
+    handle = reactor.on_signal(signal.SIGUSR2, on_usr2)
+    reactor.call_soon(os.kill, os.getpid(), signal.SIGUSR2)
+    reactor.run()
+    assert got == [signal.SIGUSR2]
+    assert reactor.stats().signals == 1
+    handle.cancel()
+    handle.cancel()
+    assert reactor.stats().signals == 0
+
+
+def test_spawn_logs_failures_and_close_cancels(
+    reactor: Reactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def fail() -> None:
+        raise RuntimeError("task bug")
+
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    def stop_after(turns: int) -> None:
+        if turns:
+            reactor.call_soon(stop_after, turns - 1)
+        else:
+            reactor.stop()
+
+    reactor.spawn(fail())
+    long = reactor.spawn(forever())
+    stop_after(5)  # the failed task's done callback runs a turn after it fails
+    reactor.run()
+    assert any("failed" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert reactor.stats().tasks == 1
+    reactor.close()
+    assert long.cancelled()
+
+
+def test_listen_connect_roundtrip(reactor: Reactor) -> None:
+    received: list[bytes] = []
+    transports: list[asyncio.BaseTransport] = []
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            transports.append(transport)
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[attr-defined]
+
+    class Client(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            received.append(data)
+            reactor.stop()
+
+    listener = reactor.listen("tcp://127.0.0.1:0", Echo)
+    assert listener.address.port != 0
+
+    async def go() -> None:
+        transport, _ = await reactor.connect(str(listener.address), Client)
+        transports.append(transport)
+        transport.write(b"round trip")  # type: ignore[attr-defined]
+
+    reactor.spawn(go())
+    reactor.run()
+    for t in transports:
+        t.close()
+    reactor.call_soon(reactor.stop)
+    reactor.run()  # one more turn lets the transports finish closing
+    assert received == [b"round trip"]
+    assert listener.accepted == 1
+    assert reactor.stats().listeners == 1
+    listener.close()
+    assert reactor.stats().listeners == 0
+
+
+def test_listen_admit_refuses(reactor: Reactor) -> None:
+    listener = reactor.listen("tcp://127.0.0.1:0", asyncio.Protocol, admit=lambda: False)
+    with socket.create_connection(("127.0.0.1", listener.address.port), timeout=10) as s:
+        reactor.call_later(0.05, reactor.stop)
+        reactor.run()
+        assert s.recv(1) == b""
+    assert listener.rejected == 1 and listener.accepted == 0
+
+
+def test_loop_exceptions_go_to_the_reactor_log(
+    reactor: Reactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="daemonkit")
+    reactor.loop.call_exception_handler({"message": "something odd"})
+    assert any(r.getMessage() == "something odd" for r in caplog.records)
+
+
+def test_close_releases_everything(backend: str) -> None:
+    r = Reactor(backend)
+    a, b = socket.socketpair()
+    with a, b:
+        r.watch(a, READ, lambda w, what: None, timeout=10)
+        r.call_later(10, lambda: None)
+        r.call_every(1, lambda: None)
+        r.listen("tcp://127.0.0.1:0", asyncio.Protocol)
+        r.on_signal(signal.SIGUSR2, lambda s: None)
+        r.close()
+        r.close()  # idempotent
+    assert r.loop.is_closed()
+    assert r.stats().watches == 0 and r.stats().timers == 0 and r.stats().listeners == 0
+    assert r.stats().signals == 0
