@@ -91,13 +91,16 @@ class Connection(asyncio.Protocol):
         "_closing",
         "_daemon",
         "_dispatching",
+        "_encode",
         "_flush_handle",
         "_framer",
+        "_high",
         "_idle",
         "_idle_timer",
         "_last_read",
         "_log",
         "_loop",
+        "_on_read",
         "_paused_writing",
         "_reason",
         "_state",
@@ -116,6 +119,10 @@ class Connection(asyncio.Protocol):
         self._daemon = daemon
         self.id = conn_id
         self._framer = framer
+        # Resolved once here so the hot path does no attribute chains.
+        self._encode: Callable[[Any], bytes] | None = framer.encode if framer is not None else None
+        self._on_read: Callable[[Connection, Any], object] = daemon._on_read
+        self._high: int = daemon.write_high_water
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bytes_in = 0
@@ -198,15 +205,12 @@ class Connection(asyncio.Protocol):
             return False
         if type(data) is not bytes:
             data = bytes(data)
-        if not data:
-            return True
         self._wbuf.append(data)
-        self._wsize += len(data)
+        size = self._wsize = self._wsize + len(data)
         if not self._dispatching and self._flush_handle is None:
             assert self._loop is not None
             self._flush_handle = self._loop.call_soon(self._flush_soon)
-        daemon = self._daemon
-        if self._paused_writing or self._wsize > daemon.write_high_water:
+        if size > self._high or self._paused_writing:
             return self._check_backlog()
         return True
 
@@ -216,8 +220,21 @@ class Connection(asyncio.Protocol):
         With ``Lines`` framing ``conn.send(b"hi")`` writes ``b"hi\\n"``. Same
         return value as :meth:`write`.
         """
-        framer = self._framer
-        return self.write(framer.encode(frame) if framer is not None else frame)
+        encode = self._encode
+        if encode is None:
+            return self.write(frame)
+        if self._closing:
+            return False
+        # write() inlined (encode() already returns bytes): one call less per frame.
+        data = encode(frame)
+        self._wbuf.append(data)
+        size = self._wsize = self._wsize + len(data)
+        if not self._dispatching and self._flush_handle is None:
+            assert self._loop is not None
+            self._flush_handle = self._loop.call_soon(self._flush_soon)
+        if size > self._high or self._paused_writing:
+            return self._check_backlog()
+        return True
 
     def close(self, timeout: float | None = None) -> None:
         """Close gracefully: flush what was written, then close; idempotent.
@@ -400,13 +417,12 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Backend callback: bytes arrived. Frames them and calls ``on_read``."""
-        if self.closing:  # the property: on_read below may close us
+        if self._closing:
             return
         self.bytes_in += len(data)
-        daemon = self._daemon
         if self._idle is not None:
-            self._last_read = daemon.reactor.clock.now()
-        on_read = daemon._on_read
+            self._last_read = self._daemon.reactor.clock.now()
+        on_read = self._on_read
         self._dispatching = True
         try:
             framer = self._framer
@@ -416,25 +432,40 @@ class Connection(asyncio.Protocol):
                 for frame in framer.feed(data):
                     on_read(self, frame)
                     if self._closing:
-                        break
+                        break  # type: ignore[unreachable]  # on_read may close
         except FramingError as exc:
-            frames = exc.frames
-            try:
-                for frame in frames:
-                    if self._closing:
-                        break
-                    on_read(self, frame)
-            except Exception as handler_exc:
-                daemon._call_error(self, handler_exc)
             self._dispatching = False
-            self._framing_error(exc)
+            self._deliver_then_close(exc)
             return
         except Exception as exc:
             self._dispatching = False
-            daemon._call_error(self, exc)
+            self._daemon._call_error(self, exc)
         self._dispatching = False
-        if self._wbuf:
-            self._flush()
+        buf = self._wbuf
+        if buf:
+            # _flush() inlined: this runs once per read on the hot path.
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
+            buf.clear()
+            self._wsize = 0
+            t = self.transport
+            if t is not None and not self.closed:
+                self.bytes_out += len(data)
+                t.write(data)
+                if self._want_drain and not self._paused_writing:
+                    self._want_drain = False
+                    self._daemon._call_drain(self)
+
+    def _deliver_then_close(self, exc: FramingError) -> None:
+        """Deliver the frames that preceded bad input, then close with the right reason."""
+        on_read = self._on_read
+        try:
+            for frame in exc.frames:
+                if self._closing:
+                    break
+                on_read(self, frame)
+        except Exception as handler_exc:
+            self._daemon._call_error(self, handler_exc)
+        self._framing_error(exc)
 
     def eof_received(self) -> bool:
         """Backend callback: the peer half-closed. Calls ``on_eof`` or closes after flushing."""

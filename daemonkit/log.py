@@ -313,9 +313,15 @@ class _Storm:
         return record
 
 
+# LogRecord attribute where ConnectionLogger keeps the unprefixed template.
+_TEMPLATE_ATTR = "daemonkit_template"
+
+
 def _storm_key(record: logging.LogRecord) -> tuple[object, ...]:
     """Return what makes two records "the same" for :class:`StormFilter`."""
-    msg = record.msg
+    # A connection logger records its template without the "#id peer"
+    # prefix, so the same error from many connections is one storm.
+    msg = getattr(record, _TEMPLATE_ATTR, record.msg)
     template = msg if isinstance(msg, str) else f"<{type(msg).__qualname__}>"
     exc_type = record.exc_info[0] if record.exc_info else None
     return (record.name, record.levelno, template, exc_type)
@@ -455,7 +461,9 @@ class ConnectionLogger(_AdapterBase):
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
-        """Return *msg* with the connection prefix; *kwargs* unchanged."""
+        """Return *msg* with the connection prefix; the bare template goes in ``extra``."""
+        extra = kwargs.get("extra")
+        kwargs["extra"] = {_TEMPLATE_ATTR: msg} if extra is None else {**extra, _TEMPLATE_ATTR: msg}
         return f"{self._prefix}{msg}", kwargs
 
     if TYPE_CHECKING:

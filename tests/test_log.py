@@ -671,3 +671,20 @@ def test_all_names_exist_and_are_documented() -> None:
         obj = getattr(log, name)
         if callable(obj):
             assert obj.__doc__, name
+
+
+def test_same_error_from_many_connections_is_one_storm() -> None:
+    stream = io.StringIO()
+    config = log.setup("info", stream=stream, color="never")
+    try:
+        for conn_id in range(1, 101):
+            log.connection_logger(config.logger, conn_id, f"127.0.0.1:{5000 + conn_id}").error(
+                "bad input: %s", "x"
+            )
+        config.close()
+    finally:
+        config.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert "#1 127.0.0.1:5001 bad input: x" in lines[0]
+    assert "(repeated 99 times" in lines[1]

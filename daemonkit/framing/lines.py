@@ -42,7 +42,7 @@ class Lines(Framer):
     :class:`~daemonkit.errors.ConfigError` (a :class:`ValueError`).
     """
 
-    __slots__ = ("_backoff", "_delimiter", "_limit", "_max_length")
+    __slots__ = ("_backoff", "_byte", "_delimiter", "_limit", "_max_length")
 
     def __init__(self, delimiter: bytes = b"\n", max_length: int = DEFAULT_MAX_LINE) -> None:
         delimiter = _to_bytes(delimiter)
@@ -55,6 +55,9 @@ class Lines(Framer):
         # A buffered partial line may end with the first len(delimiter) - 1
         # bytes of the delimiter: rescan those, and do not count them yet.
         self._backoff = len(delimiter) - 1
+        # A one-byte delimiter as an int: bytes.find(int) is the cheapest
+        # containment test (``in`` with bytes first tries int conversion).
+        self._byte = delimiter[0] if len(delimiter) == 1 else -1
         self._limit = max_length + self._backoff
 
     @property
@@ -164,8 +167,12 @@ class Lines(Framer):
         such frames before sending. ``max_length`` is not checked: it bounds
         what this side reads, not what it writes.
         """
-        line = _to_bytes(frame)
+        line = frame if type(frame) is bytes else _to_bytes(frame)
         delimiter = self._delimiter
+        if self._byte >= 0:
+            if line.find(self._byte) < 0:
+                return line + delimiter
+            raise ValueError(f"cannot encode a line that contains the delimiter {delimiter!r}")
         data = line + delimiter
         if data.find(delimiter) != len(line):
             if delimiter in line:
