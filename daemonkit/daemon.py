@@ -60,6 +60,9 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 # Seconds a graceful stop waits for connections to drain; Kubernetes sends
 # SIGKILL 30 s after SIGTERM, so stay well inside that.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+# Seconds an immediate stop waits for aborted connections to report
+# connection_lost (they do so on the next loop turn; this only guards a bug).
+STOP_BACKSTOP = 2.0
 
 
 class StartError(DaemonkitError):
@@ -186,6 +189,7 @@ class Daemon:
         self._stopping = False
         self._stopped = False
         self._drain_timer: Timer | None = None
+        self._backstop: asyncio.TimerHandle | None = None
         self._on_log_reopen: Callable[[], object] | None = None
         self.endpoints = self._validate()
         self.stats = {"accepted": 0, "closed": 0, "rejected": 0, "errors": 0}
@@ -286,33 +290,40 @@ class Daemon:
 
         Graceful: stop accepting, ``on_stop``, flush and close every
         connection, wait up to ``shutdown_timeout``, abort the rest, run the
-        cleanups, then leave the loop. A second call with ``now=True`` (a
-        second SIGTERM) cuts the wait short.
+        cleanups, then leave the loop. With ``now=True`` (or a second call
+        with it, as a second SIGTERM does) connections are aborted instead of
+        drained. Either way every connection still gets its ``on_close``.
         """
         if self._reactor is None or self._stopped:
             return
-        if now:
+        if not self._stopping:
             self._stopping = True
+            self.log.info("stopping: %d connection(s) to close", len(self.connections))
+            for listener in self.listeners:
+                listener.close()
+            try:
+                self.on_stop()
+            except Exception:
+                self.log.exception("on_stop failed")
+            for conn in self.connections:
+                conn._close(CloseReason.SHUTDOWN, self.shutdown_timeout)
+            if not now:
+                self._drain_timer = self.reactor.call_later(
+                    self.shutdown_timeout, self._drain_expired
+                )
+        if now:
             for conn in self.connections:
                 conn._abort(CloseReason.SHUTDOWN)
+            # Aborted transports report connection_lost on the next loop turns;
+            # this backstop (on the loop's own clock, so a FakeClock cannot hold
+            # it back) ends the stop even if a backend never does.
+            if self._backstop is None:
+                self._backstop = self.reactor.loop.call_later(STOP_BACKSTOP, self._finish)
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self._stopping and not self._stopped and len(self.connections) == 0:
             self._finish()
-            return
-        if self._stopping:
-            return
-        self._stopping = True
-        self.log.info("stopping: %d connection(s) to close", len(self.connections))
-        for listener in self.listeners:
-            listener.close()
-        try:
-            self.on_stop()
-        except Exception:
-            self.log.exception("on_stop failed")
-        for conn in self.connections:
-            conn._close(CloseReason.SHUTDOWN, self.shutdown_timeout)
-        if len(self.connections) == 0:
-            self._finish()
-        else:
-            self._drain_timer = self.reactor.call_later(self.shutdown_timeout, self._drain_expired)
 
     # -- running ---------------------------------------------------------
 
@@ -430,6 +441,9 @@ class Daemon:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
+        if self._backstop is not None:
+            self._backstop.cancel()
+            self._backstop = None
         for listener in self.listeners:
             listener.close()
         self._run_cleanups()
@@ -513,8 +527,7 @@ class Daemon:
             self.on_close(conn, reason)
         except Exception:
             conn.log.exception("on_close raised")
-        if self._stopping and not self._stopped and len(self.connections) == 0:
-            self._finish()
+        self._maybe_finish()
 
     def _call_error(self, conn: Connection, exc: Exception) -> None:
         self.stats["errors"] += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -60,6 +61,10 @@ def load_daemon_class(target: str) -> type[Daemon]:
 def _import(spec: str) -> ModuleType:
     if spec.endswith(".py") or "/" in spec or Path(spec).is_file():
         return _import_file(Path(spec))
+    # `daemonkit mydaemon` from the console script must find ./mydaemon.py as
+    # `python -m daemonkit mydaemon` does (uvicorn's --app-dir "." likewise).
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:

@@ -328,3 +328,30 @@ def test_timer_example_runs(tmp_path: Path) -> None:
     assert code == 0, err
     assert "one-shot timer fired" in err
     assert "this never prints" not in err
+
+
+def test_console_script_finds_a_module_in_the_working_directory(tmp_path: Path) -> None:
+    write_daemon(
+        tmp_path,
+        """
+        from daemonkit import Daemon
+        class Mine(Daemon):
+            listen = "tcp://127.0.0.1:0"
+        """,
+    )
+    script = Path(PYTHON).parent / "daemonkit"
+    result = subprocess.run(
+        [str(script), "mydaemon", "--check"], cwd=tmp_path, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"ok: Mine from mydaemon" in result.stdout
+
+
+def test_make_demo_script_runs() -> None:
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "examples" / "demo.py")], capture_output=True, timeout=60, cwd=ROOT
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    assert "got back b'hello, daemon\\n'" in out
+    assert "daemon exited with status 0" in out

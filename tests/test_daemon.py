@@ -511,3 +511,29 @@ def test_write_after_close_is_dropped(run_daemon: Any) -> None:
         sock.sendall(b"x")
         assert recv_all(sock) == b"bye"
     assert results == [False]
+
+
+def test_stop_now_still_calls_on_close_for_every_connection(backend: str) -> None:
+    clock = FakeClock()
+
+    class Slow(Recorder):
+        write_high_water = 1 << 20
+        max_write_buffer = 16 << 20
+
+        def on_read(self, conn: Connection, data: Any) -> None:
+            for _ in range(8):
+                conn.write(b"s" * (1 << 20))  # more than the peer will ever read
+
+    d = Slow(shutdown_timeout=600)
+    runner = DaemonRunner(d, backend=backend, clock=clock).start()
+    socks = [runner.connect() for _ in range(3)]
+    for s in socks:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(b"go")
+    runner.call(lambda: None)
+    runner.call(d.stop)  # graceful: would wait ten minutes for these peers
+    runner.stop(now=True)  # ... so stop at once, as a second SIGTERM does
+    for s in socks:
+        s.close()
+    assert sorted(d.reasons) == [CloseReason.SHUTDOWN] * 3
+    assert len(d.connections) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
@@ -93,14 +94,27 @@ class DaemonRunner:
         return self.call(clock.advance, seconds)
 
     def connect(self, timeout: float = 10.0) -> socket.socket:
-        """A blocking client socket connected to :attr:`address` (the caller closes it)."""
+        """A blocking client socket connected to :attr:`address` (the caller closes it).
+
+        Returns once the daemon has dealt with the connection: ``on_accept``
+        has run, or the connection was rejected (``max_connections``). So a
+        test may advance a fake clock right away without racing the accept.
+        """
+        stats = self.daemon.stats
+        before = self.call(lambda: stats["accepted"] + stats["rejected"])
         address = self.address
         if address.scheme == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
             sock.connect(address.path)
-            return sock
-        sock = socket.create_connection((address.host, address.port), timeout=timeout)
+        else:
+            sock = socket.create_connection((address.host, address.port), timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while self.call(lambda: stats["accepted"] + stats["rejected"]) <= before:
+            if time.monotonic() > deadline:
+                sock.close()
+                raise TimeoutError(f"the daemon did not accept within {timeout} s")
+            time.sleep(0.001)
         return sock
 
     def stop(self, *, now: bool = False) -> None:
