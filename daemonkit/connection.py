@@ -221,20 +221,7 @@ class Connection(asyncio.Protocol):
         return value as :meth:`write`.
         """
         encode = self._encode
-        if encode is None:
-            return self.write(frame)
-        if self._closing:
-            return False
-        # write() inlined (encode() already returns bytes): one call less per frame.
-        data = encode(frame)
-        self._wbuf.append(data)
-        size = self._wsize = self._wsize + len(data)
-        if not self._dispatching and self._flush_handle is None:
-            assert self._loop is not None
-            self._flush_handle = self._loop.call_soon(self._flush_soon)
-        if size > self._high or self._paused_writing:
-            return self._check_backlog()
-        return True
+        return self.write(encode(frame) if encode is not None else frame)
 
     def close(self, timeout: float | None = None) -> None:
         """Close gracefully: flush what was written, then close; idempotent.

@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import socket
+import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -299,11 +300,18 @@ class Listener:
             if self._tcp:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.pending += 1
-            task = reactor.spawn(reactor.loop.connect_accepted_socket(self._factory, conn))
-            task.add_done_callback(self._on_attached)
+            reactor.spawn(self._attach(reactor, conn))
 
-    def _on_attached(self, _task: asyncio.Task[Any]) -> None:
-        self.pending -= 1
+    async def _attach(self, reactor: Reactor, conn: socket.socket) -> None:
+        """Hand an accepted socket to the backend; a peer gone meanwhile is not an error."""
+        try:
+            await reactor.loop.connect_accepted_socket(self._factory, conn)
+        except OSError as exc:
+            # e.g. reset before the transport existed: nothing to report but at debug.
+            reactor.log.debug("accepted connection on %s failed to attach: %s", self.address, exc)
+            conn.close()
+        finally:
+            self.pending -= 1
 
     def _on_exhausted(self, reactor: Reactor, exc: OSError) -> None:
         """Out of descriptors: shed the pending clients instead of spinning (libuv's trick)."""
@@ -652,6 +660,11 @@ class Reactor:
             os.close(self._reserve_fd)
             self._reserve_fd = None
         self.loop.close()
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        # The owner forgot close(): say so, as asyncio does for its loops.
+        if not getattr(self, "_closed", True):
+            _warn(f"unclosed {self!r}; call Reactor.close()", ResourceWarning, source=self)
 
     def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
 import socket
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -281,3 +283,13 @@ def test_close_releases_everything(backend: str) -> None:
     assert r.loop.is_closed()
     assert r.stats().watches == 0 and r.stats().timers == 0 and r.stats().listeners == 0
     assert r.stats().signals == 0
+
+
+def test_unclosed_reactor_warns(backend: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = Reactor(backend)
+        del r
+        gc.collect()
+    messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert any(m.startswith("unclosed <daemonkit.reactor.Reactor") for m in messages), messages

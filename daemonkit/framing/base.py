@@ -115,6 +115,12 @@ class Framer(abc.ABC):
         self._buffer.clear()
         raise error
 
+    def _checked_input(self, data: Any) -> bytes:
+        """Start of every slow path: raise if broken, else return *data* as bytes."""
+        if self._error is not None:
+            self._raise_broken()
+        return data if type(data) is bytes else _to_bytes(data)
+
     def _raise_broken(self) -> NoReturn:
         """Raise again the kind of error that broke the framer, with no frames."""
         assert self._error is not None

@@ -108,10 +108,7 @@ class LengthPrefixed(Framer):
 
     def _feed_slow(self, data: bytes) -> list[bytes]:
         """Handle a broken framer, non-bytes input, or data after a partial frame."""
-        if self._error is not None:
-            self._raise_broken()
-        if type(data) is not bytes:
-            data = _to_bytes(data)
+        data = self._checked_input(data)
         buf = self._buffer
         size = self._size
         if len(buf) < size:

@@ -113,10 +113,7 @@ class Lines(Framer):
 
     def _feed_slow(self, data: bytes) -> list[bytes]:
         """Handle a broken framer, non-bytes input, or data after a partial line."""
-        if self._error is not None:
-            self._raise_broken()
-        if type(data) is not bytes:
-            data = _to_bytes(data)
+        data = self._checked_input(data)
         buf = self._buffer
         if not buf:
             return self._split(data, [])

@@ -111,10 +111,7 @@ class Netstrings(Framer):
 
     def _feed_slow(self, data: bytes) -> list[bytes]:
         """Handle a broken framer, non-bytes input, or data after a partial netstring."""
-        if self._error is not None:
-            self._raise_broken()
-        if type(data) is not bytes:
-            data = _to_bytes(data)
+        data = self._checked_input(data)
         buf = self._buffer
         if not self._need:
             # At most a few bytes of valid length are buffered: re-cut from scratch.

@@ -86,6 +86,18 @@ class DaemonRunner:
         self.daemon.reactor.loop.call_soon_threadsafe(run)
         return future.result(RUNNER_WAIT)
 
+    def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()``, evaluated in the loop thread, is true.
+
+        For "the daemon has processed what I sent" before advancing a fake
+        clock; raises ``TimeoutError`` after ``timeout`` real seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.call(predicate):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met within {timeout} s: {predicate!r}")
+            time.sleep(0.001)
+
     def advance(self, seconds: float) -> int:
         """Advance the fake clock in the loop thread; return how many timers fired."""
         clock = self.clock
@@ -109,12 +121,11 @@ class DaemonRunner:
             sock.connect(address.path)
         else:
             sock = socket.create_connection((address.host, address.port), timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while self.call(lambda: stats["accepted"] + stats["rejected"]) <= before:
-            if time.monotonic() > deadline:
-                sock.close()
-                raise TimeoutError(f"the daemon did not accept within {timeout} s")
-            time.sleep(0.001)
+        try:
+            self.wait_for(lambda: stats["accepted"] + stats["rejected"] > before, timeout)
+        except TimeoutError:
+            sock.close()
+            raise
         return sock
 
     def stop(self, *, now: bool = False) -> None:
