@@ -411,22 +411,29 @@ class Connection(asyncio.Protocol):
             self._last_read = self._daemon.reactor.clock.now()
         on_read = self._on_read
         self._dispatching = True
-        try:
-            framer = self._framer
-            if framer is None:
+        framer = self._framer
+        if framer is None:
+            try:
                 on_read(self, data)
-            else:
-                for frame in framer.feed(data):
+            except Exception as exc:
+                self._daemon._call_error(self, exc)
+        else:
+            bad: FramingError | None = None
+            try:
+                frames = framer.feed(data)
+            except FramingError as exc:
+                # The peer's fault: deliver what came before the bad input, then close.
+                frames, bad = exc.frames, exc
+            for frame in frames:
+                try:
                     on_read(self, frame)
-                    if self._closing:
-                        break  # type: ignore[unreachable]  # on_read may close
-        except FramingError as exc:
-            self._dispatching = False
-            self._deliver_then_close(exc)
-            return
-        except Exception as exc:
-            self._dispatching = False
-            self._daemon._call_error(self, exc)
+                except Exception as exc:
+                    # on_error may keep the connection: the next frames still count.
+                    self._daemon._call_error(self, exc)
+                if self._closing:
+                    break  # type: ignore[unreachable]  # on_read may close
+            if bad is not None and not self._closing:
+                self._framing_error(bad)
         self._dispatching = False
         buf = self._wbuf
         if buf:
@@ -441,18 +448,6 @@ class Connection(asyncio.Protocol):
                 if self._want_drain and not self._paused_writing:
                     self._want_drain = False
                     self._daemon._call_drain(self)
-
-    def _deliver_then_close(self, exc: FramingError) -> None:
-        """Deliver the frames that preceded bad input, then close with the right reason."""
-        on_read = self._on_read
-        try:
-            for frame in exc.frames:
-                if self._closing:
-                    break
-                on_read(self, frame)
-        except Exception as handler_exc:
-            self._daemon._call_error(self, handler_exc)
-        self._framing_error(exc)
 
     def eof_received(self) -> bool:
         """Backend callback: the peer half-closed. Calls ``on_eof`` or closes after flushing."""

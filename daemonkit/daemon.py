@@ -42,26 +42,28 @@ __all__ = [
 
 T = TypeVar("T")
 
-# Write buffer watermarks: asyncio's transports default to 64 KiB high and
-# high/4 low (selector_events._FlowControlMixin); Node's highWaterMark is 16 KiB.
+#: Write buffer watermarks: asyncio's transports default to 64 KiB high and
+#: high/4 low (selector_events._FlowControlMixin); Node's highWaterMark is 16 KiB.
 DEFAULT_WRITE_HIGH_WATER = 64 * 1024
+#: Low-water mark: ``on_drain`` fires once the buffer falls below it.
 DEFAULT_WRITE_LOW_WATER = 16 * 1024
-# Hard cap on one connection's output buffer: 16x the high mark. A client
-# that falls this far behind is not reading; Netty and Node would grow without
-# bound here, which is how a month-long run dies.
+#: Hard cap on one connection's output buffer: 16x the high mark. A client
+#: that falls this far behind is not reading; Netty and Node would grow without
+#: bound here, which is how a month-long run dies.
 DEFAULT_MAX_WRITE_BUFFER = 1024 * 1024
-# Default connection cap, further bounded by 90 % of the open-file limit so
-# log files, the control socket and outbound connections still get descriptors.
+#: Default connection cap, further bounded by 90 % of the open-file limit so
+#: log files, the control socket and outbound connections still get descriptors.
 DEFAULT_MAX_CONNECTIONS = 10_000
+#: Share of the open-file limit that connections may use by default.
 FD_SHARE_FOR_CONNECTIONS = 0.9
-# Seconds a graceful close waits for the peer to take buffered data (nginx's
-# lingering_timeout is 5 s, its send_timeout 60 s).
+#: Seconds a graceful close waits for the peer to take buffered data (nginx's
+#: lingering_timeout is 5 s, its send_timeout 60 s).
 DEFAULT_CLOSE_TIMEOUT = 10.0
-# Seconds a graceful stop waits for connections to drain; Kubernetes sends
-# SIGKILL 30 s after SIGTERM, so stay well inside that.
+#: Seconds a graceful stop waits for connections to drain; Kubernetes sends
+#: SIGKILL 30 s after SIGTERM, so stay well inside that.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
-# Seconds an immediate stop waits for aborted connections to report
-# connection_lost (they do so on the next loop turn; this only guards a bug).
+#: Seconds an immediate stop waits for aborted connections to report
+#: connection_lost (they do so on the next loop turn; this only guards a bug).
 STOP_BACKSTOP = 2.0
 
 
@@ -180,7 +182,9 @@ class Daemon:
         if self.name is None:
             self.name = type(self).__name__
         self.log = logging.getLogger(f"daemonkit.{self.name}")
+        #: The live connections (see :class:`ConnectionSet`).
         self.connections = ConnectionSet()
+        #: The bound listeners, in ``listen`` order, while running.
         self.listeners: list[Listener] = []
         self._reactor: Reactor | None = None
         self._ids = itertools.count(1)
@@ -192,6 +196,9 @@ class Daemon:
         self._backstop: asyncio.TimerHandle | None = None
         self._on_log_reopen: Callable[[], object] | None = None
         self.endpoints = self._validate()
+        #: Counters since start: ``accepted`` and ``closed`` connections,
+        #: ``rejected`` ones (over ``max_connections`` or while stopping) and
+        #: callback ``errors``. Read them, e.g. for a stats line; do not write.
         self.stats = {"accepted": 0, "closed": 0, "rejected": 0, "errors": 0}
         self._on_read = self.on_read
 

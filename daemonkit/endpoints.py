@@ -23,8 +23,8 @@ from daemonkit.errors import EndpointError
 
 __all__ = ["DEFAULT_BACKLOG", "Address", "bind_socket", "parse_endpoint"]
 
-# Listen backlog: nginx and Node default to 511; the kernel caps it at
-# net.core.somaxconn (4096 on Linux >= 5.4), so asking for more is harmless.
+#: Listen backlog: nginx and Node default to 511; the kernel caps it at
+#: net.core.somaxconn (4096 on Linux >= 5.4), so asking for more is harmless.
 DEFAULT_BACKLOG = 1024
 
 _SCHEMES = ("tcp", "unix")

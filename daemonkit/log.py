@@ -19,7 +19,7 @@ The rules it keeps:
   identical records through and turns the rest into one summary line, so fd
   exhaustion does not write "accept failed" twenty thousand times.
 * **The hot path stays cheap.** :class:`ConnectionLogger` prefixes
-  ``#<id> <peer> `` only after the level check has passed; a disabled
+  ``#<id> <peer>`` only after the level check has passed; a disabled
   ``debug()`` costs one cached ``isEnabledFor``.
 * **No global state** beyond registering the ``TRACE`` level name.
 """
@@ -446,7 +446,7 @@ else:  # LoggerAdapter is subscriptable only from Python 3.11
 
 
 class ConnectionLogger(_AdapterBase):
-    """A logger for one connection: every message starts with ``#<id> <peer> ``.
+    """A logger for one connection: every message starts with ``#<id> <peer>``.
 
     ``log.info("connected")`` writes ``"#17 127.0.0.1:5123 connected"``.
     Cheap enough to create per connection; the prefix is built once and
@@ -480,5 +480,5 @@ class ConnectionLogger(_AdapterBase):
 
 
 def connection_logger(base: logging.Logger, conn_id: int, peer: str) -> ConnectionLogger:
-    """Return a :class:`ConnectionLogger` prefixing ``#<conn_id> <peer> `` to *base*'s messages."""
+    """Return a :class:`ConnectionLogger` prefixing ``#<conn_id> <peer>`` to *base*'s messages."""
     return ConnectionLogger(base, conn_id, peer)

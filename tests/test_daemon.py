@@ -542,3 +542,39 @@ def test_stop_now_still_calls_on_close_for_every_connection(backend: str) -> Non
         s.close()
     assert sorted(d.reasons) == [CloseReason.SHUTDOWN] * 3
     assert len(d.connections) == 0
+
+
+def test_frames_after_a_forgiven_error_in_the_same_read_are_delivered(run_daemon: Any) -> None:
+    class Divider(Recorder):
+        framing = Lines
+
+        def on_read(self, conn: Connection, line: Any) -> None:
+            conn.send(b"%d" % (100 // int(line)))
+
+        def on_error(self, conn: Connection, exc: Exception) -> None:
+            conn.send(b"error: " + type(exc).__name__.encode())
+
+    d = Divider()
+    runner = run_daemon(d)
+    with runner.connect() as sock:
+        sock.sendall(b"5\n0\n4\n")  # one read, the middle frame raises
+        assert recv_until(sock, b"25\n") == b"20\nerror: ZeroDivisionError\n25\n"
+
+
+def test_framing_error_raised_by_own_send_goes_to_on_error(
+    run_daemon: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Oversender(Recorder):
+        framing = LengthPrefixed(header="!B", max_length=255)
+
+        def on_read(self, conn: Connection, frame: Any) -> None:
+            conn.send(frame * 300)  # our own bug: too large to encode
+
+    d = Oversender()
+    runner = run_daemon(d)
+    with runner.connect() as sock:
+        sock.sendall(b"\x01x")
+        assert recv_all(sock) == b""
+    wait_closed(d)
+    assert d.reasons == [CloseReason.HANDLER_ERROR]  # our fault, not the peer's
+    assert any("FrameTooLarge raised in a callback" in r.getMessage() for r in caplog.records)
