@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -235,8 +236,6 @@ def test_sighup_reloads_and_sigusr1_reopens_the_log(tmp_path: Path) -> None:
 
 
 def wait_for_text(path: Path, text: str, timeout: float = 20.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and text in path.read_text():
@@ -271,12 +270,19 @@ def test_emfile_neither_spins_nor_floods(tmp_path: Path, backend: str) -> None:
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
             clients.append(s)
         for s in clients:
-            s.sendall(b"x")
-        for s in clients:
+            # A shed client may be reset before, during or after its first byte.
             try:
+                s.sendall(b"x")
                 outcomes["echo" if s.recv(1) == b"x" else "closed"] += 1
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):
                 outcomes["closed"] += 1
+        # Still at the limit, with more clients knocking: the daemon must sit
+        # idle, not spin on a listener it cannot accept from.
+        for _ in range(20):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        before = _cpu_seconds(proc.pid)
+        time.sleep(1.0)  # a measuring window on a real process, not a timer wait
+        busy = _cpu_seconds(proc.pid) - before
     finally:
         for s in clients:
             s.close()
@@ -284,7 +290,6 @@ def test_emfile_neither_spins_nor_floods(tmp_path: Path, backend: str) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(b"y")
         assert s.recv(1) == b"y"
-    cpu = _cpu_seconds(proc.pid)
     proc.send_signal(signal.SIGTERM)
     code, err = finish(proc)
     assert code == 0, err
@@ -292,7 +297,7 @@ def test_emfile_neither_spins_nor_floods(tmp_path: Path, backend: str) -> None:
     assert outcomes["echo"] + outcomes["closed"] == 120
     emfile_lines = [line for line in err.splitlines() if "out of file descriptors" in line]
     assert 1 <= len(emfile_lines) <= 5, err
-    assert cpu < 10, f"daemon used {cpu:.1f}s of CPU: spinning?"
+    assert busy < 0.3, f"daemon used {busy:.2f}s of CPU in 1s at the descriptor limit: spinning"
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -111,7 +111,8 @@ def test_run_due_defaults_to_the_clock() -> None:
 
 @pytest.mark.parametrize("start", [0.0, 0.1, 1.0, 12345.678, 1e6 + 0.1, 3e7])
 @pytest.mark.parametrize(
-    "delay", [0.3, 0.1 * 3, 1.1, 2.675, 0.001, 0.001 * 3, 0.0035, 1e-9, 0.7, 4.35, 1 / 3]
+    "delay",
+    [0.3, 0.1 * 3, 1.1, 2.675, 0.001, 0.001 * 3, 0.0035, 1e-9, 0.7, 4.35, 1 / 3, 12.345, 3600.7],
 )
 def test_advance_by_the_delay_fires_exactly(start: float, delay: float) -> None:
     # 0.3 * 1000 and friends are not whole numbers in binary floating point:
@@ -237,6 +238,7 @@ def test_buckets_emptied_by_cancel_do_not_pile_up() -> None:
     # buckets before they outnumber the live ones (plus a fixed allowance).
     clock, queue, _ = make()
     live = [queue.call_later(100.0 + i / 100, nothing) for i in range(1000)]
+    assert queue.run_due(99.0) == 0  # the 1 ms buckets now reach past 100 s
     for round_ in range(20):
         for i in range(5000):  # each in a bucket of its own
             queue.call_later(50.0 + round_ + i / 5000, nothing).cancel()
@@ -245,6 +247,19 @@ def test_buckets_emptied_by_cancel_do_not_pile_up() -> None:
     assert queue.next_deadline() == live[0].when
     assert clock.advance(200.0) == len(live)
     assert len(queue._buckets) == 0
+
+
+def test_coarse_buckets_emptied_by_cancel_do_not_pile_up() -> None:
+    clock, queue, _ = make()
+    live = [queue.call_later(100.0 + i, nothing) for i in range(100)]
+    width = 2**timers._COARSE_BITS / 1000
+    for round_ in range(10):
+        for i in range(3000):  # each in a coarse bucket of its own
+            queue.call_later(1000.0 + (round_ * 3000 + i) * width, nothing).cancel()
+    assert len(queue._coarse) <= 2 * timers._COMPACT_MIN
+    assert len(queue) == len(live) and queue.next_deadline() == live[0].when
+    assert clock.advance(300.0) == len(live)
+    assert len(queue._coarse) == len(queue._buckets) == 0
 
 
 def test_callback_cancels_itself() -> None:
@@ -502,23 +517,155 @@ def test_run_due_with_any_late_now_is_never_early(whens: list[float], nows: list
 # -- arm -------------------------------------------------------------------------
 
 
+def test_coarse_bucket_drops_cancelled_timers_lazily() -> None:
+    # cancel() only marks a timer in a coarse bucket; the bucket drops the
+    # marked ones, in place and in order, once it grows past a threshold.
+    clock, queue, rec = make()
+    keep = [queue.call_later(100.0, rec, i) for i in range(10)]
+    bucket = queue._coarse[100000 >> timers._COARSE_BITS]
+    for _ in range(5 * timers._COMPACT_MIN):
+        queue.call_later(100.0, rec, "x").cancel()
+    assert len(bucket) < timers._COMPACT_MIN + 10 and bucket[:10] == keep
+    assert all(timer._bucket is bucket for timer in bucket[:10])
+    big = [queue.call_later(100.5, rec, "big") for _ in range(3 * timers._COMPACT_MIN)]
+    assert queue._ccompact_at > timers._COMPACT_MIN  # many live timers: the threshold grew
+    for timer in big:
+        timer.cancel()
+    assert len(queue) == 10 and queue.next_deadline() == 100.0
+    assert clock.advance(101.0) == 10 and rec.labels == list(range(10))
+    assert len(queue) == 0 and not queue._coarse and not queue._buckets
+
+
 def test_arm_only_when_an_earlier_bucket_appears() -> None:
+    # Deadlines within the horizon (< 2**11 ms at t=0) go to 1 ms buckets.
     clock, queue, _ = make()
     arms: list[float | None] = []
     queue = TimerQueue(clock, arm=arms.append)
-    queue.call_later(5.0, nothing)
-    assert arms == [5.0]
-    queue.call_later(5.0, nothing)  # same bucket
-    queue.call_later(5.0004, nothing)  # same bucket, later deadline
-    queue.call_later(7.0, nothing)  # later bucket
-    assert arms == [5.0]
-    queue.call_later(2.0002, nothing)  # earlier: the wake-up is the end of its 1 ms bucket
-    assert arms == [5.0, 2.001]
-    queue.call_later(2.0001, nothing)  # same bucket as what is armed
-    assert arms == [5.0, 2.001]
+    queue.call_later(1.5, nothing)
+    assert arms == [1.5]
+    queue.call_later(1.5, nothing)  # same bucket
+    queue.call_later(1.5004, nothing)  # same bucket, later deadline
+    queue.call_later(1.9, nothing)  # later bucket
+    assert arms == [1.5]
+    queue.call_later(0.5002, nothing)  # earlier: the wake-up is the end of its 1 ms bucket
+    assert arms == [1.5, 0.501]
+    queue.call_later(0.5001, nothing)  # same bucket as what is armed
+    assert arms == [1.5, 0.501]
     for i in range(1000):  # many adds, later buckets
+        queue.call_later(0.6 + i / 1000, nothing)
+    for i in range(1000):  # many adds, far: coarse buckets cascaded later than 0.501
         queue.call_later(3.0 + i / 100, nothing)
-    assert arms == [5.0, 2.001]
+    assert arms == [1.5, 0.501]
+
+
+def test_arm_for_the_cascade_of_a_coarse_bucket() -> None:
+    clock, queue, rec = make()
+    arms: list[float | None] = []
+    queue = TimerQueue(clock, arm=arms.append)
+    queue.call_later(5.0, rec, "far")  # coarse bucket 4: fine keys 4096..5119
+    assert arms == [(4 * 1024 - 1024) / 1000]  # cascaded one coarse bucket before it starts
+    queue.call_later(5.1, rec, "far2")  # same coarse bucket
+    queue.call_later(9.0, rec, "farther")  # a later one
+    queue.call_later(1.0, rec, "near")  # 1 ms bucket, earlier than the cascade
+    assert arms == [3.072, 1.0]
+    assert queue.run_due(1.0) == 1 and arms[-1] == 3.072
+    assert queue.run_due(3.072) == 0  # the cascade: fires nothing, arms the 1 ms bucket
+    assert arms[-1] == 5.0 and not queue._coarse.get(4)
+    assert rec.labels == ["near"] and len(queue) == 3 and queue.next_deadline() == 5.0
+    assert queue.run_due(5.0) == 1 and arms[-1] == 5.1  # bucket 8 cascades at 7.168
+    assert clock.advance(10.0) == 2
+    assert rec.labels == ["near", "far", "far2", "farther"]
+    assert rec.calls[2:] == [("far2", 5.1), ("farther", 9.0)]  # fired by the clock
+    assert arms[-1] is None
+
+
+def test_far_timer_cancelled_before_its_cascade_never_reaches_a_1ms_bucket() -> None:
+    clock, queue, rec = make()
+    arms: list[float | None] = []
+    queue = TimerQueue(clock, arm=arms.append)
+    made = [queue.call_later(30.0 + i / 1000, rec, i) for i in range(2000)]
+    assert len(queue._buckets) == 0 and len(queue._coarse) == 3  # 29.696 s .. 32.768 s
+    for timer in made:
+        timer.cancel()
+    assert len(queue) == 0 and queue.next_deadline() is None
+    assert queue.run_due(29.0) == 0  # a stale cascade wake-up: nothing to cascade
+    assert arms[-1] is None and len(queue._coarse) == len(queue._buckets) == 0
+    assert clock.advance(60.0) == 0 and rec.calls == []
+
+
+def test_fifo_between_a_cascaded_timer_and_one_added_later_to_its_1ms_bucket() -> None:
+    clock, queue, rec = make()
+    queue.call_at(5.0, rec, "far1")  # coarse
+    queue.call_at(5.0, rec, "far2")  # coarse, same deadline
+    queue.call_at(5.0003, rec, "far3")  # coarse, same 1 ms bucket
+    assert len(queue._buckets) == 0
+    clock.advance(4.0)
+    assert queue.run_due() == 0  # the backend's wake-up, armed for the cascade at 3.072
+    assert not queue._coarse and sorted(queue._buckets) == [5000, 5001]
+    queue.call_at(5.0, rec, "near1")  # straight to the 1 ms bucket
+    queue.call_at(4.9999, rec, "near0")
+    queue.call_at(5.0003, rec, "near3")
+    assert clock.advance(2.0) == 6
+    assert rec.labels == ["near0", "far1", "far2", "near1", "far3", "near3"]
+
+
+def test_idle_queue_puts_a_near_timer_in_a_1ms_bucket() -> None:
+    # Nothing ran the queue for a long time: the frontier catches up with the
+    # clock when a coarse bucket would be made, rather than making one whose
+    # cascade is long past.
+    clock = ManualClock()
+    arms: list[float | None] = []
+    queue = TimerQueue(clock, arm=arms.append)
+    rec = Recorder(clock)
+    old = queue.call_later(100.0, rec, "old")  # coarse bucket 97, cascade at 98.304
+    assert arms == [98.304]
+    clock.time = 1000.0  # the backend is late, or nobody listens
+    queue.call_later(0.5, rec, "near")
+    queue.call_later(50.0, rec, "far")
+    assert arms == [98.304] and len(queue) == 3
+    assert 1000500 in queue._buckets and old._bucket is queue._buckets[100000]
+    assert queue.run_due() == 1 and rec.labels == ["old"] and arms[-1] == 1000.5
+    clock.time = 1000.5
+    assert queue.run_due() == 1 and rec.labels == ["old", "near"]
+    assert arms[-1] == (1050000 // 1024 * 1024 - 1024) / 1000
+
+
+def test_long_periodic_timer_goes_through_coarse_buckets() -> None:
+    clock, queue, rec = make(start=0.25)
+    timer = queue.call_every(60.0, rec, "tick")
+    assert clock.advance(600.0) == 10
+    assert [t for _, t in rec.calls] == [0.25 + 60.0 * k for k in range(1, 11)]
+    assert timer.skipped == 0 and timer._bucket in queue._coarse.values()
+    assert queue.run_due(900.0) == 1 and timer.skipped == 3 and timer.when == 900.25
+
+
+def test_callback_adding_far_timers_arms_once_at_the_end() -> None:
+    clock, queue, rec = make()
+    arms: list[float | None] = []
+    queue = TimerQueue(clock, arm=arms.append)
+
+    def add() -> None:
+        for i in range(10):
+            queue.call_later(20.0 - i, rec, i)
+
+    queue.call_later(1.0, add)
+    del arms[:]
+    assert clock.advance(1.0) == 1
+    assert arms == [(11 * 1024 - 1024) / 1000]  # the earliest, 12.0 s, is in coarse bucket 11
+    assert clock.advance(30.0) == 10 and rec.labels == list(range(9, -1, -1))
+
+
+def test_len_clear_and_next_deadline_see_coarse_buckets() -> None:
+    clock, queue, rec = make()
+    made = [queue.call_later(d, rec, d) for d in (100.0, 1.0, 50.0)]
+    queue.call_every(30.0, rec, "p")
+    assert len(queue) == 4 and queue.next_deadline() == 1.0
+    made[1].cancel()
+    assert queue.next_deadline() == 30.0 and len(queue) == 3
+    queue.clear()
+    assert len(queue) == 0 and queue.next_deadline() is None
+    assert not any(t.active for t in made)
+    assert clock.advance(200.0) == 0 and rec.calls == []
 
 
 def test_arm_after_run_due_and_clear() -> None:
@@ -533,6 +680,8 @@ def test_arm_after_run_due_and_clear() -> None:
     first.cancel()  # lazy: no arm
     assert arms == [1.0, 1.0]
     assert queue.run_due(1.0) == 0  # a wake-up that finds nothing to do
+    assert arms[-1:] == [1.024]  # the cascade of the coarse bucket holding 3.0
+    assert queue.run_due(1.024) == 0  # cascaded into its 1 ms bucket
     assert arms[-1:] == [3.0]
     assert queue.run_due(3.0) == 1
     assert arms[-1:] == [None]
@@ -545,12 +694,22 @@ def test_arm_after_run_due_and_clear() -> None:
     assert len(arms) == count
 
 
+def cascade_point(queue: TimerQueue) -> float | None:
+    """When the earliest coarse bucket is due to be cascaded, if there is one."""
+    keys = [key for key, bucket in queue._coarse.items() if bucket]
+    if not keys:
+        return None
+    return ((min(keys) << timers._COARSE_BITS) - timers._HORIZON) / 1000
+
+
 def check_armed(queue: TimerQueue, arms: list[float | None]) -> float:
     earliest = queue.next_deadline()
     armed = arms[-1]
     assert earliest is not None and armed is not None
-    # never before the earliest deadline, at most 1 ms after it
-    assert earliest - EPS <= armed <= earliest + 0.001 + EPS
+    # At most 1 ms after the earliest deadline; never before it, unless it
+    # is the wake-up that cascades the earliest coarse bucket.
+    assert armed <= earliest + 0.001 + EPS
+    assert earliest - EPS <= armed or armed == cascade_point(queue)
     return armed
 
 
@@ -563,9 +722,11 @@ def test_armed_wakeup_is_never_early_and_at_most_1ms_late(whens: list[float], st
     for when in whens:
         queue.call_at(start + when, nothing)
         check_armed(queue, arms)
-    # Wake up when asked, as the reactor does: every wake-up finds work.
+    # Wake up when asked, as the reactor does: every wake-up fires a timer
+    # or cascades a coarse bucket.
     while len(queue):
-        assert queue.run_due(check_armed(queue, arms)) >= 1
+        coarse = len(queue._coarse)
+        assert queue.run_due(check_armed(queue, arms)) >= 1 or len(queue._coarse) < coarse
     assert arms[-1] is None
 
 
