@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from daemonkit.errors import FrameTooLarge, FramingError
+from daemonkit.framing import Lines
 from daemonkit.log import connection_logger
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class Connection(asyncio.Protocol):
         "_dispatching",
         "_encode",
         "_flush_handle",
+        "_forbidden",
         "_framer",
         "_high",
         "_idle",
@@ -104,6 +106,7 @@ class Connection(asyncio.Protocol):
         "_paused_writing",
         "_reason",
         "_state",
+        "_suffix",
         "_timers",
         "_want_drain",
         "_wbuf",
@@ -121,6 +124,13 @@ class Connection(asyncio.Protocol):
         self._framer = framer
         # Resolved once here so the hot path does no attribute chains.
         self._encode: Callable[[Any], bytes] | None = framer.encode if framer is not None else None
+        # Lines with a one-byte delimiter: send() gathers the frame and the
+        # delimiter without concatenating them (the dominant per-frame cost).
+        self._suffix: bytes | None = None
+        self._forbidden = -1
+        if isinstance(framer, Lines) and len(framer.delimiter) == 1:
+            self._suffix = framer.delimiter
+            self._forbidden = framer.delimiter[0]
         self._on_read: Callable[[Connection, Any], object] = daemon._on_read
         self._high: int = daemon.write_high_water
         self.transport: asyncio.Transport | None = None
@@ -208,11 +218,8 @@ class Connection(asyncio.Protocol):
         self._wbuf.append(data)
         size = self._wsize = self._wsize + len(data)
         if not self._dispatching and self._flush_handle is None:
-            assert self._loop is not None
-            self._flush_handle = self._loop.call_soon(self._flush_soon)
-        if size > self._high or self._paused_writing:
-            return self._check_backlog()
-        return True
+            self._schedule_flush()
+        return (size <= self._high and not self._paused_writing) or self._check_backlog()
 
     def send(self, frame: Any) -> bool:
         """Encode ``frame`` with this connection's framer and :meth:`write` it.
@@ -220,6 +227,17 @@ class Connection(asyncio.Protocol):
         With ``Lines`` framing ``conn.send(b"hi")`` writes ``b"hi\\n"``. Same
         return value as :meth:`write`.
         """
+        suffix = self._suffix
+        if suffix is not None and type(frame) is bytes and frame.find(self._forbidden) < 0:
+            if self._closing:
+                return False
+            wbuf = self._wbuf
+            wbuf.append(frame)
+            wbuf.append(suffix)
+            size = self._wsize = self._wsize + len(frame) + 1
+            if not self._dispatching and self._flush_handle is None:
+                self._schedule_flush()
+            return (size <= self._high and not self._paused_writing) or self._check_backlog()
         encode = self._encode
         return self.write(encode(frame) if encode is not None else frame)
 
@@ -280,7 +298,8 @@ class Connection(asyncio.Protocol):
         timers = self._timers
         if timers is None:
             timers = self._timers = []
-        elif len(timers) >= 32:
+        elif len(timers) >= 32 and not len(timers) & (len(timers) - 1):
+            # Drop spent timers at 32, 64, 128... entries: amortised O(1) per add.
             timers[:] = [t for t in timers if t.active]
         timers.append(timer)
 
@@ -302,6 +321,10 @@ class Connection(asyncio.Protocol):
             return False
         return True
 
+    def _schedule_flush(self) -> None:
+        assert self._loop is not None
+        self._flush_handle = self._loop.call_soon(self._flush_soon)
+
     def _flush_soon(self) -> None:
         self._flush_handle = None
         self._flush()
@@ -318,7 +341,7 @@ class Connection(asyncio.Protocol):
             return
         self.bytes_out += len(data)
         t.write(data)
-        if self._want_drain and not self._paused_writing:
+        if self._want_drain and not self._paused_writing and not self._closing:
             # Everything went to the kernel at once: no resume_writing will come.
             self._want_drain = False
             self._daemon._call_drain(self)
@@ -445,7 +468,7 @@ class Connection(asyncio.Protocol):
             if t is not None and not self.closed:
                 self.bytes_out += len(data)
                 t.write(data)
-                if self._want_drain and not self._paused_writing:
+                if self._want_drain and not self._paused_writing and not self._closing:
                     self._want_drain = False
                     self._daemon._call_drain(self)
 

@@ -223,7 +223,11 @@ class Daemon:
         """Bytes (raw framing) or one frame arrived from ``conn``."""
 
     def on_drain(self, conn: Connection) -> None:
-        """``conn.write()`` returned False earlier and the buffer is now below the low mark."""
+        """``conn.write()`` returned False earlier and ``conn`` can take more again.
+
+        That is: the transport's buffer fell below the low-water mark, or the
+        kernel took the gathered bytes at once so the transport never paused.
+        """
 
     def on_timeout(self, conn: Connection) -> None:
         """No input for ``idle_timeout`` seconds. Default: close with reason "idle timeout"."""
@@ -363,8 +367,10 @@ class Daemon:
         """Bind the listeners, install signal handlers and call ``on_start`` on ``reactor``.
 
         For embedding: the caller runs and closes the reactor. ``run()`` is
-        the usual way in.
+        the usual way in. A daemon object runs once; make a new one to run again.
         """
+        if self._reactor is not None or self._stopped:
+            raise RuntimeError(f"{type(self).__name__} already ran; create a new instance")
         self._reactor = reactor
         if self.max_connections is None:
             limit = _open_file_limit()

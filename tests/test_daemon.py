@@ -578,3 +578,31 @@ def test_framing_error_raised_by_own_send_goes_to_on_error(
     wait_closed(d)
     assert d.reasons == [CloseReason.HANDLER_ERROR]  # our fault, not the peer's
     assert any("FrameTooLarge raised in a callback" in r.getMessage() for r in caplog.records)
+
+
+def test_a_daemon_object_runs_once(backend: str) -> None:
+    d = Recorder()
+    DaemonRunner(d, backend=backend).start().stop()
+    with pytest.raises(RuntimeError, match="already ran"):
+        DaemonRunner(d, backend=backend).start()
+
+
+def test_lines_send_refuses_a_frame_with_the_delimiter(run_daemon: Any) -> None:
+    outcomes: list[str] = []
+
+    class Careful(Recorder):
+        framing = Lines
+
+        def on_read(self, conn: Connection, line: Any) -> None:
+            try:
+                conn.send(b"two\nlines")  # would corrupt the stream: refused
+            except ValueError as exc:
+                outcomes.append(str(exc))
+            conn.send(bytearray(b"ok"))  # any bytes-like frame is fine
+
+    d = Careful()
+    runner = run_daemon(d)
+    with runner.connect() as sock:
+        sock.sendall(b"x\n")
+        assert recv_until(sock, b"ok\n") == b"ok\n"
+    assert outcomes and "contains the delimiter" in outcomes[0]
