@@ -141,7 +141,9 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._reason: CloseReason | None = None
         self._dispatching = False
-        self._wbuf: list[bytes] = []
+        # Gathered writes: None, one bytes object (the common case: no list to
+        # build and clear per read), or a list of them.
+        self._wbuf: bytes | list[bytes] | None = None
         self._wsize = 0
         self._paused_writing = False
         self._want_drain = False
@@ -215,7 +217,13 @@ class Connection(asyncio.Protocol):
             return False
         if type(data) is not bytes:
             data = bytes(data)
-        self._wbuf.append(data)
+        buf = self._wbuf
+        if buf is None:
+            self._wbuf = data
+        elif isinstance(buf, bytes):
+            self._wbuf = [buf, data]
+        else:
+            buf.append(data)
         size = self._wsize = self._wsize + len(data)
         if not self._dispatching and self._flush_handle is None:
             self._schedule_flush()
@@ -231,9 +239,14 @@ class Connection(asyncio.Protocol):
         if suffix is not None and type(frame) is bytes and frame.find(self._forbidden) < 0:
             if self._closing:
                 return False
-            wbuf = self._wbuf
-            wbuf.append(frame)
-            wbuf.append(suffix)
+            buf = self._wbuf
+            if buf is None:
+                self._wbuf = frame + suffix
+            elif isinstance(buf, bytes):
+                self._wbuf = [buf, frame, suffix]
+            else:
+                buf.append(frame)
+                buf.append(suffix)
             size = self._wsize = self._wsize + len(frame) + 1
             if not self._dispatching and self._flush_handle is None:
                 self._schedule_flush()
@@ -331,10 +344,10 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         buf = self._wbuf
-        if not buf:
+        if buf is None:
             return
-        data = buf[0] if len(buf) == 1 else b"".join(buf)
-        buf.clear()
+        self._wbuf = None
+        data = buf if isinstance(buf, bytes) else b"".join(buf)
         self._wsize = 0
         t = self.transport
         if t is None or self.closed:
@@ -369,7 +382,7 @@ class Connection(asyncio.Protocol):
         if not self._closing or self._reason is None:
             self._reason = reason
         self._closing = True
-        self._wbuf.clear()
+        self._wbuf = None
         self._wsize = 0
         if self.transport is not None:
             self.transport.abort()
@@ -459,10 +472,10 @@ class Connection(asyncio.Protocol):
                 self._framing_error(bad)
         self._dispatching = False
         buf = self._wbuf
-        if buf:
+        if buf is not None:
             # _flush() inlined: this runs once per read on the hot path.
-            data = buf[0] if len(buf) == 1 else b"".join(buf)
-            buf.clear()
+            self._wbuf = None
+            data = buf if isinstance(buf, bytes) else b"".join(buf)
             self._wsize = 0
             t = self.transport
             if t is not None and not self.closed:
@@ -513,7 +526,7 @@ class Connection(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self._wbuf.clear()
+        self._wbuf = None
         self._wsize = 0
         if exc is not None and reason is CloseReason.CONNECTION_ERROR:
             self.log.debug("connection lost: %s", exc)
