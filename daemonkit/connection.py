@@ -240,13 +240,14 @@ class Connection(asyncio.Protocol):
             if self._closing:
                 return False
             buf = self._wbuf
-            if buf is None:
-                self._wbuf = frame + suffix
-            elif isinstance(buf, bytes):
-                self._wbuf = [buf, frame, suffix]
-            else:
+            # Most frames of a read land here: test for the list first.
+            if type(buf) is list:
                 buf.append(frame)
                 buf.append(suffix)
+            elif buf is None:
+                self._wbuf = frame + suffix
+            else:
+                self._wbuf = [buf, frame, suffix]  # type: ignore[list-item]
             size = self._wsize = self._wsize + len(frame) + 1
             if not self._dispatching and self._flush_handle is None:
                 self._schedule_flush()
