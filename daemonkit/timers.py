@@ -81,9 +81,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from heapq import heapify, heappop, heappush
 from operator import attrgetter
+from typing import TypeVar
 
 __all__ = ["Clock", "FakeClock", "MonotonicClock", "Timer", "TimerQueue"]
 
@@ -136,6 +137,21 @@ def _compact(buckets: dict[int, dict[Timer, None]], keys: list[int]) -> int:
     keys[:] = buckets
     heapify(keys)
     return max(_COMPACT_MIN, 2 * len(buckets))
+
+
+_Bucket = TypeVar("_Bucket", bound=Sized)
+
+
+def _first_nonempty(keys: list[int], buckets: dict[int, _Bucket]) -> int | None:
+    """The smallest key in the heap ``keys`` whose bucket is not empty.
+
+    Empty buckets met on the way are dropped from ``buckets`` and the heap.
+    """
+    while keys:
+        if buckets[keys[0]]:
+            return keys[0]
+        del buckets[heappop(keys)]
+    return None
 
 
 def _noop(*args: object) -> None:
@@ -794,23 +810,12 @@ class TimerQueue:
     def _first_key(self) -> int | None:
         # The key of the earliest bucket with a timer in it, dropping the
         # empty buckets met on the way (this is when they are "reached").
-        keys, buckets = self._keys, self._buckets
-        while keys:
-            if buckets[keys[0]]:
-                return keys[0]
-            del buckets[heappop(keys)]
-        return None
+        return _first_nonempty(self._keys, self._buckets)
 
     def _first_coarse(self) -> int | None:
-        # The key of the earliest non-empty coarse bucket, dropping the empty
-        # ones met on the way. Not scanned: one whose timers were all
-        # cancelled still gets its (cheap, once) cascade wake-up.
-        ckeys, coarse = self._ckeys, self._coarse
-        while ckeys:
-            if coarse[ckeys[0]]:
-                return ckeys[0]
-            del coarse[heappop(ckeys)]
-        return None
+        # The same for the coarse level. Not scanned: a coarse bucket whose
+        # timers were all cancelled still gets its (cheap, once) cascade wake-up.
+        return _first_nonempty(self._ckeys, self._coarse)
 
     def _rearm(self) -> None:
         wake: float = _INF
