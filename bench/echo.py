@@ -123,6 +123,11 @@ DK_LINES_UVLOOP = ServerSpec(
 DK_LINES_ASYNCIO = ServerSpec(
     "daemonkit-lines-asyncio", target="bench/servers/daemonkit_lines.py", backend="asyncio"
 )
+DK_LINES_BATCH = ServerSpec(
+    "daemonkit-lines-batch-uvloop",
+    target="bench/servers/daemonkit_lines_batch.py",
+    backend="uvloop",
+)
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,7 @@ class Workload:
     reference: str
     target_server: str
     target: float
+    also: tuple[str, ...] = ()  # servers whose ratio the verdict line reports too
 
 
 WORKLOADS = (
@@ -161,10 +167,11 @@ WORKLOADS = (
         "lines-p16",
         "lines echo, pipeline 16",
         16,
-        (CECHO, PERLINE, COALESCED, DK_LINES_UVLOOP, DK_LINES_ASYNCIO),
+        (CECHO, PERLINE, COALESCED, DK_LINES_UVLOOP, DK_LINES_ASYNCIO, DK_LINES_BATCH),
         COALESCED.name,
         DK_LINES_UVLOOP.name,
         LINES_TARGET,
+        also=(DK_LINES_BATCH.name,),
     ),
 )
 ALL_SERVER_NAMES = sorted({s.name for w in WORKLOADS for s in w.servers} - {CECHO.name})
@@ -375,6 +382,7 @@ def summarize(wl: Workload, results: list[ServerResult]) -> dict[str, Any]:
         "reference": wl.reference,
         "target_server": wl.target_server,
         "target": wl.target,
+        "also": list(wl.also),
         "servers": rows,
     }
 
@@ -486,6 +494,10 @@ def verdict(summary: dict[str, Any]) -> str:
     noise = max(rows[n].get("noise", 0.0) for n in (who, ref))
     if noise > NOISE_HIGH:
         line += f" (NOISY: up to {noise:.0%} of a run lost; rerun on a quieter machine)"
+    for name in summary.get("also", ()):
+        other = rows.get(name, {}).get("ratio")
+        if other:
+            line += f"; {name} {other['median']:.2f}x ({other['min']:.2f}-{other['max']:.2f})"
     floor = rows.get(PERLINE.name)
     if floor and "ratio" in floor:
         line += f"; per-line floor is {floor['ratio']['median']:.2f}x"

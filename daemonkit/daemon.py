@@ -127,9 +127,14 @@ class Daemon:
     order, as a grammar::
 
         on_start
-          ( on_accept (on_read | on_drain | on_eof | on_timeout | on_error)* on_close )*
+          ( on_accept (on_read | on_frames | on_drain | on_eof | on_timeout | on_error)*
+            on_close )*
           (on_reload | on_signal)*
         on_stop
+
+    Define ``on_frames(conn, frames)`` instead of ``on_read`` to get all the
+    frames one read completed as one list (answer them with
+    ``conn.send_all()``): one call per read instead of one per frame.
 
     ``on_close`` is called exactly once for every connection that got
     ``on_accept``, with a :class:`~daemonkit.connection.CloseReason`.
@@ -201,6 +206,10 @@ class Daemon:
         #: callback ``errors``. Read them, e.g. for a stats line; do not write.
         self.stats = {"accepted": 0, "closed": 0, "rejected": 0, "errors": 0}
         self._on_read = self.on_read
+        on_frames = getattr(self, "on_frames", None)
+        if on_frames is not None and not callable(on_frames):
+            raise ConfigError(f"{type(self).__name__}.on_frames must be a method")
+        self._on_frames: Callable[[Connection, list[Any]], object] | None = on_frames
 
     # -- callbacks (override) --------------------------------------------
 
@@ -242,6 +251,11 @@ class Daemon:
         conn.log.error("%s raised in a callback; closing", type(exc).__name__, exc_info=exc)
         conn._close(CloseReason.HANDLER_ERROR)
 
+    # ``on_frames(conn, frames)`` is looked up, not defined here: define it to
+    # get, with a framer, all the frames one read completed as one list,
+    # instead of one on_read per frame (answer them with conn.send_all()).
+    # It replaces on_read for framed connections; raw bytes still go to on_read.
+    #
     # ``on_eof(conn)`` is looked up, not defined here: define it to keep a
     # half-closed connection open (you must close it later). Without it the
     # daemon flushes what was written and closes.

@@ -606,3 +606,90 @@ def test_lines_send_refuses_a_frame_with_the_delimiter(run_daemon: Any) -> None:
         sock.sendall(b"x\n")
         assert recv_until(sock, b"ok\n") == b"ok\n"
     assert outcomes and "contains the delimiter" in outcomes[0]
+
+
+class Batcher(Recorder):
+    """Gets every read's frames as one list and answers them with one send_all."""
+
+    framing = Lines
+
+    def on_frames(self, conn: Connection, frames: list[bytes]) -> None:
+        self.events.append(("frames", conn.id, list(frames)))
+        conn.send_all([f.upper() for f in frames])
+
+
+def test_on_frames_gets_each_reads_frames_as_one_batch(run_daemon: Any) -> None:
+    d = Batcher()
+    runner = run_daemon(d)
+    with runner.connect() as sock:
+        sock.sendall(b"a\nb\nc")
+        assert recv_until(sock, b"B\n") == b"A\nB\n"
+        sock.sendall(b"\n")
+        assert recv_until(sock, b"C\n") == b"C\n"
+    wait_closed(d)
+    batches = [e[2] for e in d.events if e[0] == "frames"]
+    assert batches == [[b"a", b"b"], [b"c"]]  # one call per read, never an empty one
+    assert not [e for e in d.events if e[0] == "read"]  # on_frames replaces on_read
+
+
+def test_on_frames_error_and_bad_input(run_daemon: Any, caplog: pytest.LogCaptureFixture) -> None:
+    class Strict(Batcher):
+        framing = Lines(max_length=4)
+
+        def on_frames(self, conn: Connection, frames: list[bytes]) -> None:
+            if b"boom" in frames:
+                raise RuntimeError("batch failed")
+            super().on_frames(conn, frames)
+
+    d = Strict()
+    runner = run_daemon(d)
+    with runner.connect() as sock:
+        sock.sendall(b"ok\nfine\n" + b"x" * 10 + b"\n")  # good frames, then too long
+        assert recv_all(sock) == b"OK\nFINE\n"
+    with runner.connect() as sock:
+        sock.sendall(b"boom\n")
+        assert recv_all(sock) == b""
+    wait_closed(d, 2)
+    assert d.reasons == [CloseReason.FRAME_TOO_LARGE, CloseReason.HANDLER_ERROR]
+    assert any("RuntimeError raised" in r.getMessage() for r in caplog.records)
+
+
+def test_send_all_refuses_a_bad_frame_and_writes_nothing(run_daemon: Any) -> None:
+    outcomes: list[str] = []
+
+    class Careful(Batcher):
+        def on_frames(self, conn: Connection, frames: list[bytes]) -> None:
+            try:
+                conn.send_all([b"fine", b"two\nlines"])
+            except ValueError as exc:
+                outcomes.append(str(exc))
+            conn.send_all(iter([bytearray(b"x"), b"y"]))  # any iterable of bytes-likes
+            conn.send_all([])
+
+    d = Careful()
+    runner = run_daemon(d)
+    with runner.connect() as sock:
+        sock.sendall(b"go\n")
+        assert recv_until(sock, b"y\n") == b"x\ny\n"  # nothing of the refused batch
+    assert outcomes and "contains the delimiter" in outcomes[0]
+
+
+@pytest.mark.parametrize(
+    ("framing", "frames", "wire"),
+    [
+        (LengthPrefixed(header="!B"), [b"ab", b"c"], b"\x02ab\x01c"),
+        (Lines(delimiter=b"\r\n"), [b"ab", b"c"], b"ab\r\nc\r\n"),
+        (None, [b"ab", b"c"], b"abc"),
+    ],
+)
+def test_send_all_encodes_with_any_framer(
+    run_daemon: Any, framing: Any, frames: list[bytes], wire: bytes
+) -> None:
+    class Sender(Recorder):
+        def on_accept(self, conn: Connection) -> None:
+            conn.send_all(frames)
+
+    d = Sender(framing=framing)
+    runner = run_daemon(d)
+    with runner.connect() as sock:
+        assert recv_until(sock, wire[-1:], limit=len(wire)) == wire
