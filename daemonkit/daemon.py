@@ -386,12 +386,12 @@ class Daemon:
         if self._reactor is not None or self._stopped:
             raise RuntimeError(f"{type(self).__name__} already ran; create a new instance")
         self._reactor = reactor
+        limit = _open_file_limit()
         if self.max_connections is None:
-            limit = _open_file_limit()
             self.max_connections = max(
                 1, min(DEFAULT_MAX_CONNECTIONS, int(limit * FD_SHARE_FOR_CONNECTIONS))
             )
-            self.log.info("open-file limit %d; max_connections %d", limit, self.max_connections)
+        self.log.info("open-file limit %d; max_connections %d", limit, self.max_connections)
         for address in self.endpoints:
             try:
                 listener = reactor.listen(
