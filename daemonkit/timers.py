@@ -448,22 +448,9 @@ class TimerQueue:
         timer._fn = fn
         timer._args = args
         try:
-            key = _ceil(when * _PER_SECOND)
+            self._insert(timer)
         except (ValueError, OverflowError):
             raise ValueError(f"timer deadline must be a finite number, got {when!r}") from None
-        if key >= self._limit:
-            far = self._coarse.get(key >> _COARSE_BITS)
-            if far is not None or (far := self._new_coarse(key)) is not None:
-                far.append(timer)
-                timer._bucket = far
-                if len(far) >= self._ccompact_at:
-                    self._shrink(far)
-                return timer
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._new_bucket(key)
-        bucket[timer] = None
-        timer._bucket = bucket
         return timer
 
     def call_later(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
@@ -473,7 +460,7 @@ class TimerQueue:
         :meth:`~Timer.cancel` if the call is no longer wanted. Raises
         :class:`ValueError` if *delay* is NaN or infinite.
         """
-        # call_at() inlined: this is the hot path (see bench/timers.py).
+        # call_at() and _insert() inlined: this is the hot path (see bench/timers.py).
         if delay < 0.0:
             delay = 0.0
         when = self._now() + delay

@@ -41,6 +41,17 @@ class Recorder(Daemon):
         self.closed.set()
 
 
+class Flooder(Recorder):
+    """Answers any input with 8 MiB: more than a peer with a tiny buffer will read."""
+
+    write_high_water = 1 << 20
+    max_write_buffer = 16 << 20
+
+    def on_read(self, conn: Connection, data: Any) -> None:
+        for _ in range(8):
+            conn.write(b"s" * (1 << 20))
+
+
 def wait_closed(daemon: Recorder, count: int = 1, timeout: float = 10.0) -> None:
     for _ in range(200):
         if len(daemon.reasons) >= count:
@@ -395,15 +406,7 @@ def test_graceful_stop_flushes_calls_on_stop_then_cleanups_in_reverse(backend: s
 def test_shutdown_timeout_aborts_stuck_connections(backend: str) -> None:
     clock = FakeClock()
 
-    class Stuck(Recorder):
-        write_high_water = 1 << 20
-        max_write_buffer = 16 << 20
-
-        def on_read(self, conn: Connection, data: Any) -> None:
-            for _ in range(8):
-                conn.write(b"s" * (1 << 20))
-
-    d = Stuck(shutdown_timeout=3)
+    d = Flooder(shutdown_timeout=3)
     runner = DaemonRunner(d, backend=backend, clock=clock).start()
     sock = runner.connect()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -521,15 +524,7 @@ def test_write_after_close_is_dropped(run_daemon: Any) -> None:
 def test_stop_now_still_calls_on_close_for_every_connection(backend: str) -> None:
     clock = FakeClock()
 
-    class Slow(Recorder):
-        write_high_water = 1 << 20
-        max_write_buffer = 16 << 20
-
-        def on_read(self, conn: Connection, data: Any) -> None:
-            for _ in range(8):
-                conn.write(b"s" * (1 << 20))  # more than the peer will ever read
-
-    d = Slow(shutdown_timeout=600)
+    d = Flooder(shutdown_timeout=600)
     runner = DaemonRunner(d, backend=backend, clock=clock).start()
     socks = [runner.connect() for _ in range(3)]
     for s in socks:
