@@ -1,5 +1,8 @@
 """The command line: ``python -m daemonkit TARGET [options]``.
 
+``python -m daemonkit bots BOTFILE ...`` runs bots instead (see
+:mod:`daemonkit.bots.cli`).
+
 ``main(argv) -> int`` is the whole program and is what the tests call; the
 console script and ``python -m daemonkit`` wrap it. Every failure a user can
 cause (a bad target, a bad endpoint, a port in use, no permission) ends with
@@ -135,6 +138,10 @@ def _fail(code: int, message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "bots":
+        from daemonkit.bots.cli import main as bots_main
+
+        return bots_main(args_list[1:])
     if args_list and args_list[0] == "run":
         args_list = args_list[1:]
     parser = build_parser()

@@ -25,18 +25,18 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from daemonkit.errors import FrameTooLarge, FramingError
 from daemonkit.framing import Lines
 from daemonkit.log import connection_logger
 
 if TYPE_CHECKING:
-    from daemonkit.daemon import Daemon
     from daemonkit.framing import Framer
+    from daemonkit.reactor import Reactor
     from daemonkit.timers import Timer
 
-__all__ = ["CloseReason", "Connection"]
+__all__ = ["CloseReason", "Connection", "ConnectionHost"]
 
 
 class CloseReason(str, enum.Enum):
@@ -59,6 +59,37 @@ class CloseReason(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class ConnectionHost(Protocol):
+    """What a :class:`Connection` needs from its owner: settings and callbacks.
+
+    A :class:`~daemonkit.daemon.Daemon` is the host of its accepted
+    connections; a :class:`~daemonkit.bots.Bot` is the host of its one
+    outbound connection. The ``_``-prefixed members are the framework's
+    dispatch points (they isolate errors and count), not user API.
+    """
+
+    write_high_water: int
+    write_low_water: int
+    max_write_buffer: int
+    close_timeout: float
+    idle_timeout: float | None
+    _on_read: Callable[[Connection, Any], object]
+    _on_frames: Callable[[Connection, list[Any]], object] | None
+
+    @property
+    def reactor(self) -> Reactor: ...
+
+    @property
+    def log(self) -> logging.Logger: ...
+
+    def _call_error(self, conn: Connection, exc: Exception) -> None: ...
+    def _call_eof(self, conn: Connection) -> bool: ...
+    def _call_drain(self, conn: Connection) -> None: ...
+    def _call_timeout(self, conn: Connection) -> None: ...
+    def _on_connection_made(self, conn: Connection) -> None: ...
+    def _on_connection_lost(self, conn: Connection, reason: CloseReason) -> None: ...
 
 
 def _format_address(addr: Any) -> str:
@@ -119,7 +150,7 @@ class Connection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, daemon: Daemon, conn_id: int, framer: Framer | None) -> None:
+    def __init__(self, daemon: ConnectionHost, conn_id: int, framer: Framer | None) -> None:
         self._daemon = daemon
         self.id = conn_id
         self._framer = framer

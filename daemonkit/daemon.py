@@ -205,7 +205,7 @@ class Daemon:
         #: ``rejected`` ones (over ``max_connections`` or while stopping) and
         #: callback ``errors``. Read them, e.g. for a stats line; do not write.
         self.stats = {"accepted": 0, "closed": 0, "rejected": 0, "errors": 0}
-        self._on_read = self.on_read
+        self._on_read: Callable[[Connection, Any], object] = self.on_read
         on_frames = getattr(self, "on_frames", None)
         if on_frames is not None and not callable(on_frames):
             raise ConfigError(f"{type(self).__name__}.on_frames must be a method")
@@ -377,11 +377,13 @@ class Daemon:
             reactor.close()
             self._reactor = None
 
-    def start(self, reactor: Reactor, *, install_signals: bool = True) -> None:
+    def start(self, reactor: Reactor, *, install_signals: bool = True, bind: bool = True) -> None:
         """Bind the listeners, install signal handlers and call ``on_start`` on ``reactor``.
 
         For embedding: the caller runs and closes the reactor. ``run()`` is
         the usual way in. A daemon object runs once; make a new one to run again.
+        ``bind=False`` starts it without listeners, for a caller that hands it
+        connections itself (the in-memory :class:`~daemonkit.testing.Simulation`).
         """
         if self._reactor is not None or self._stopped:
             raise RuntimeError(f"{type(self).__name__} already ran; create a new instance")
@@ -392,7 +394,7 @@ class Daemon:
                 1, min(DEFAULT_MAX_CONNECTIONS, int(limit * FD_SHARE_FOR_CONNECTIONS))
             )
         self.log.info("open-file limit %d; max_connections %d", limit, self.max_connections)
-        for address in self.endpoints:
+        for address in self.endpoints if bind else ():
             try:
                 listener = reactor.listen(
                     address, self._new_connection, admit=self._admit, start=False

@@ -1,9 +1,10 @@
-"""Load a Daemon subclass from a CLI target.
+"""Load a Daemon (or Bot) subclass from a CLI target.
 
 A target is ``path/to/file.py``, ``pkg.module`` or either followed by
 ``:ClassName``. Without ``:ClassName`` the file or module must define exactly
-one Daemon subclass (classes it merely imports do not count). Every failure
-is a :class:`~daemonkit.errors.LoadError` whose message says what to fix.
+one subclass of the wanted base (classes it merely imports do not count).
+Every failure is a :class:`~daemonkit.errors.LoadError` whose message says
+what to fix.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
+from daemonkit.bots.bot import Bot
 from daemonkit.daemon import Daemon
 from daemonkit.errors import LoadError
 
-__all__ = ["load_daemon_class"]
+__all__ = ["load_bot_class", "load_class", "load_daemon_class"]
+
+T = TypeVar("T")
 
 
 def load_daemon_class(target: str) -> type[Daemon]:
@@ -29,6 +34,17 @@ def load_daemon_class(target: str) -> type[Daemon]:
     cannot be found or imported, when ``:ClassName`` is missing or not a
     Daemon subclass, or when the choice is ambiguous (then name the class).
     """
+    return load_class(target, Daemon)
+
+
+def load_bot_class(target: str) -> type[Bot]:
+    """Import ``target`` and return the :class:`~daemonkit.bots.Bot` subclass it names."""
+    return load_class(target, Bot)
+
+
+def load_class(target: str, base: type[T]) -> type[T]:
+    """Import ``target`` and return the subclass of ``base`` it names (see the module doc)."""
+    kind = base.__name__
     spec, _, class_name = target.partition(":")
     if not spec:
         raise LoadError(f"target {target!r} is empty; give a file.py, a module or module:Class")
@@ -37,23 +53,23 @@ def load_daemon_class(target: str) -> type[Daemon]:
         obj = getattr(module, class_name, None)
         if obj is None:
             raise LoadError(f"{spec} has no attribute {class_name!r}")
-        if not (inspect.isclass(obj) and issubclass(obj, Daemon)):
-            raise LoadError(f"{spec}:{class_name} is not a Daemon subclass")
+        if not (inspect.isclass(obj) and issubclass(obj, base)):
+            raise LoadError(f"{spec}:{class_name} is not a {kind} subclass")
         return obj
     found = [
         obj
         for obj in vars(module).values()
         if inspect.isclass(obj)
-        and issubclass(obj, Daemon)
-        and obj is not Daemon
+        and issubclass(obj, base)
+        and obj is not base
         and obj.__module__ == module.__name__
     ]
     if not found:
-        raise LoadError(f"{spec} defines no Daemon subclass")
+        raise LoadError(f"{spec} defines no {kind} subclass")
     if len(found) > 1:
         names = ", ".join(sorted(cls.__name__ for cls in found))
         raise LoadError(
-            f"{spec} defines several Daemon subclasses ({names}); name one as {spec}:Name"
+            f"{spec} defines several {kind} subclasses ({names}); name one as {spec}:Name"
         )
     return found[0]
 

@@ -1,11 +1,20 @@
-"""`make demo`: start the echo daemon, talk to it, stop it with SIGTERM.
+"""`make demo`: the echo daemon, loaded with 1,000 bots for 10 seconds.
 
-A real process, a real socket, a real signal: what a newcomer would do by
-hand in three terminals, in one command.
+What a newcomer would do by hand in two terminals, in one command:
+
+1. start ``examples/echo_daemon.py`` as a real process on a free port;
+2. talk to it once with a plain socket (so a broken daemon fails fast);
+3. run ``python -m daemonkit bots examples/echo_bot.py`` against it: 1,000
+   bots, live progress, the summary table, the daemon's memory per bot, and
+   an HTML report;
+4. stop the daemon with SIGTERM and check that it exits cleanly.
+
+``python examples/demo.py --bots 100 --duration 3s`` makes it shorter.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -15,6 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPORT = HERE.parent / "reports" / "demo.html"
 
 
 def free_port() -> int:
@@ -23,42 +33,71 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def main() -> int:
+def show(cmd: list[str]) -> None:
+    shown = [c.replace(str(Path.cwd()) + os.sep, "") for c in cmd]
+    shown[0] = "python" if cmd[0] == sys.executable else shown[0]
+    print("$", " ".join(shown), flush=True)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> socket.socket | None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bots", default="1000")
+    parser.add_argument("--duration", default="10s")
+    parser.add_argument("--report", type=Path, default=REPORT, help="where the HTML report goes")
+    args = parser.parse_args(argv)
+    report = args.report.resolve()
+
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "daemonkit", str(HERE / "echo_daemon.py"), "--listen", endpoint]
-    print(
-        "$",
-        " ".join(["python", "-m", "daemonkit", "examples/echo_daemon.py", "--listen", endpoint]),
-    )
+    daemon_cmd = [sys.executable, "-m", "daemonkit", str(HERE / "echo_daemon.py")]
+    daemon_cmd += ["--listen", endpoint, "--log-level", "warning"]
+    show(daemon_cmd)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(daemon_cmd, env=env)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    print("demo: the daemon did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.05)
+        sock = wait_for_port(port, proc)
+        if sock is None:
+            print("demo: the daemon did not start", file=sys.stderr)
+            return 1
         with sock:
-            for line in (b"hello, daemon\n", b"this is daemonkit\n"):
-                sock.sendall(line)
-                reply = b""
-                while not reply.endswith(b"\n"):
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        break
-                    reply += chunk
-                print(f"sent {line!r}, got back {reply!r}")
-        print("$ kill -TERM", proc.pid)
+            sock.sendall(b"hello, daemon\n")
+            print(f"sent b'hello, daemon\\n', got back {sock.recv(4096)!r}", flush=True)
+
+        report.parent.mkdir(parents=True, exist_ok=True)
+        bots_cmd = [sys.executable, "-m", "daemonkit", "bots", str(HERE / "echo_bot.py")]
+        bots_cmd += ["--target", endpoint, "--bots", args.bots, "--spawn-rate", "500"]
+        bots_cmd += ["--duration", args.duration, "--server-pid", str(proc.pid)]
+        bots_cmd += ["--html", str(report), "--fail-if", "errors>0"]
+        show(bots_cmd)
+        bots = subprocess.run(bots_cmd, env=env, check=False)
+        if bots.returncode != 0:
+            print(f"demo: the bots run failed (exit {bots.returncode})", file=sys.stderr)
+
+        show(["kill", "-TERM", str(proc.pid)])
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=15)
+        code = proc.wait(timeout=30)
         print(f"daemon exited with status {code}")
-        return 0 if code == 0 else 1
+        if bots.returncode == 0:
+            print(f"open {_shown(report)} in a browser for the charts")
+        return 0 if code == 0 and bots.returncode == 0 else 1
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -364,11 +364,15 @@ def test_console_script_finds_a_module_in_the_working_directory(tmp_path: Path) 
     assert b"ok: Mine from mydaemon" in result.stdout
 
 
-def test_make_demo_script_runs() -> None:
-    result = subprocess.run(
-        [PYTHON, str(ROOT / "examples" / "demo.py")], capture_output=True, timeout=60, cwd=ROOT
-    )
+def test_make_demo_script_runs(tmp_path: Path) -> None:
+    report = tmp_path / "demo.html"
+    argv = [PYTHON, str(ROOT / "examples" / "demo.py"), "--bots", "50", "--duration", "2s"]
+    argv += ["--report", str(report)]
+    result = subprocess.run(argv, capture_output=True, timeout=90, cwd=ROOT)
     out = result.stdout.decode()
-    assert result.returncode == 0, result.stderr.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
     assert "got back b'hello, daemon\\n'" in out
+    assert "EchoBot x 50 bots, closed model" in out
+    assert "50 bots connected" in out  # the daemon's memory per bot was sampled
+    assert report.read_text().count("<svg") >= 3
     assert "daemon exited with status 0" in out

@@ -48,6 +48,7 @@ LAYERS = {
     "connection": 3,
     "daemon": 3,
     "loader": 4,
+    "bots": 4,
     "cli": 5,
     "testing": 5,
 }

@@ -7,10 +7,13 @@
   only when the test says ``advance(seconds)``: no sleeping in tests.
 * :class:`MemoryTransport` is an asyncio transport that records what is
   written, for exercising a protocol without sockets.
+* :class:`Simulation` runs a daemon and thousands of bots in one process,
+  in memory, on a fake clock: deterministic load scenarios in milliseconds.
 """
 
 from daemonkit.testing.runner import DaemonRunner
+from daemonkit.testing.sim import Simulation
 from daemonkit.testing.transport import MemoryTransport
 from daemonkit.timers import FakeClock
 
-__all__ = ["DaemonRunner", "FakeClock", "MemoryTransport"]
+__all__ = ["DaemonRunner", "FakeClock", "MemoryTransport", "Simulation"]

@@ -1,0 +1,329 @@
+"""``python -m daemonkit bots BOTFILE --target ENDPOINT ...``: run bots from the shell.
+
+``main(argv) -> int`` is the whole command and what the tests call. Exit
+codes extend those of ``daemonkit run``:
+
+====  =========================================================
+code  meaning
+====  =========================================================
+0     the run finished and every ``--fail-if`` condition held
+1     unexpected error
+2     bad command-line usage
+3     the bot file cannot be loaded
+4     a setting is invalid (e.g. a bad target or threshold)
+8     a ``--fail-if`` condition was violated
+9     no bot could connect (nothing was measured)
+====  =========================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemonkit.bots.bot import Bot
+from daemonkit.bots.procs import run_procs
+from daemonkit.bots.progress import Progress, choose_progress
+from daemonkit.bots.report import format_summary, write_csv, write_html, write_json
+from daemonkit.bots.result import RunResult
+from daemonkit.bots.runner import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_STOP_TIMEOUT,
+    MAX_DURATION,
+    BotRunner,
+)
+from daemonkit.bots.search import search_max_rate
+from daemonkit.bots.thresholds import Threshold, check_thresholds, parse_threshold
+from daemonkit.errors import ConfigError, LoadError
+from daemonkit.loader import load_bot_class
+from daemonkit.log import setup
+from daemonkit.reactor import BACKENDS
+
+__all__ = ["EXIT_NO_CONNECTION", "EXIT_THRESHOLD", "build_parser", "main", "parse_duration"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_LOAD = 3
+EXIT_CONFIG = 4
+#: A ``--fail-if`` condition was violated.
+EXIT_THRESHOLD = 8
+#: Not one bot connected: the run measured nothing.
+EXIT_NO_CONNECTION = 9
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"30s"``, ``"2m"``, ``"500ms"``, ``"1h"`` or a plain number of seconds → seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; write e.g. 30s, 2m, 500ms or 1h"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if not 0 < value <= MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 24h")
+    return value
+
+
+def _rate(text: str) -> float:
+    body = text.strip().removesuffix("/s")
+    try:
+        value = float(body)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a rate; write e.g. 500 or 500/s"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _threshold(text: str) -> Threshold:
+    try:
+        return parse_threshold(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``daemonkit bots``."""
+    p = argparse.ArgumentParser(
+        prog="daemonkit bots",
+        description="Load a daemon with simulated users (bots) and report what they measured.",
+        epilog="BOTFILE is path/to/file.py, pkg.module, or either with :ClassName. "
+        "Exit codes: 0 ok, 8 a --fail-if condition failed, 9 no bot connected.",
+    )
+    p.add_argument("botfile", metavar="BOTFILE", help="the Bot subclass to run")
+    p.add_argument("--target", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:7000")
+    p.add_argument("--bots", type=_count, default=10, metavar="N", help="bots (default 10)")
+    p.add_argument(
+        "--spawn-rate", type=_rate, metavar="N", help="bots started per second (default: all)"
+    )
+    p.add_argument(
+        "--duration",
+        type=_positive_duration,
+        default=10.0,
+        metavar="TIME",
+        help="how long to load, e.g. 30s or 2m (default 10s; counted from the first spawn)",
+    )
+    p.add_argument(
+        "--rate",
+        type=_rate,
+        metavar="N/s",
+        help="open model: N requests per second in all, on a fixed schedule, latency "
+        "measured from the scheduled time (default: closed model)",
+    )
+    p.add_argument("--procs", type=_count, default=1, metavar="N", help="spread over N processes")
+    p.add_argument("--seed", default="0", help="seed of every bot's random (default 0)")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--csv", metavar="PREFIX", help="write PREFIX_stats/_history/_failures.csv")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument(
+        "--fail-if",
+        type=_threshold,
+        action="append",
+        default=[],
+        metavar="COND",
+        help='exit 8 if COND holds at the end, e.g. "p99>50ms", "errors>0", '
+        '"echo.p99.9>100ms", "rps<1000" (repeatable)',
+    )
+    p.add_argument(
+        "--server-pid", type=int, metavar="PID", help="sample this daemon's RSS: memory per bot"
+    )
+    p.add_argument(
+        "--max-rate-search",
+        action="store_true",
+        help="find the highest --rate that keeps p99 under --p99 (each step runs --duration)",
+    )
+    p.add_argument("--p99", type=parse_duration, metavar="TIME", help="p99 target of the search")
+    p.add_argument("--connect-timeout", type=_positive_duration, default=DEFAULT_CONNECT_TIMEOUT)
+    p.add_argument("--stop-timeout", type=parse_duration, default=DEFAULT_STOP_TIMEOUT)
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.add_argument("--log-level", default="warning", type=str.lower)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run ``daemonkit bots`` with ``argv``; return the exit code."""
+    stream = out or sys.stdout
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[2:] if argv is None else argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.max_rate_search and args.p99 is None:
+        return _fail(EXIT_USAGE, "--max-rate-search needs --p99, e.g. --p99 10ms")
+    log_config = setup(args.log_level, color=args.color)
+    try:
+        return _run(args, stream)
+    finally:
+        log_config.close()
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"daemonkit bots: error: {message}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace, stream: TextIO) -> int:
+    try:
+        bot_class = load_bot_class(args.botfile)
+    except LoadError as exc:
+        return _fail(EXIT_LOAD, str(exc))
+    if args.server_pid is not None and not os.path.exists(f"/proc/{args.server_pid}"):
+        return _fail(EXIT_CONFIG, f"--server-pid {args.server_pid}: no such process")
+
+    if args.worker:
+        return _run_worker(args, bot_class)
+    progress = choose_progress(stream, color=args.color, quiet=args.quiet)
+    try:
+        if args.max_rate_search:
+            return _search(args, bot_class, stream, progress)
+        if args.procs > 1:
+            result = run_procs(args, _worker_argv(args), progress=progress, out=stream)
+        else:
+            runner = _runner(args, bot_class, progress=progress)
+            result = _run_interruptible(runner)
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    finally:
+        progress.close()
+    return _report(args, result, stream)
+
+
+def _runner(
+    args: argparse.Namespace,
+    bot_class: type[Bot],
+    *,
+    progress: Progress | None,
+    rate: float | None = None,
+) -> BotRunner:
+    return BotRunner(
+        bot_class,
+        args.target,
+        bots=args.bots,
+        duration=args.duration,
+        spawn_rate=args.spawn_rate,
+        rate=rate if rate is not None else args.rate,
+        backend=args.backend,
+        seed=args.seed,
+        first_index=args.first_index,
+        progress=progress,
+        server_pid=args.server_pid,
+        connect_timeout=args.connect_timeout,
+        stop_timeout=args.stop_timeout,
+    )
+
+
+def _run_interruptible(runner: BotRunner) -> RunResult:
+    """Run; Ctrl-C (or SIGTERM) ends the run early but still reports what was measured."""
+    previous = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        loop = runner._reactor.loop if runner._reactor is not None else None
+        if loop is not None:
+            loop.call_soon_threadsafe(runner.stop)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, on_signal)
+        except ValueError:
+            pass  # not the main thread: no signal handling
+    try:
+        return runner.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _report(args: argparse.Namespace, result: RunResult, stream: TextIO) -> int:
+    print(format_summary(result), file=stream)
+    written = []
+    try:
+        if args.json:
+            write_json(result, args.json)
+            written.append(args.json)
+        if args.csv:
+            written.extend(str(p) for p in write_csv(result, args.csv))
+        if args.html:
+            write_html(result, args.html)
+            written.append(args.html)
+    except OSError as exc:
+        return _fail(EXIT_CONFIG, f"cannot write the report: {exc}")
+    for path in written:
+        print(f"wrote {path}", file=stream)
+    failures = check_thresholds(result, args.fail_if)
+    for line in failures:
+        print(line, file=stream)
+    if failures:
+        return EXIT_THRESHOLD
+    if result.peak_connected == 0:
+        return _fail(EXIT_NO_CONNECTION, f"no bot could connect to {result.target}")
+    return EXIT_OK
+
+
+def _search(
+    args: argparse.Namespace, bot_class: type[Bot], stream: TextIO, progress: Progress
+) -> int:
+    def trial(rate: float) -> RunResult:
+        progress.log(f"trying {rate:,.0f} req/s for {args.duration:g} s")
+        return _run_interruptible(_runner(args, bot_class, progress=None, rate=rate))
+
+    search = search_max_rate(trial, p99=args.p99, start=args.rate or 100.0, log=progress.log)
+    progress.close()
+    print(search.format(), file=stream)
+    if search.best is None:
+        return _fail(EXIT_THRESHOLD, "no rate kept p99 under the target")
+    if args.json:
+        Path(args.json).write_text(json.dumps(search.to_dict(), indent=2))
+        print(f"wrote {args.json}", file=stream)
+    return EXIT_OK
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of one worker process of ``--procs`` (its share is set by procs)."""
+    argv = [sys.executable, "-m", "daemonkit", "bots", args.botfile, "--target", args.target]
+    argv += ["--duration", f"{args.duration}s", "--backend", args.backend, "--worker"]
+    argv += ["--connect-timeout", f"{args.connect_timeout}s"]
+    argv += ["--stop-timeout", f"{args.stop_timeout}s", "--log-level", args.log_level]
+    return argv
+
+
+def _run_worker(args: argparse.Namespace, bot_class: type[Bot]) -> int:
+    """A ``--procs`` worker: no display; one JSON line per interval and one at the end."""
+    from daemonkit.bots.procs import WorkerReporter
+
+    reporter = WorkerReporter(sys.stdout)
+    runner = _runner(args, bot_class, progress=None)
+    reporter.attach(runner)
+    result = _run_interruptible(runner)
+    reporter.finish(result, unfinished=runner.fleet.unfinished if runner.fleet else 0)
+    return EXIT_OK

@@ -1,0 +1,273 @@
+"""Stats: what a bots run measured, per operation and per second.
+
+Bots call :meth:`Stats.record` (a latency, in seconds, for a named
+operation) and :meth:`Stats.fail` (an error of some kind for a named
+operation); the runner calls :meth:`Stats.connected` for each connect time
+and :meth:`Stats.roll` once a second, which closes the current interval
+into a :class:`Sample` (throughput, percentiles, active bots) for the live
+progress line and the charts of the report.
+
+Everything here is plain data with ``to_dict`` / ``from_dict``, so a worker
+process of ``--procs`` can send its stats as JSON and the parent can
+:meth:`Stats.merge` them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from daemonkit.bots.histogram import Histogram
+
+__all__ = ["PERCENTILES", "Interval", "Operation", "Sample", "Stats"]
+
+#: The percentiles of the summary table and the reports.
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+class Operation:
+    """One named operation's measures: latencies (successes) and errors by kind."""
+
+    __slots__ = ("errors", "latency", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.latency = Histogram()
+        self.errors: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        """Successful operations (those with a latency)."""
+        return self.latency.count
+
+    @property
+    def failures(self) -> int:
+        """Failed operations, all kinds together."""
+        return sum(self.errors.values())
+
+    def merge(self, other: Operation) -> None:
+        """Add ``other``'s measures to this one."""
+        self.latency.merge(other.latency)
+        for kind, n in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "latency": self.latency.to_dict(), "errors": dict(self.errors)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Operation:
+        """Inverse of :meth:`to_dict`."""
+        op = cls(str(data["name"]))
+        op.latency = Histogram.from_dict(data["latency"])
+        op.errors = {str(k): int(v) for k, v in data["errors"].items()}
+        return op
+
+
+@dataclass
+class Interval:
+    """One second's raw measures, before they become a :class:`Sample`.
+
+    Kept raw (a histogram, counts) so intervals of several worker processes
+    can be added together before percentiles are read.
+    """
+
+    t: float
+    seconds: float
+    active: int = 0
+    requests: int = 0
+    errors: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+
+    def merge(self, other: Interval) -> None:
+        """Add another process's interval for the same second."""
+        self.active += other.active
+        self.requests += other.requests
+        self.errors += other.errors
+        self.latency.merge(other.latency)
+
+    def sample(self) -> Sample:
+        """Summarise into a :class:`Sample`."""
+        lat = self.latency
+        span = self.seconds if self.seconds > 0 else 1.0
+        return Sample(
+            t=round(self.t, 3),
+            active=self.active,
+            requests=self.requests,
+            errors=self.errors,
+            rps=self.requests / span,
+            p50=lat.percentile(50),
+            p90=lat.percentile(90),
+            p99=lat.percentile(99),
+            max=lat.max,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "t": self.t,
+            "seconds": self.seconds,
+            "active": self.active,
+            "requests": self.requests,
+            "errors": self.errors,
+            "latency": self.latency.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Interval:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            t=float(data["t"]),
+            seconds=float(data["seconds"]),
+            active=int(data["active"]),
+            requests=int(data["requests"]),
+            errors=int(data["errors"]),
+            latency=Histogram.from_dict(data["latency"]),
+        )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One point of the time series: second ``t`` of the run, latencies in seconds."""
+
+    t: float
+    active: int
+    requests: int
+    errors: int
+    rps: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+class Stats:
+    """All measures of one run (or of several merged worker runs)."""
+
+    def __init__(self) -> None:
+        self.operations: dict[str, Operation] = {}
+        self.connect = Histogram()
+        self.connect_errors: dict[str, int] = {}
+        self.series: list[Sample] = []
+        self._interval_latency = Histogram()
+        self._interval_requests = 0
+        self._interval_errors = 0
+
+    # -- the hot path ------------------------------------------------------
+
+    def record(self, name: str, seconds: float) -> None:
+        """One successful ``name`` operation that took ``seconds``."""
+        op = self.operations.get(name)
+        if op is None:
+            op = self.operations[name] = Operation(name)
+        op.latency.record(seconds)
+        self._interval_latency.record(seconds)
+        self._interval_requests += 1
+
+    def fail(self, name: str, kind: str) -> None:
+        """One failed ``name`` operation; ``kind`` says why (e.g. ``"timeout"``)."""
+        op = self.operations.get(name)
+        if op is None:
+            op = self.operations[name] = Operation(name)
+        op.errors[kind] = op.errors.get(kind, 0) + 1
+        self._interval_errors += 1
+
+    def connected(self, seconds: float) -> None:
+        """One bot connected after ``seconds``."""
+        self.connect.record(seconds)
+
+    def connect_failed(self, kind: str) -> None:
+        """One bot could not connect; ``kind`` says why (e.g. ``"ConnectionRefusedError"``)."""
+        self.connect_errors[kind] = self.connect_errors.get(kind, 0) + 1
+        self._interval_errors += 1
+
+    # -- intervals ---------------------------------------------------------
+
+    def take_interval(self, t: float, seconds: float, active: int) -> Interval:
+        """Close the current interval (ending at run time ``t``) and start the next."""
+        interval = Interval(
+            t=t,
+            seconds=seconds,
+            active=active,
+            requests=self._interval_requests,
+            errors=self._interval_errors,
+            latency=self._interval_latency,
+        )
+        self._interval_latency = Histogram()
+        self._interval_requests = 0
+        self._interval_errors = 0
+        return interval
+
+    def roll(self, t: float, seconds: float, active: int) -> Sample:
+        """:meth:`take_interval` and append its :class:`Sample` to :attr:`series`."""
+        sample = self.take_interval(t, seconds, active).sample()
+        self.series.append(sample)
+        return sample
+
+    # -- totals ------------------------------------------------------------
+
+    @property
+    def requests(self) -> int:
+        """Successful operations, all names together."""
+        return sum(op.count for op in self.operations.values())
+
+    @property
+    def errors(self) -> int:
+        """Failed operations and failed connects, all together."""
+        return sum(op.failures for op in self.operations.values()) + sum(
+            self.connect_errors.values()
+        )
+
+    def latency(self) -> Histogram:
+        """All operations' latencies in one histogram."""
+        total = Histogram()
+        for op in self.operations.values():
+            total.merge(op.latency)
+        return total
+
+    def errors_by_kind(self) -> dict[str, int]:
+        """Error counts keyed ``"operation: kind"`` (connects as ``"connect: kind"``)."""
+        out: dict[str, int] = {}
+        for kind, n in self.connect_errors.items():
+            out[f"connect: {kind}"] = n
+        for op in self.operations.values():
+            for kind, n in op.errors.items():
+                key = f"{op.name}: {kind}"
+                out[key] = out.get(key, 0) + n  # an operation may be named "connect" too
+        return out
+
+    def merge(self, other: Stats) -> None:
+        """Add another run's totals (not its series) to these."""
+        for name, op in other.operations.items():
+            mine = self.operations.get(name)
+            if mine is None:
+                mine = self.operations[name] = Operation(name)
+            mine.merge(op)
+        self.connect.merge(other.connect)
+        for kind, n in other.connect_errors.items():
+            self.connect_errors[kind] = self.connect_errors.get(kind, 0) + n
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the totals and the series."""
+        return {
+            "operations": [op.to_dict() for op in self.operations.values()],
+            "connect": self.connect.to_dict(),
+            "connect_errors": dict(self.connect_errors),
+            "series": [s.to_dict() for s in self.series],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stats:
+        """Inverse of :meth:`to_dict`; ``ValueError``/``KeyError`` if malformed."""
+        stats = cls()
+        for item in data["operations"]:
+            op = Operation.from_dict(item)
+            stats.operations[op.name] = op
+        stats.connect = Histogram.from_dict(data["connect"])
+        stats.connect_errors = {str(k): int(v) for k, v in data["connect_errors"].items()}
+        stats.series = [Sample(**s) for s in data.get("series", [])]
+        return stats
