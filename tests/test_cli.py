@@ -132,8 +132,12 @@ def test_second_sigterm_stops_at_once(tmp_path: Path) -> None:
         from daemonkit import Daemon
         class Hold(Daemon):
             shutdown_timeout = 600  # a graceful stop would wait ten minutes
+            close_timeout = 600
+            # 16 MiB: more than loopback's socket buffers take, so the
+            # connection cannot finish closing on its own (or overflow).
+            max_write_buffer = 64 * 1024 * 1024
             def on_read(self, conn, data):
-                for _ in range(64):
+                for _ in range(256):
                     conn.write(b"h" * 65536)
         """,
     )
@@ -149,12 +153,16 @@ def test_second_sigterm_stops_at_once(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         # wait for the first signal to be logged before sending the second
         line = b""
+        seen = b""
         assert proc.stderr is not None
         while b"stopping gracefully" not in line:
             line = proc.stderr.readline()
             assert line, "daemon exited early"
+            seen += line
         proc.send_signal(signal.SIGTERM)
-        code, err = finish(proc, timeout=20)
+        # read() also returns what readline() buffered (communicate() would skip it)
+        err = (seen + proc.stderr.read()).decode()
+        code, _ = finish(proc, timeout=20)
     assert code == 0, err
     assert "SIGTERM again: stopping now" in err
 
