@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit docs bench bench-timers clean
+.PHONY: demo test lint typecheck unit docs bench bench-timers bench-bots clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,13 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/timers.py
 	$(BIN)/python bench/echo.py
+	$(BIN)/python bench/bots.py
 
 bench-timers: $(STAMP)
 	$(BIN)/python bench/timers.py
+
+bench-bots: $(STAMP)
+	$(BIN)/python bench/bots.py
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis

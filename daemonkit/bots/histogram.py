@@ -135,6 +135,24 @@ class Histogram:
         self.count += other.count
         self.total += other.total
 
+    def _snapshot(self) -> tuple[list[int], int, float]:
+        """The counts so far, for :meth:`_since` (interval = now minus a snapshot)."""
+        return list(self._counts), self.count, self.total
+
+    def _since(self, snapshot: tuple[list[int], int, float], maximum: float) -> Histogram:
+        """What was recorded after ``snapshot``; ``maximum`` is its exact max (the
+        min is the lower edge of its first bucket)."""
+        new = Histogram()
+        before, count, total = snapshot
+        new._counts = [a - b for a, b in zip(self._counts, before, strict=True)]
+        new.count = self.count - count
+        new.total = self.total - total
+        if new.count:
+            first = next(i for i, n in enumerate(new._counts) if n)
+            new.min = (_upper(first - 1) + 1) / 1e6 if first else 0.0
+            new.max = maximum
+        return new
+
     def copy(self) -> Histogram:
         """An independent copy."""
         new = Histogram()

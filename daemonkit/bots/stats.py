@@ -153,7 +153,10 @@ class Stats:
         self.connect = Histogram()
         self.connect_errors: dict[str, int] = {}
         self.series: list[Sample] = []
-        self._interval_latency = Histogram()
+        # An interval's latencies are the operations' histograms minus their
+        # snapshot at the interval's start: one histogram update per request.
+        self._snapshots: dict[str, tuple[list[int], int, float]] = {}
+        self._interval_max = 0.0
         self._interval_requests = 0
         self._interval_errors = 0
 
@@ -165,7 +168,8 @@ class Stats:
         if op is None:
             op = self.operations[name] = Operation(name)
         op.latency.record(seconds)
-        self._interval_latency.record(seconds)
+        if seconds > self._interval_max:
+            self._interval_max = seconds
         self._interval_requests += 1
 
     def fail(self, name: str, kind: str) -> None:
@@ -189,15 +193,26 @@ class Stats:
 
     def take_interval(self, t: float, seconds: float, active: int) -> Interval:
         """Close the current interval (ending at run time ``t``) and start the next."""
+        latency = Histogram()
+        snapshots = self._snapshots
+        for name, op in self.operations.items():
+            before = snapshots.get(name)
+            if before is None:
+                latency.merge(op.latency)
+            elif op.latency.count > before[1]:
+                latency.merge(op.latency._since(before, self._interval_max))
+            snapshots[name] = op.latency._snapshot()
+        if latency.count:
+            latency.max = self._interval_max
         interval = Interval(
             t=t,
             seconds=seconds,
             active=active,
             requests=self._interval_requests,
             errors=self._interval_errors,
-            latency=self._interval_latency,
+            latency=latency,
         )
-        self._interval_latency = Histogram()
+        self._interval_max = 0.0
         self._interval_requests = 0
         self._interval_errors = 0
         return interval
