@@ -28,12 +28,14 @@ typecheck: $(STAMP)
 
 # PYTHONASYNCIODEBUG=1: asyncio's debug checks run under the whole suite.
 unit: $(STAMP)
+	sh scripts/ensure-test-tools
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/timers.py
 	$(BIN)/python bench/echo.py
 	$(BIN)/python bench/bots.py

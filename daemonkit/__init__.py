@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 from daemonkit.connection import CloseReason, Connection
 from daemonkit.daemon import ConnectionSet, Daemon, StartError
-from daemonkit.endpoints import Address, parse_endpoint
+from daemonkit.endpoints import Address, Endpoint, parse_endpoint
 from daemonkit.errors import (
     ConfigError,
     DaemonkitError,
@@ -30,8 +30,11 @@ from daemonkit.errors import (
     ProtocolError,
 )
 from daemonkit.framing import Framer, LengthPrefixed, Lines, Netstrings, Raw
+from daemonkit.groups import Group
+from daemonkit.handler import Handler
 from daemonkit.reactor import READ, TIMEOUT, WRITE, Reactor
 from daemonkit.timers import FakeClock, Timer
+from daemonkit.udp import UdpHost
 
 __all__ = [
     "READ",
@@ -44,11 +47,14 @@ __all__ = [
     "ConnectionSet",
     "Daemon",
     "DaemonkitError",
+    "Endpoint",
     "EndpointError",
     "FakeClock",
     "FrameTooLarge",
     "Framer",
     "FramingError",
+    "Group",
+    "Handler",
     "LengthPrefixed",
     "Lines",
     "LoadError",
@@ -58,6 +64,7 @@ __all__ = [
     "Reactor",
     "StartError",
     "Timer",
+    "UdpHost",
     "__version__",
     "parse_endpoint",
 ]

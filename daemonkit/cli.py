@@ -2,6 +2,7 @@
 
 ``python -m daemonkit bots BOTFILE ...`` runs bots instead (see
 :mod:`daemonkit.bots.cli`).
+``python -m daemonkit ctl COMMAND --control PATH`` talks to a running daemon (:mod:`daemonkit.ctl`).
 
 ``main(argv) -> int`` is the whole program and is what the tests call; the
 console script and ``python -m daemonkit`` wrap it. Every failure a user can
@@ -31,7 +32,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from daemonkit import __version__
-from daemonkit.daemon import Daemon, StartError
+from daemonkit.argtypes import seconds, whole_number
+from daemonkit.daemon import Daemon, StartError, override_listen
 from daemonkit.errors import ConfigError, LoadError
 from daemonkit.loader import load_daemon_class
 from daemonkit.log import LEVELS, setup
@@ -61,26 +63,6 @@ EXIT_PERMISSION = 6
 EXIT_START = 7
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text.removesuffix("s"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``daemonkit [run] TARGET``."""
     parser = argparse.ArgumentParser(
@@ -96,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="ENDPOINT",
         help="endpoint to listen on, e.g. tcp://0.0.0.0:7000 or unix:///run/app.sock "
-        "(repeatable; replaces the class's listen setting)",
+        "(repeatable; replaces the class's listen setting), or NAME=URL to move the "
+        "endpoint named NAME",
     )
     parser.add_argument(
         "--backend",
@@ -118,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="colour the log (auto: on a terminal unless NO_COLOR is set)",
     )
-    parser.add_argument("--max-connections", type=_positive_int, metavar="N")
-    parser.add_argument("--idle-timeout", type=_seconds, metavar="SECONDS")
-    parser.add_argument("--shutdown-timeout", type=_seconds, metavar="SECONDS")
+    parser.add_argument("--max-connections", type=whole_number(1), metavar="N")
+    parser.add_argument("--idle-timeout", type=seconds, metavar="SECONDS")
+    parser.add_argument("--shutdown-timeout", type=seconds, metavar="SECONDS")
+    parser.add_argument("--control", metavar="PATH", help="open a control socket at PATH")
+    parser.add_argument("--metrics", metavar="ENDPOINT", help="serve Prometheus metrics here")
     parser.add_argument(
         "--check",
         action="store_true",
@@ -142,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from daemonkit.bots.cli import main as bots_main
 
         return bots_main(args_list[1:])
+    if args_list and args_list[0] == "ctl":
+        from daemonkit.ctl import main as ctl_main
+
+        return ctl_main(args_list[1:])
     if args_list and args_list[0] == "run":
         args_list = args_list[1:]
     parser = build_parser()
@@ -168,8 +157,11 @@ def _run(args: argparse.Namespace, log_config: Any) -> int:
 
     overrides: dict[str, Any] = {}
     if args.listen:
-        overrides["listen"] = args.listen
-    for key in ("max_connections", "idle_timeout", "shutdown_timeout"):
+        try:
+            overrides["listen"] = override_listen(cls.listen, args.listen)
+        except ConfigError as exc:
+            return _fail(EXIT_CONFIG, str(exc))
+    for key in ("max_connections", "idle_timeout", "shutdown_timeout", "control", "metrics"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value

@@ -32,6 +32,7 @@ from daemonkit.framing import Lines
 from daemonkit.log import connection_logger
 
 if TYPE_CHECKING:
+    from daemonkit.endpoints import Endpoint
     from daemonkit.framing import Framer
     from daemonkit.reactor import Reactor
     from daemonkit.timers import Timer
@@ -64,8 +65,8 @@ class CloseReason(str, enum.Enum):
 class ConnectionHost(Protocol):
     """What a :class:`Connection` needs from its owner: settings and callbacks.
 
-    A :class:`~daemonkit.daemon.Daemon` is the host of its accepted
-    connections; a :class:`~daemonkit.bots.Bot` is the host of its one
+    An endpoint of a :class:`~daemonkit.daemon.Daemon` is the host of its
+    accepted connections; a :class:`~daemonkit.bots.Bot` is the host of its one
     outbound connection. The ``_``-prefixed members are the framework's
     dispatch points (they isolate errors and count), not user API.
     """
@@ -121,13 +122,13 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "_close_timer",
         "_closing",
-        "_daemon",
         "_dispatching",
         "_encode",
         "_flush_handle",
         "_forbidden",
         "_framer",
         "_high",
+        "_host",
         "_idle",
         "_idle_timer",
         "_last_read",
@@ -150,22 +151,9 @@ class Connection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, daemon: ConnectionHost, conn_id: int, framer: Framer | None) -> None:
-        self._daemon = daemon
+    def __init__(self, host: ConnectionHost, conn_id: int, framer: Framer | None) -> None:
         self.id = conn_id
-        self._framer = framer
-        # Resolved once here so the hot path does no attribute chains.
-        self._encode: Callable[[Any], bytes] | None = framer.encode if framer is not None else None
-        # Lines with a one-byte delimiter: send() gathers the frame and the
-        # delimiter without concatenating them (the dominant per-frame cost).
-        self._suffix: bytes | None = None
-        self._forbidden = -1
-        if isinstance(framer, Lines) and len(framer.delimiter) == 1:
-            self._suffix = framer.delimiter
-            self._forbidden = framer.delimiter[0]
-        self._on_read: Callable[[Connection, Any], object] = daemon._on_read
-        self._on_frames: Callable[[Connection, list[Any]], object] | None = daemon._on_frames
-        self._high: int = daemon.write_high_water
+        self._rehost(host, framer)
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bytes_in = 0
@@ -188,6 +176,28 @@ class Connection(asyncio.Protocol):
         self._timers: list[Timer] | None = None
         self._state: dict[str, Any] | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    def _rehost(self, host: ConnectionHost, framer: Framer | None) -> None:
+        """Serve this connection with another host and framer from now on.
+
+        For a protocol switch on a live connection (an HTTP connection
+        upgraded to WebSocket); bytes the old framer still buffers are the
+        caller's to hand over.
+        """
+        self._host = host
+        self._framer = framer
+        # Resolved once here so the hot path does no attribute chains.
+        self._encode: Callable[[Any], bytes] | None = framer.encode if framer is not None else None
+        # Lines with a one-byte delimiter: send() gathers the frame and the
+        # delimiter without concatenating them (the dominant per-frame cost).
+        self._suffix: bytes | None = None
+        self._forbidden = -1
+        if isinstance(framer, Lines) and len(framer.delimiter) == 1:
+            self._suffix = framer.delimiter
+            self._forbidden = framer.delimiter[0]
+        self._on_read: Callable[[Connection, Any], object] = host._on_read
+        self._on_frames: Callable[[Connection, list[Any]], object] | None = host._on_frames
+        self._high: int = host.write_high_water
 
     # -- what users read -------------------------------------------------
 
@@ -214,8 +224,16 @@ class Connection(asyncio.Protocol):
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
         """This connection's logger: every line starts with ``#id peer``."""
         if self._log is None:
-            self._log = connection_logger(self._daemon.log, self.id, self.peer)
+            self._log = connection_logger(self._host.log, self.id, self.peer)
         return self._log
+
+    @property
+    def endpoint(self) -> Endpoint | None:
+        """The :class:`~daemonkit.endpoints.Endpoint` this connection came in on.
+
+        None for a bot's connection.
+        """
+        return getattr(self._host, "endpoint", None)
 
     @property
     def closing(self) -> bool:
@@ -346,19 +364,19 @@ class Connection(asyncio.Protocol):
         self._idle = seconds if seconds else None
         if self._idle is None or self._closing:
             return
-        reactor = self._daemon.reactor
+        reactor = self._host.reactor
         self._last_read = reactor.time()
         self._idle_timer = reactor.timers.call_later(self._idle, self._check_idle)
 
     def after(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
         """Run ``fn(*args)`` after ``delay`` seconds unless this connection closes first."""
-        timer = self._daemon.reactor.call_later(delay, fn, *args)
+        timer = self._host.reactor.call_later(delay, fn, *args)
         self._own(timer)
         return timer
 
     def every(self, interval: float, fn: Callable[..., object], *args: object) -> Timer:
         """Run ``fn(*args)`` every ``interval`` seconds until this connection closes."""
-        timer = self._daemon.reactor.call_every(interval, fn, *args)
+        timer = self._host.reactor.call_every(interval, fn, *args)
         self._own(timer)
         return timer
 
@@ -374,19 +392,19 @@ class Connection(asyncio.Protocol):
         timers.append(timer)
 
     def _check_backlog(self) -> bool:
-        daemon = self._daemon
+        host = self._host
         size = self._wsize
         if self.transport is not None:
             size += self.transport.get_write_buffer_size()
-        if size > daemon.max_write_buffer:
+        if size > host.max_write_buffer:
             self.log.warning(
                 "output buffer overflow: %d bytes queued, over max_write_buffer=%d; aborting",
                 size,
-                daemon.max_write_buffer,
+                host.max_write_buffer,
             )
             self._abort(CloseReason.OVERFLOW)
             return False
-        if size > daemon.write_high_water:
+        if size > host.write_high_water:
             self._want_drain = True
             return False
         return True
@@ -414,7 +432,7 @@ class Connection(asyncio.Protocol):
         if self._want_drain and not self._paused_writing and not self._closing:
             # Everything went to the kernel at once: no resume_writing will come.
             self._want_drain = False
-            self._daemon._call_drain(self)
+            self._host._call_drain(self)
 
     def _close(self, reason: CloseReason, timeout: float | None = None) -> None:
         if self._closing:
@@ -430,8 +448,8 @@ class Connection(asyncio.Protocol):
         self._flush()
         t.close()
         if not self.closed and t.get_write_buffer_size():
-            deadline = self._daemon.close_timeout if timeout is None else timeout
-            self._close_timer = self._daemon.reactor.call_later(deadline, self._on_close_deadline)
+            deadline = self._host.close_timeout if timeout is None else timeout
+            self._close_timer = self._host.reactor.call_later(deadline, self._on_close_deadline)
 
     def _abort(self, reason: CloseReason) -> None:
         if self.closed:
@@ -461,13 +479,13 @@ class Connection(asyncio.Protocol):
         idle = self._idle
         if idle is None or self._closing:
             return
-        reactor = self._daemon.reactor
+        reactor = self._host.reactor
         now = reactor.time()
         due = self._last_read + idle
         if now < due:
             self._idle_timer = reactor.timers.call_at(due, self._check_idle)
             return
-        self._daemon._call_timeout(self)
+        self._host._call_timeout(self)
         if not self._closing and self._idle is not None and self._idle_timer is None:
             # on_timeout kept the connection: give it another full period.
             self._last_read = now
@@ -488,12 +506,12 @@ class Connection(asyncio.Protocol):
         """Backend callback: the socket is set up. Registers with the daemon."""
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = t = cast(asyncio.Transport, transport)
-        daemon = self._daemon
-        self._loop = daemon.reactor.loop
-        t.set_write_buffer_limits(daemon.write_high_water, daemon.write_low_water)
-        if daemon.idle_timeout:
-            self.set_idle_timeout(daemon.idle_timeout)
-        daemon._on_connection_made(self)
+        host = self._host
+        self._loop = host.reactor.loop
+        t.set_write_buffer_limits(host.write_high_water, host.write_low_water)
+        if host.idle_timeout:
+            self.set_idle_timeout(host.idle_timeout)
+        host._on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
         """Backend callback: bytes arrived. Frames them and calls ``on_read``."""
@@ -501,7 +519,7 @@ class Connection(asyncio.Protocol):
             return
         self.bytes_in += len(data)
         if self._idle is not None:
-            self._last_read = self._daemon.reactor.clock.now()
+            self._last_read = self._host.reactor.clock.now()
         on_read = self._on_read
         self._dispatching = True
         framer = self._framer
@@ -509,7 +527,7 @@ class Connection(asyncio.Protocol):
             try:
                 on_read(self, data)
             except Exception as exc:
-                self._daemon._call_error(self, exc)
+                self._host._call_error(self, exc)
         else:
             bad: FramingError | None = None
             try:
@@ -523,14 +541,14 @@ class Connection(asyncio.Protocol):
                     try:
                         on_frames(self, frames)
                     except Exception as exc:
-                        self._daemon._call_error(self, exc)
+                        self._host._call_error(self, exc)
             else:
                 for frame in frames:
                     try:
                         on_read(self, frame)
                     except Exception as exc:
                         # on_error may keep the connection: the next frames still count.
-                        self._daemon._call_error(self, exc)
+                        self._host._call_error(self, exc)
                     if self._closing:
                         break  # type: ignore[unreachable]  # on_read may close
             if bad is not None and not self._closing:
@@ -548,16 +566,19 @@ class Connection(asyncio.Protocol):
                 t.write(data)
                 if self._want_drain and not self._paused_writing and not self._closing:
                     self._want_drain = False
-                    self._daemon._call_drain(self)
+                    self._host._call_drain(self)
 
     def eof_received(self) -> bool:
         """Backend callback: the peer half-closed. Calls ``on_eof`` or closes after flushing."""
         self._flush()
-        if self._daemon._call_eof(self):
-            return True
+        # Over TLS the transport ignores True (and asyncio warns about it): a
+        # TLS peer's EOF always closes, after what was written is flushed.
+        keep_open = not (t := self.transport) or t.get_extra_info("ssl_object") is None
+        if self._host._call_eof(self):
+            return keep_open
         if not self._closing:
             self._close(CloseReason.PEER_CLOSED)
-        return True
+        return keep_open
 
     def pause_writing(self) -> None:
         """Backend callback: the transport's buffer passed the high-water mark."""
@@ -568,7 +589,7 @@ class Connection(asyncio.Protocol):
         self._paused_writing = False
         if self._want_drain and not self._closing:
             self._want_drain = False
-            self._daemon._call_drain(self)
+            self._host._call_drain(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Backend callback: the socket is closed. Releases everything; ``on_close`` once."""
@@ -595,5 +616,5 @@ class Connection(asyncio.Protocol):
         self._wsize = 0
         if exc is not None and reason is CloseReason.CONNECTION_ERROR:
             self.log.debug("connection lost: %s", exc)
-        self._daemon._on_connection_lost(self, reason)
+        self._host._on_connection_lost(self, reason)
         self._framer = None

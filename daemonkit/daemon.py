@@ -22,9 +22,11 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from daemonkit.connection import CloseReason, Connection
-from daemonkit.endpoints import Address, parse_endpoint
+from daemonkit.endpoints import Address, Endpoint
 from daemonkit.errors import ConfigError, DaemonkitError
-from daemonkit.framing import Framer, Raw
+from daemonkit.groups import Group
+from daemonkit.handler import Handler
+from daemonkit.hosts import EndpointHost, StreamHost, framer_factory
 from daemonkit.reactor import Listener, Reactor
 from daemonkit.timers import Clock, Timer
 
@@ -38,6 +40,7 @@ __all__ = [
     "ConnectionSet",
     "Daemon",
     "StartError",
+    "override_listen",
 ]
 
 T = TypeVar("T")
@@ -78,10 +81,13 @@ class ConnectionSet:
     iterating is safe), ``in`` and :meth:`get` by connection id.
     """
 
-    __slots__ = ("_by_id",)
+    __slots__ = ("_by_id", "_since", "closed_bytes_in", "closed_bytes_out")
 
     def __init__(self) -> None:
         self._by_id: dict[int, Connection] = {}
+        self._since: dict[int, float] = {}  # accept time (reactor clock) by id, for ``age``
+        #: Bytes received from and sent to the connections that have closed.
+        self.closed_bytes_in = self.closed_bytes_out = 0
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -98,9 +104,13 @@ class ConnectionSet:
 
     def _add(self, conn: Connection) -> None:
         self._by_id[conn.id] = conn
+        self._since[conn.id] = conn._host.reactor.clock.now()
 
     def _remove(self, conn: Connection) -> None:
         self._by_id.pop(conn.id, None)
+        if self._since.pop(conn.id, None) is not None:
+            self.closed_bytes_in += conn.bytes_in
+            self.closed_bytes_out += conn.bytes_out
 
 
 def _open_file_limit() -> int:
@@ -114,8 +124,12 @@ def _open_file_limit() -> int:
     return int(soft)
 
 
-class Daemon:
+class Daemon(Handler):
     """Subclass this, set ``listen``, and fill in the callbacks you need.
+
+    ``listen`` is an endpoint string, an :class:`~daemonkit.endpoints.Endpoint`
+    (its own framing, handler, TLS files, options) or a list of them; the
+    daemon handles every endpoint that names no other handler.
 
     Settings (class attributes; instance keyword arguments and the CLI
     override them): ``listen``, ``framing``, ``max_connections``,
@@ -148,7 +162,7 @@ class Daemon:
     """
 
     # -- settings --------------------------------------------------------
-    listen: ClassVar[str | Sequence[str]] = "tcp://127.0.0.1:7000"
+    listen: ClassVar[str | Endpoint | Sequence[str | Endpoint]] = "tcp://127.0.0.1:7000"
     framing: ClassVar[Any] = None
     max_connections: int | None = None
     idle_timeout: float | None = None
@@ -161,6 +175,10 @@ class Daemon:
     #: Extra signals delivered to :meth:`on_signal` (SIGTERM/SIGINT stop,
     #: SIGHUP reloads and SIGUSR1 reopens the log file without it).
     signals: ClassVar[Sequence[int]] = ()
+    #: Path of the control socket (see daemonkit.control), or None.
+    control: str | None = None
+    #: Endpoint serving Prometheus metrics over HTTP (``tcp://127.0.0.1:9100``), or None.
+    metrics: str | None = None
 
     _SETTINGS: ClassVar[tuple[str, ...]] = (
         "listen",
@@ -174,6 +192,8 @@ class Daemon:
         "shutdown_timeout",
         "name",
         "signals",
+        "control",
+        "metrics",
     )
 
     def __init__(self, **settings: Any) -> None:
@@ -189,7 +209,7 @@ class Daemon:
         self.log = logging.getLogger(f"daemonkit.{self.name}")
         #: The live connections (see :class:`ConnectionSet`).
         self.connections = ConnectionSet()
-        #: The bound listeners, in ``listen`` order, while running.
+        #: The bound stream listeners, in ``listen`` order, while running.
         self.listeners: list[Listener] = []
         self._reactor: Reactor | None = None
         self._ids = itertools.count(1)
@@ -200,16 +220,14 @@ class Daemon:
         self._drain_timer: Timer | None = None
         self._backstop: asyncio.TimerHandle | None = None
         self._on_log_reopen: Callable[[], object] | None = None
-        self.endpoints = self._validate()
+        #: The endpoints, in ``listen`` order, each with its (unique) name.
+        self.endpoints: list[Endpoint] = self._validate()
         #: Counters since start: ``accepted`` and ``closed`` connections,
         #: ``rejected`` ones (over ``max_connections`` or while stopping) and
         #: callback ``errors``. Read them, e.g. for a stats line; do not write.
         self.stats = {"accepted": 0, "closed": 0, "rejected": 0, "errors": 0}
-        self._on_read: Callable[[Connection, Any], object] = self.on_read
-        on_frames = getattr(self, "on_frames", None)
-        if on_frames is not None and not callable(on_frames):
-            raise ConfigError(f"{type(self).__name__}.on_frames must be a method")
-        self._on_frames: Callable[[Connection, list[Any]], object] | None = on_frames
+        self._hosts: list[EndpointHost] = [_host_for(self, e) for e in self.endpoints]
+        self._groups: dict[str, Group] = {}
 
     # -- callbacks (override) --------------------------------------------
 
@@ -225,31 +243,8 @@ class Daemon:
     def on_signal(self, signum: int) -> None:
         """Called for each signal listed in the ``signals`` setting."""
 
-    def on_accept(self, conn: Connection) -> None:
-        """A client connected."""
-
-    def on_read(self, conn: Connection, data: Any) -> None:
-        """Bytes (raw framing) or one frame arrived from ``conn``."""
-
-    def on_drain(self, conn: Connection) -> None:
-        """``conn.write()`` returned False earlier and ``conn`` can take more again.
-
-        That is: the transport's buffer fell below the low-water mark, or the
-        kernel took the gathered bytes at once so the transport never paused.
-        """
-
-    def on_timeout(self, conn: Connection) -> None:
-        """No input for ``idle_timeout`` seconds. Default: close with reason "idle timeout"."""
-        conn.log.info("idle for %.3gs; closing", conn._idle or 0.0)
-        conn._close(CloseReason.IDLE_TIMEOUT)
-
-    def on_close(self, conn: Connection, reason: CloseReason) -> None:
-        """``conn`` is gone (exactly once per accepted connection)."""
-
-    def on_error(self, conn: Connection, exc: Exception) -> None:
-        """A callback for ``conn`` raised ``exc``. Default: log it and close ``conn``."""
-        conn.log.error("%s raised in a callback; closing", type(exc).__name__, exc_info=exc)
-        conn._close(CloseReason.HANDLER_ERROR)
+    # on_accept, on_read, on_drain, on_timeout, on_close and on_error come
+    # from Handler, with their defaults (see daemonkit.handler).
 
     # ``on_frames(conn, frames)`` is looked up, not defined here: define it to
     # get, with a framer, all the frames one read completed as one list,
@@ -272,7 +267,24 @@ class Daemon:
     @property
     def addresses(self) -> list[Address]:
         """The addresses actually bound (port 0 resolved), in ``listen`` order."""
-        return [listener.address for listener in self.listeners]
+        return [host.address for host in self._hosts if host.address is not None]
+
+    def host(self, name: str) -> EndpointHost:
+        """The host of the endpoint named ``name`` (its listener, counters).
+
+        Raises ``KeyError`` when no endpoint has that name.
+        """
+        for host in self._hosts:
+            if host.endpoint.name == name:
+                return host
+        raise KeyError(f"no endpoint named {name!r}")
+
+    def address(self, name: str) -> Address:
+        """The bound address of the endpoint named ``name``; ``KeyError`` if none is."""
+        for host in self._hosts:
+            if host.endpoint.name == name and host.address is not None:
+                return host.address
+        raise KeyError(f"no bound endpoint named {name!r}")
 
     def after(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
         """Run ``fn(*args)`` once after ``delay`` seconds; cancelled at stop."""
@@ -297,6 +309,28 @@ class Daemon:
             raise TypeError(f"cleanup() needs a callable or an object with close(), not {obj!r}")
         self._cleanups.append(obj)
         return obj
+
+    def group(self, name: str) -> Group:
+        """The broadcast group ``name`` (made on first use); see :class:`~daemonkit.groups.Group`.
+
+        Members leave when their connection closes; an empty group is forgotten.
+        """
+        group = self._groups.get(name)
+        if group is None:
+            now = self._reactor.time if self._reactor is not None else None
+            group = self._groups[name] = Group(name, self.log, now, self._groups)
+        return group
+
+    @property
+    def groups(self) -> dict[str, Group]:
+        """The groups that have members, by name (a copy)."""
+        return {name: g for name, g in self._groups.items() if len(g)}
+
+    def _leave_groups(self, conn: Connection) -> None:
+        if self._groups:
+            for group in list(self._groups.values()):
+                if conn in group:
+                    group.discard(conn)  # an emptied group forgets itself
 
     def broadcast(self, data: bytes, conns: Iterable[Connection] | None = None) -> int:
         """Write ``data`` to every live connection (or to ``conns``); return how many took it.
@@ -324,6 +358,8 @@ class Daemon:
         if not self._stopping:
             self._stopping = True
             self.log.info("stopping: %d connection(s) to close", len(self.connections))
+            for host in self._hosts:
+                host.pause()
             for listener in self.listeners:
                 listener.close()
             try:
@@ -394,28 +430,37 @@ class Daemon:
                 1, min(DEFAULT_MAX_CONNECTIONS, int(limit * FD_SHARE_FOR_CONNECTIONS))
             )
         self.log.info("open-file limit %d; max_connections %d", limit, self.max_connections)
-        for address in self.endpoints if bind else ():
+        for host in self._hosts if bind else ():
             try:
-                listener = reactor.listen(
-                    address, self._new_connection, admit=self._admit, start=False
-                )
+                host.open(reactor)
             except OSError as exc:
-                for bound in self.listeners:
-                    bound.close()
+                for opened in self._hosts:
+                    opened.close()
                 self.listeners.clear()
-                raise StartError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
-            self.listeners.append(listener)
+                raise StartError(
+                    f"cannot listen on {host.endpoint}: {exc.strerror or exc}"
+                ) from exc
+            if isinstance(host, StreamHost) and host.listener is not None:
+                self.listeners.append(host.listener)
+        if bind and (self.control is not None or self.metrics is not None):
+            from daemonkit.control import Operations  # binds; releases itself at stop
+
+            self._operations = Operations.start(self, reactor)
         if install_signals:
             self._install_signals(reactor)
         try:
             self.on_start()
         except Exception as exc:
-            for listener in self.listeners:
-                listener.close()
+            for host in self._hosts:
+                host.close()
             raise StartError(f"on_start failed: {type(exc).__name__}: {exc}") from exc
-        for listener in self.listeners:
-            listener.start()
-            self.log.info("listening on %s (backend %s)", listener.address, reactor.backend)
+        for host in self._hosts:
+            if host.address is None:
+                continue
+            host.start()
+            name = host.endpoint.name
+            label = "" if name == host.address.scheme else f"{name} "
+            self.log.info("listening on %s%s (backend %s)", label, host.address, reactor.backend)
 
     def _install_signals(self, reactor: Reactor) -> None:
         reactor.on_signal(signal.SIGTERM, self._on_stop_signal)
@@ -473,8 +518,8 @@ class Daemon:
         if self._backstop is not None:
             self._backstop.cancel()
             self._backstop = None
-        for listener in self.listeners:
-            listener.close()
+        for host in self._hosts:
+            host.close()
         self._run_cleanups()
         self.log.info("stopped")
         self.reactor.stop()
@@ -494,20 +539,21 @@ class Daemon:
         """After the loop ended (normally or not): release what is left."""
         for conn in self.connections:
             conn._abort(CloseReason.SHUTDOWN)
-        for listener in self.listeners:
-            listener.close()
+        for host in self._hosts:
+            host.close()
         self._run_cleanups()
 
     # -- connection plumbing (called by Connection) ----------------------
 
-    def _validate(self) -> list[Address]:
-        endpoints = [self.listen] if isinstance(self.listen, str) else list(self.listen)
-        if not endpoints:
+    def _validate(self) -> list[Endpoint]:
+        listen = self.listen
+        given = [listen] if isinstance(listen, str | Endpoint) else list(listen)
+        if not given:
             raise ConfigError(
                 "listen is empty: give at least one endpoint, e.g. tcp://127.0.0.1:7000"
             )
-        addresses = [parse_endpoint(e) for e in endpoints]
-        self._framer_factory = _framer_factory(self.framing)
+        endpoints = _name_endpoints([e if isinstance(e, Endpoint) else Endpoint(e) for e in given])
+        framer_factory(self.framing)  # refuse a bad framing setting now
         for key in ("write_high_water", "write_low_water", "max_write_buffer"):
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
@@ -527,7 +573,7 @@ class Daemon:
         mc = self.max_connections
         if mc is not None and (not isinstance(mc, int) or mc < 1):
             raise ConfigError(f"max_connections must be a whole number >= 1, not {mc!r}")
-        return addresses
+        return endpoints
 
     def _admit(self) -> bool:
         limit = self.max_connections
@@ -538,70 +584,90 @@ class Daemon:
         return True
 
     def _new_connection(self) -> Connection:
-        factory = self._framer_factory
-        return Connection(self, next(self._ids), factory() if factory is not None else None)
-
-    def _on_connection_made(self, conn: Connection) -> None:
-        self.connections._add(conn)
-        self.stats["accepted"] += 1
-        try:
-            self.on_accept(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
-
-    def _on_connection_lost(self, conn: Connection, reason: CloseReason) -> None:
-        self.connections._remove(conn)
-        self.stats["closed"] += 1
-        try:
-            self.on_close(conn, reason)
-        except Exception:
-            conn.log.exception("on_close raised")
-        self._maybe_finish()
-
-    def _call_error(self, conn: Connection, exc: Exception) -> None:
-        self.stats["errors"] += 1
-        try:
-            self.on_error(conn, exc)
-        except Exception:
-            conn.log.exception("on_error raised; closing")
-            conn._close(CloseReason.HANDLER_ERROR)
-
-    def _call_eof(self, conn: Connection) -> bool:
-        on_eof = getattr(self, "on_eof", None)
-        if on_eof is None:
-            return False
-        try:
-            on_eof(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
-        return True
-
-    def _call_drain(self, conn: Connection) -> None:
-        try:
-            self.on_drain(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
-
-    def _call_timeout(self, conn: Connection) -> None:
-        try:
-            self.on_timeout(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
+        """A connection of the first stream endpoint (for callers that bring their own)."""
+        for host in self._hosts:
+            if isinstance(host, StreamHost):
+                return host.new_connection()
+        raise ConfigError(f"{type(self).__name__} has no stream endpoint")
 
 
-def _framer_factory(framing: Any) -> Callable[[], Framer] | None:
-    """Turn the ``framing`` setting into a per-connection factory (None = raw bytes)."""
-    if framing is None or framing is Raw:
-        return None
-    if isinstance(framing, Raw):
-        return None
-    if isinstance(framing, Framer):
-        return framing.fresh
-    if isinstance(framing, type) and issubclass(framing, Framer):
-        return framing
-    if callable(framing):
-        return framing  # type: ignore[no-any-return]
-    raise ConfigError(
-        f"framing must be a Framer class (e.g. Lines), a Framer instance or a factory, "
-        f"not {framing!r}"
+#: Kept for callers of the old name; see :func:`daemonkit.hosts.framer_factory`.
+_framer_factory = framer_factory
+
+
+def _name_endpoints(endpoints: list[Endpoint]) -> list[Endpoint]:
+    """Give every endpoint a unique name: its own, or its scheme (numbered when repeated)."""
+    taken = {e.name for e in endpoints if e.name is not None}
+    if len(taken) != sum(1 for e in endpoints if e.name is not None):
+        raise ConfigError("two endpoints have the same name; names must be unique")
+    named = []
+    for endpoint in endpoints:
+        if endpoint.name is None:
+            base = endpoint.address.scheme
+            name, n = base, 1
+            while name in taken:
+                n += 1
+                name = f"{base}{n}"
+            taken.add(name)
+            endpoint = endpoint.replace(name=name)
+        named.append(endpoint)
+    return named
+
+
+def override_listen(
+    listen: str | Endpoint | Sequence[str | Endpoint], given: Sequence[str]
+) -> list[Endpoint]:
+    """Apply the CLI's ``--listen`` values to a ``listen`` setting.
+
+    ``NAME=URL`` moves the endpoint named NAME to URL and keeps its framing,
+    handler and options. Plain URLs replace the endpoints in order when
+    there are as many; with one endpoint, each URL gets a copy of it.
+    Raises :class:`~daemonkit.errors.ConfigError` otherwise, naming the
+    endpoints there are.
+    """
+    current = _name_endpoints(
+        [
+            e if isinstance(e, Endpoint) else Endpoint(e)
+            for e in ([listen] if isinstance(listen, str | Endpoint) else list(listen))
+        ]
     )
+    names = ", ".join(str(e.name) for e in current)
+    named: dict[str, str] = {}
+    plain: list[str] = []
+    for value in given:
+        head, sep, url = value.partition("=")
+        if sep and "://" not in head:
+            if head in named:
+                raise ConfigError(f"--listen {head}= is given twice")
+            named[head] = url
+        else:
+            plain.append(value)
+    if named and plain:
+        raise ConfigError("--listen: give either NAME=URL values or plain URLs, not both")
+    if named:
+        unknown = sorted(set(named) - {str(e.name) for e in current})
+        if unknown:
+            raise ConfigError(f"--listen: no endpoint named {unknown[0]!r}; there are: {names}")
+        return [e.replace(named[str(e.name)]) if e.name in named else e for e in current]
+    if len(current) == 1:
+        return [current[0].replace(url, name=None) for url in plain]
+    if len(plain) == len(current):
+        return [e.replace(url) for e, url in zip(current, plain, strict=True)]
+    raise ConfigError(
+        f"--listen: the daemon has {len(current)} endpoints ({names}); "
+        "move them by name, e.g. --listen NAME=tcp://0.0.0.0:7000"
+    )
+
+
+def _host_for(daemon: Daemon, endpoint: Endpoint) -> EndpointHost:
+    """The host class of an endpoint's protocol (imported when first needed)."""
+    address = endpoint.address
+    if address.http:
+        from daemonkit.http.host import HttpHost
+
+        return HttpHost(daemon, endpoint)
+    if address.datagram:
+        from daemonkit.udp import UdpHost
+
+        return UdpHost(daemon, endpoint)
+    return StreamHost(daemon, endpoint)

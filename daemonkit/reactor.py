@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import socket
+import ssl as ssl_module
 import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -220,10 +221,16 @@ class Listener:
         sock: socket.socket,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         admit: Callable[[], bool] | None,
+        *,
+        scheme: str = "tcp",
+        ssl: ssl_module.SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
     ) -> None:
         self._reactor: Reactor | None = reactor
         self.sock = sock
-        self.address: Address = address_of(sock)
+        self.address: Address = address_of(sock, scheme)
+        self._ssl = ssl
+        self._ssl_timeout = ssl_handshake_timeout
         self._factory = protocol_factory
         self._admit = admit
         self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
@@ -305,10 +312,19 @@ class Listener:
     async def _attach(self, reactor: Reactor, conn: socket.socket) -> None:
         """Hand an accepted socket to the backend; a peer gone meanwhile is not an error."""
         try:
-            await reactor.loop.connect_accepted_socket(self._factory, conn)
-        except OSError as exc:
-            # e.g. reset before the transport existed: nothing to report but at debug.
-            reactor.log.debug("accepted connection on %s failed to attach: %s", self.address, exc)
+            if self._ssl is None:
+                await reactor.loop.connect_accepted_socket(self._factory, conn)
+            else:
+                await reactor.loop.connect_accepted_socket(
+                    self._factory,
+                    conn,
+                    ssl=self._ssl,
+                    ssl_handshake_timeout=self._ssl_timeout,
+                )
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            # e.g. reset before the transport existed, or a TLS handshake that
+            # failed or never finished: nothing to report but at debug.
+            reactor.log.debug("accepted connection on %s failed to attach: %r", self.address, exc)
             conn.close()
         finally:
             self.pending -= 1
@@ -555,6 +571,8 @@ class Reactor:
         backlog: int = DEFAULT_BACKLOG,
         admit: Callable[[], bool] | None = None,
         start: bool = True,
+        ssl: ssl_module.SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
     ) -> Listener:
         """Bind ``endpoint`` now and accept connections into ``protocol_factory()``.
 
@@ -563,12 +581,22 @@ class Reactor:
         the caller at once. ``listener.address`` is the bound address (port 0
         resolved). ``admit()``, when given, is asked before each connection is
         set up; a refused one is closed at once. With ``start=False`` call
-        ``listener.start()`` later.
+        ``listener.start()`` later. With ``ssl`` (a server-side context) each
+        connection is TLS; a handshake not done within
+        ``ssl_handshake_timeout`` seconds drops the connection.
         """
         address = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
         sock = bind_socket(address, backlog=backlog)
         self._ensure_reserve()
-        listener = Listener(self, sock, protocol_factory, admit)
+        listener = Listener(
+            self,
+            sock,
+            protocol_factory,
+            admit,
+            scheme=address.scheme,
+            ssl=ssl,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+        )
         self._listeners.add(listener)
         if start:
             listener.start()

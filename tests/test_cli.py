@@ -70,7 +70,7 @@ def test_run_subcommand_name_is_optional(capsys: pytest.CaptureFixture[str]) -> 
         (["no_such_module_xyz"], cli.EXIT_LOAD, "no module named 'no_such_module_xyz'"),
         ([ECHO + ":Nope"], cli.EXIT_LOAD, "has no attribute 'Nope'"),
         ([ECHO, "--listen", "tcp://127.0.0.1"], cli.EXIT_CONFIG, "has no port"),
-        ([ECHO, "--listen", "http://x:1"], cli.EXIT_CONFIG, "unknown scheme"),
+        ([ECHO, "--listen", "ftp://x:1"], cli.EXIT_CONFIG, "unknown scheme"),
     ],
 )
 def test_user_errors_give_one_line_and_a_code(

@@ -34,7 +34,7 @@ def test_parse_valid(text: str, address: Address, canonical: str) -> None:
     ("text", "message"),
     [
         ("127.0.0.1:7000", "has no scheme"),
-        ("http://x:80", "unknown scheme 'http'"),
+        ("ftp://x:21", "unknown scheme 'ftp'"),
         ("tcp://127.0.0.1", "has no port"),
         ("tcp://127.0.0.1:http", "is not a number"),
         ("tcp://127.0.0.1:70000", "out of range"),

@@ -440,6 +440,9 @@ class Bot:
         self.conn = conn
         fleet = self._fleet
         fleet._bot_connected(self)
+        if fleet.ending:
+            conn.close()  # connected after the run's end: nothing left to do
+            return
         try:
             self.on_connect()
         except Exception as exc:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from daemonkit.argtypes import whole_number
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.procs import run_procs
 from daemonkit.bots.progress import Progress, choose_progress
@@ -92,16 +93,6 @@ def _rate(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
 def _threshold(text: str) -> Threshold:
     try:
         return parse_threshold(text)
@@ -119,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("botfile", metavar="BOTFILE", help="the Bot subclass to run")
     p.add_argument("--target", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:7000")
-    p.add_argument("--bots", type=_count, default=10, metavar="N", help="bots (default 10)")
+    p.add_argument(
+        "--bots", type=whole_number(1), default=10, metavar="N", help="bots (default 10)"
+    )
     p.add_argument(
         "--spawn-rate", type=_rate, metavar="N", help="bots started per second (default: all)"
     )
@@ -137,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="open model: N requests per second in all, on a fixed schedule, latency "
         "measured from the scheduled time (default: closed model)",
     )
-    p.add_argument("--procs", type=_count, default=1, metavar="N", help="spread over N processes")
+    p.add_argument(
+        "--procs", type=whole_number(1), default=1, metavar="N", help="spread over N processes"
+    )
     p.add_argument("--seed", default="0", help="seed of every bot's random (default 0)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--csv", metavar="PREFIX", help="write PREFIX_stats/_history/_failures.csv")

@@ -127,7 +127,7 @@ class Fleet:
 
     def new_connection(self, bot: Bot) -> Connection:
         """A Connection owned by ``bot``, with a fresh framer of the bot's ``framing``."""
-        from daemonkit.daemon import _framer_factory
+        from daemonkit.hosts import framer_factory as _framer_factory
 
         factory = _framer_factory(bot.framing)
         self._ids += 1

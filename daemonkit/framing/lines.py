@@ -158,13 +158,20 @@ class Lines(Framer):
     def encode(self, frame: Any) -> bytes:
         """Return *frame* followed by the delimiter.
 
-        Raises :class:`ValueError` if *frame* contains the delimiter, or ends
-        with bytes that would run into it so that the peer would cut the line
-        elsewhere; :class:`TypeError` if it is not bytes-like. Escape or split
-        such frames before sending. ``max_length`` is not checked: it bounds
-        what this side reads, not what it writes.
+        A ``str`` is sent as UTF-8 (so one message can go to line and
+        WebSocket clients alike). Raises :class:`ValueError` if *frame*
+        contains the delimiter, or ends with bytes that would run into it so
+        that the peer would cut the line elsewhere; :class:`TypeError` if it is
+        neither bytes-like nor str. Escape or split such frames before
+        sending. ``max_length`` is not checked: it bounds what this side
+        reads, not what it writes.
         """
-        line = frame if type(frame) is bytes else _to_bytes(frame)
+        if type(frame) is bytes:
+            line = frame
+        elif isinstance(frame, str):
+            line = frame.encode()
+        else:
+            line = _to_bytes(frame)
         delimiter = self._delimiter
         if self._byte >= 0:
             if line.find(self._byte) < 0:

@@ -1,0 +1,154 @@
+"""Group: a named set of connections to broadcast to, where a slow member stalls no one.
+
+``self.group("room").add(conn)`` then ``self.group("room").broadcast(msg)``:
+the message goes to every member through its own framer (so a line client
+and a WebSocket client in one room each get their own encoding). A member
+whose output buffer is past its high-water mark is not waited for: by
+default it is *skipped* (this message is not queued for it, it stays in the
+group), or with ``policy="drop"`` it is closed and leaves the group. Both are
+counted on the group and logged at most once a second per group, so a room
+of ten thousand with one stuck reader costs the others nothing.
+
+Members leave a group when their connection closes. An empty group is
+forgotten by its daemon, so rooms named by clients cannot pile up over a
+month; a forgotten group that gets a member again is remembered again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from daemonkit.connection import CloseReason, Connection
+
+__all__ = ["POLICIES", "Group"]
+
+#: What :meth:`Group.broadcast` does with a member over its high-water mark.
+POLICIES = ("skip", "drop")
+
+# At most one "slow member" line per group per this many seconds.
+_LOG_EVERY = 1.0
+
+
+class Group:
+    """A named set of connections; see the module docstring.
+
+    ``skipped`` and ``dropped`` count the deliveries that slow members did
+    not get (skip) and the members closed for being slow (drop).
+    """
+
+    __slots__ = (
+        "_last_log",
+        "_log",
+        "_members",
+        "_now",
+        "_registry",
+        "dropped",
+        "name",
+        "sent",
+        "skipped",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        log: logging.Logger,
+        now: Any = None,
+        registry: dict[str, Group] | None = None,
+    ) -> None:
+        self.name = name
+        # The daemon's groups by name: an emptied group leaves it (so rooms
+        # named by clients cannot pile up), and rejoins it when it gets a member.
+        self._registry = registry
+        self._members: dict[Connection, None] = {}
+        self._log = log
+        self._now = now
+        self._last_log = float("-inf")
+        self.sent = 0
+        self.skipped = 0
+        self.dropped = 0
+
+    def add(self, conn: Connection) -> None:
+        """Make ``conn`` a member (again: no effect)."""
+        if conn.closed:
+            return
+        self._members[conn] = None
+        registry = self._registry
+        if registry is not None and self.name not in registry:
+            registry[self.name] = self
+
+    def discard(self, conn: Connection) -> None:
+        """Remove ``conn`` if it is a member (an emptied group is forgotten by its daemon)."""
+        self._members.pop(conn, None)
+        if not self._members:
+            self._forget()
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._members))
+
+    def broadcast(
+        self, message: Any, *, exclude: Connection | None = None, policy: str = "skip"
+    ) -> int:
+        """Send ``message`` (a frame) to every member but ``exclude``; return how many got it.
+
+        Members over their high-water mark are skipped or dropped (see the
+        module docstring); ``ValueError`` for an unknown ``policy``.
+        """
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+        delivered = 0
+        slow = 0
+        for conn in list(self._members):
+            if conn is exclude:
+                continue
+            if conn.closing:
+                self._members.pop(conn, None)
+                continue
+            if conn.write_buffer_size > conn._high:
+                slow += 1
+                if policy == "drop":
+                    self._members.pop(conn, None)
+                    self.dropped += 1
+                    conn._close(CloseReason.OVERFLOW)
+                else:
+                    self.skipped += 1
+                continue
+            conn.send(message)
+            delivered += 1
+        self.sent += delivered
+        if slow:
+            self._report(slow, policy)
+        if not self._members:
+            self._forget()
+        return delivered
+
+    def _forget(self) -> None:
+        registry = self._registry
+        if registry is not None and registry.get(self.name) is self:
+            del registry[self.name]
+
+    def _report(self, slow: int, policy: str) -> None:
+        now = self._now() if self._now is not None else 0.0
+        if now - self._last_log < _LOG_EVERY and self._now is not None:
+            return
+        self._last_log = now
+        action = "dropped" if policy == "drop" else "skipped"
+        self._log.warning(
+            "group %r: %d slow member(s) %s (past their high-water mark); "
+            "%d skipped and %d dropped so far",
+            self.name,
+            slow,
+            action,
+            self.skipped,
+            self.dropped,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Group {self.name!r} members={len(self._members)}>"

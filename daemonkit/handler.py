@@ -1,0 +1,60 @@
+"""Handler: the callbacks that serve one endpoint's connections.
+
+A daemon serves its endpoints itself unless an endpoint names another
+handler (``Endpoint("http://...", handler=Api())``): an object whose
+callbacks have the same names and arguments as the daemon's. Subclass
+:class:`Handler` to get the defaults and ``self.daemon``; any object with
+the callbacks it needs works too. :class:`~daemonkit.daemon.Daemon` is
+itself a Handler, which is why the one-endpoint case needs nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from daemonkit.connection import CloseReason, Connection
+
+if TYPE_CHECKING:
+    from daemonkit.daemon import Daemon
+
+__all__ = ["Handler"]
+
+
+class Handler:
+    """Base class of endpoint handlers: connection callbacks with their defaults.
+
+    ``self.daemon`` is the daemon the handler serves, set when the daemon is
+    created (None before). Callbacks follow the daemon's grammar:
+    ``on_accept (on_read | on_frames | on_drain | on_eof | on_timeout |
+    on_error)* on_close`` per connection; protocol endpoints add their own
+    (``on_request`` for HTTP, ``on_open``/``on_message`` for WebSocket,
+    ``on_datagram`` for UDP).
+    """
+
+    daemon: Daemon | None = None
+
+    def on_accept(self, conn: Connection) -> None:
+        """A client connected."""
+
+    def on_read(self, conn: Connection, data: Any) -> None:
+        """Bytes (raw framing) or one frame arrived from ``conn``."""
+
+    def on_drain(self, conn: Connection) -> None:
+        """``conn.write()`` returned False earlier and ``conn`` can take more again.
+
+        That is: the transport's buffer fell below the low-water mark, or the
+        kernel took the gathered bytes at once so the transport never paused.
+        """
+
+    def on_timeout(self, conn: Connection) -> None:
+        """No input for ``idle_timeout`` seconds. Default: close with reason "idle timeout"."""
+        conn.log.info("idle for %.3gs; closing", conn._idle or 0.0)
+        conn._close(CloseReason.IDLE_TIMEOUT)
+
+    def on_close(self, conn: Connection, reason: CloseReason) -> None:
+        """``conn`` is gone (exactly once per accepted connection)."""
+
+    def on_error(self, conn: Connection, exc: Exception) -> None:
+        """A callback for ``conn`` raised ``exc``. Default: log it and close ``conn``."""
+        conn.log.error("%s raised in a callback; closing", type(exc).__name__, exc_info=exc)
+        conn._close(CloseReason.HANDLER_ERROR)

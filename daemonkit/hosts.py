@@ -1,0 +1,259 @@
+"""Endpoint hosts: what stands between a daemon's endpoint and its connections.
+
+Each endpoint of a daemon gets one host object when the daemon is created.
+The host binds the endpoint at start, makes its connections, and is their
+:class:`~daemonkit.connection.ConnectionHost`: it carries the settings they
+read, routes their events to the endpoint's handler (the daemon unless the
+endpoint names another), isolates the handler's exceptions, and keeps the
+daemon's books (``connections``, ``stats``). One host per endpoint, not per
+connection, so a connection costs nothing extra for it.
+
+Protocols extend :class:`StreamHost` (HTTP) or replace it (UDP); the daemon
+picks the host class from the endpoint's scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from daemonkit.connection import CloseReason, Connection
+from daemonkit.endpoints import DEFAULT_TLS_HANDSHAKE_TIMEOUT, INHERIT, Address, Endpoint
+from daemonkit.errors import ConfigError
+from daemonkit.framing import Framer, Raw
+from daemonkit.handler import Handler
+
+if TYPE_CHECKING:
+    import logging
+
+    from daemonkit.daemon import Daemon
+    from daemonkit.reactor import Listener, Reactor
+
+__all__ = ["EndpointHost", "StreamHost", "framer_factory"]
+
+
+def framer_factory(framing: Any) -> Callable[[], Framer] | None:
+    """Turn a ``framing`` setting into a per-connection factory (None = raw bytes)."""
+    if framing is None or framing is Raw:
+        return None
+    if isinstance(framing, Raw):
+        return None
+    if isinstance(framing, Framer):
+        return framing.fresh
+    if isinstance(framing, type) and issubclass(framing, Framer):
+        return framing
+    if callable(framing):
+        return framing  # type: ignore[no-any-return]
+    raise ConfigError(
+        f"framing must be a Framer class (e.g. Lines), a Framer instance or a factory, "
+        f"not {framing!r}"
+    )
+
+
+_DEFAULTS = Handler()
+
+
+class EndpointHost:
+    """Base of the hosts: the endpoint, its handler, its daemon, and opening/closing."""
+
+    def __init__(self, daemon: Daemon, endpoint: Endpoint) -> None:
+        self.daemon = daemon
+        self.endpoint = endpoint
+        handler = endpoint.handler if endpoint.handler is not None else daemon
+        self.handler = handler
+        if isinstance(handler, Handler) and handler is not daemon:
+            handler.daemon = daemon
+        #: The bound address once opened (port 0 resolved), else None.
+        self.address: Address | None = None
+
+    def callback(self, name: str) -> Callable[..., Any]:
+        """The handler's callback ``name``, or the :class:`Handler` default."""
+        found = getattr(self.handler, name, None)
+        if found is None:
+            found = getattr(_DEFAULTS, name, None)
+        if found is None or not callable(found):
+            raise ConfigError(
+                f"{type(self.handler).__name__}.{name} must be a method (endpoint {self.endpoint})"
+            )
+        return found  # type: ignore[no-any-return]
+
+    @property
+    def reactor(self) -> Reactor:
+        """The daemon's reactor."""
+        return self.daemon.reactor
+
+    @property
+    def log(self) -> logging.Logger:
+        """The daemon's logger."""
+        return self.daemon.log
+
+    #: The endpoint options this host reads (subclasses name theirs).
+    OPTIONS: ClassVar[frozenset[str]] = frozenset()
+
+    def refuse_unknown_options(self) -> dict[str, Any]:
+        """The endpoint's options; ConfigError naming any this host does not take."""
+        options = self.endpoint.options
+        unknown = sorted(set(options) - self.OPTIONS)
+        if unknown:
+            known = ", ".join(sorted(self.OPTIONS)) or "none"
+            raise ConfigError(
+                f"{self.endpoint}: unknown endpoint option(s): {', '.join(unknown)} "
+                f"(this endpoint takes: {known})"
+            )
+        return options
+
+    def open(self, reactor: Reactor) -> Address:
+        """Bind the endpoint (not yet serving); returns the bound address. Raises OSError."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Begin serving (accepting or receiving)."""
+
+    def pause(self) -> None:
+        """Stop taking new clients (a graceful stop); existing ones go on."""
+
+    def close(self) -> None:
+        """Release the endpoint's socket; idempotent."""
+
+
+class StreamHost(EndpointHost):
+    """The host of a stream endpoint (``tcp``, ``unix``, ``tls``): framed connections."""
+
+    #: The Connection class this host's connections are made of.
+    connection_class: ClassVar[type[Connection]] = Connection
+
+    def __init__(self, daemon: Daemon, endpoint: Endpoint) -> None:
+        super().__init__(daemon, endpoint)
+        framing = daemon.framing if endpoint.framing is INHERIT else endpoint.framing
+        self._framer_factory: Callable[[], Framer] | None = framer_factory(framing)
+        idle = daemon.idle_timeout if endpoint.idle_timeout is INHERIT else endpoint.idle_timeout
+        if idle is not None and (not isinstance(idle, int | float) or idle < 0):
+            raise ConfigError(f"{endpoint}: idle_timeout must be seconds >= 0 or None")
+        self.idle_timeout: float | None = idle
+        self.write_high_water: int = daemon.write_high_water
+        self.write_low_water: int = daemon.write_low_water
+        self.max_write_buffer: int = daemon.max_write_buffer
+        self.close_timeout: float = daemon.close_timeout
+        self._on_read: Callable[[Connection, Any], object] = self.callback("on_read")
+        on_frames = getattr(self.handler, "on_frames", None)
+        if on_frames is not None and not callable(on_frames):
+            raise ConfigError(f"{type(self.handler).__name__}.on_frames must be a method")
+        self._on_frames: Callable[[Connection, list[Any]], object] | None = on_frames
+        self._on_accept = self.callback("on_accept")
+        self._on_close = self.callback("on_close")
+        self._on_error = self.callback("on_error")
+        self._on_drain = self.callback("on_drain")
+        self._on_timeout = self.callback("on_timeout")
+        self._on_eof: Callable[[Connection], object] | None = getattr(self.handler, "on_eof", None)
+        self.listener: Listener | None = None
+        self.tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
+        self.check_options()
+        endpoint.ssl_context()  # load the certificate now: a bad file fails --check too
+
+    #: The endpoint options this host reads (subclasses add theirs).
+    OPTIONS: ClassVar[frozenset[str]] = frozenset({"tls_handshake_timeout"})
+
+    def check_options(self) -> None:
+        """Read the options this host knows and refuse the others, naming them."""
+        options = self.refuse_unknown_options()
+        timeout = options.get("tls_handshake_timeout", DEFAULT_TLS_HANDSHAKE_TIMEOUT)
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"{self.endpoint}: tls_handshake_timeout must be seconds > 0")
+        self.tls_handshake_timeout = float(timeout)
+
+    # -- opening -------------------------------------------------------------
+
+    def open(self, reactor: Reactor) -> Address:
+        """Bind the listener (accepting starts with :meth:`start`)."""
+        endpoint = self.endpoint
+        self.listener = reactor.listen(
+            endpoint.address,
+            self.new_connection,
+            admit=self.daemon._admit,
+            start=False,
+            ssl=endpoint.ssl_context(),
+            ssl_handshake_timeout=self.tls_handshake_timeout if endpoint.address.tls else None,
+        )
+        self.address = self.listener.address
+        return self.address
+
+    def start(self) -> None:
+        """Begin accepting."""
+        if self.listener is not None:
+            self.listener.start()
+
+    def pause(self) -> None:
+        """Stop accepting; pending clients wait in the backlog."""
+        if self.listener is not None:
+            self.listener.pause()
+
+    def close(self) -> None:
+        """Close the listener; idempotent."""
+        if self.listener is not None:
+            self.listener.close()
+
+    @property
+    def pending(self) -> int:
+        """Accepted sockets not yet connections (counted against max_connections)."""
+        return self.listener.pending if self.listener is not None else 0
+
+    def new_connection(self) -> Connection:
+        """A new connection of this endpoint (the listener's protocol factory)."""
+        factory = self._framer_factory
+        framer = factory() if factory is not None else None
+        return self.connection_class(self, next(self.daemon._ids), framer)
+
+    # -- the ConnectionHost interface ------------------------------------------
+
+    def _on_connection_made(self, conn: Connection) -> None:
+        daemon = self.daemon
+        daemon.connections._add(conn)
+        daemon.stats["accepted"] += 1
+        try:
+            self._on_accept(conn)
+        except Exception as exc:
+            self._call_error(conn, exc)
+
+    def _on_connection_lost(self, conn: Connection, reason: CloseReason) -> None:
+        daemon = self.daemon
+        daemon.connections._remove(conn)
+        daemon._leave_groups(conn)
+        daemon.stats["closed"] += 1
+        try:
+            self._on_close(conn, reason)
+        except Exception:
+            conn.log.exception("on_close raised")
+        daemon._maybe_finish()
+
+    def _call_error(self, conn: Connection, exc: Exception) -> None:
+        self.daemon.stats["errors"] += 1
+        try:
+            self._on_error(conn, exc)
+        except Exception:
+            conn.log.exception("on_error raised; closing")
+            conn._close(CloseReason.HANDLER_ERROR)
+
+    def _call_eof(self, conn: Connection) -> bool:
+        on_eof = self._on_eof
+        if on_eof is None:
+            return False
+        try:
+            on_eof(conn)
+        except Exception as exc:
+            self._call_error(conn, exc)
+        return True
+
+    def _call_drain(self, conn: Connection) -> None:
+        try:
+            self._on_drain(conn)
+        except Exception as exc:
+            self._call_error(conn, exc)
+
+    def _call_timeout(self, conn: Connection) -> None:
+        try:
+            self._on_timeout(conn)
+        except Exception as exc:
+            self._call_error(conn, exc)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.endpoint.name} {self.address or self.endpoint}>"
