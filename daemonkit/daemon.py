@@ -18,6 +18,7 @@ import itertools
 import logging
 import resource
 import signal
+import socket
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -228,6 +229,7 @@ class Daemon(Handler):
         self.stats = {"accepted": 0, "closed": 0, "rejected": 0, "errors": 0}
         self._hosts: list[EndpointHost] = [_host_for(self, e) for e in self.endpoints]
         self._groups: dict[str, Group] = {}
+        self._inherited: dict[str, socket.socket] = {}
 
     # -- callbacks (override) --------------------------------------------
 
@@ -268,6 +270,32 @@ class Daemon(Handler):
     def addresses(self) -> list[Address]:
         """The addresses actually bound (port 0 resolved), in ``listen`` order."""
         return [host.address for host in self._hosts if host.address is not None]
+
+    def adopt(self, name: str, sock: socket.socket) -> None:
+        """Serve the endpoint named ``name`` on ``sock``, an already bound socket.
+
+        For sockets handed over by systemd (socket activation) or by the
+        process being replaced in a zero-downtime upgrade: the daemon does
+        not bind that endpoint at start but takes ``sock`` (and owns it from
+        then on). Call before start; ``KeyError`` for an unknown name,
+        :class:`~daemonkit.errors.ConfigError` when the socket's type does
+        not fit the endpoint (a datagram socket for a stream endpoint...).
+        """
+        endpoint = next((e for e in self.endpoints if e.name == name), None)
+        if endpoint is None:
+            names = ", ".join(str(e.name) for e in self.endpoints)
+            raise KeyError(f"no endpoint named {name!r}; there are: {names}")
+        wanted = socket.SOCK_DGRAM if endpoint.address.datagram else socket.SOCK_STREAM
+        if sock.type != wanted:
+            raise ConfigError(
+                f"endpoint {name!r} ({endpoint}) cannot use a {sock.type.name} socket"
+            )
+        if self._reactor is not None:
+            raise RuntimeError("adopt() must be called before the daemon starts")
+        self._inherited[name] = sock
+
+    def _take_inherited(self, endpoint: Endpoint) -> socket.socket | None:
+        return self._inherited.pop(str(endpoint.name), None)
 
     def host(self, name: str) -> EndpointHost:
         """The host of the endpoint named ``name`` (its listener, counters).

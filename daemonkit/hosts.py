@@ -171,6 +171,7 @@ class StreamHost(EndpointHost):
             self.new_connection,
             admit=self.daemon._admit,
             start=False,
+            sock=self.daemon._take_inherited(endpoint),
             ssl=endpoint.ssl_context(),
             ssl_handshake_timeout=self.tls_handshake_timeout if endpoint.address.tls else None,
         )

@@ -573,6 +573,7 @@ class Reactor:
         start: bool = True,
         ssl: ssl_module.SSLContext | None = None,
         ssl_handshake_timeout: float | None = None,
+        sock: socket.socket | None = None,
     ) -> Listener:
         """Bind ``endpoint`` now and accept connections into ``protocol_factory()``.
 
@@ -581,12 +582,17 @@ class Reactor:
         the caller at once. ``listener.address`` is the bound address (port 0
         resolved). ``admit()``, when given, is asked before each connection is
         set up; a refused one is closed at once. With ``start=False`` call
-        ``listener.start()`` later. With ``ssl`` (a server-side context) each
-        connection is TLS; a handshake not done within
-        ``ssl_handshake_timeout`` seconds drops the connection.
+        ``listener.start()`` later. ``sock`` is a listening socket to use
+        instead of binding (one inherited from systemd or from the process
+        being upgraded); the listener owns it from then on. With ``ssl`` (a
+        server-side context) each connection is TLS; a handshake not done
+        within ``ssl_handshake_timeout`` seconds drops the connection.
         """
         address = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
-        sock = bind_socket(address, backlog=backlog)
+        if sock is None:
+            sock = bind_socket(address, backlog=backlog)
+        else:
+            sock.setblocking(False)  # an inherited listening socket, already bound
         self._ensure_reserve()
         listener = Listener(
             self,

@@ -176,7 +176,11 @@ class UdpHost(EndpointHost):
         """
         if self.sock is not None or self._closed:
             raise RuntimeError(f"{self!r} was already opened")
-        sock = bind_socket(self.endpoint.address)
+        sock = self.daemon._take_inherited(self.endpoint)
+        if sock is None:
+            sock = bind_socket(self.endpoint.address)
+        else:
+            sock.setblocking(False)  # inherited (systemd, an upgrade), already bound
         self.sock = sock
         # One byte more than the limit: a datagram that fills it was longer.
         self._buffer = bytearray(self.max_datagram + 1)

@@ -247,3 +247,26 @@ def test_cli_moves_an_endpoint_by_name(tmp_path: Any, capsys: pytest.CaptureFixt
     code = cli_module.main([str(path), "--check", "--listen", "web=tcp://127.0.0.1:1"])
     assert code == cli_module.EXIT_CONFIG
     assert "no endpoint named 'web'" in capsys.readouterr().err
+
+
+def test_adopt_serves_an_endpoint_on_an_inherited_socket(run_daemon: StartDaemon) -> None:
+    from daemonkit.endpoints import bind_socket, parse_endpoint
+
+    inherited = bind_socket(parse_endpoint("tcp://127.0.0.1:0"))
+    port = inherited.getsockname()[1]
+    daemon = Two()
+    daemon.adopt("upper", inherited)  # as systemd or an upgrading parent would hand it over
+    run_daemon(daemon)
+    assert daemon.address("upper").port == port
+    with connect(daemon.address("upper")) as sock:
+        sock.sendall(b"adopted\n")
+        assert recv_until(sock, b"\n") == b"ADOPTED\n"
+
+
+def test_adopt_refuses_what_cannot_fit() -> None:
+    daemon = Two()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        with pytest.raises(ConfigError, match="cannot use a SOCK_DGRAM socket"):
+            daemon.adopt("echo", udp)
+        with pytest.raises(KeyError, match="no endpoint named 'web'"):
+            daemon.adopt("web", udp)
