@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit docs bench bench-timers bench-bots clean
+.PHONY: demo test lint typecheck unit docs bench bench-quick bench-timers bench-bots clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,13 @@ unit: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
+## make bench: every workload side by side with the peers (about 30 min); renders docs/benchmarks.md.
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]'
-	$(BIN)/python bench/timers.py
-	$(BIN)/python bench/echo.py
-	$(BIN)/python bench/bots.py
+	$(BIN)/python bench/run.py
+
+## make bench-quick: the same, lightly (about 2 min); the test suite runs it once.
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
 
 bench-timers: $(STAMP)
 	$(BIN)/python bench/timers.py

@@ -67,17 +67,17 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def build_c(name: str) -> Path:
+def build_c(name: str, libs: Sequence[str] = ()) -> Path:
     """Compile bench/NAME.c into bench/.build/NAME if it is missing or older than its source.
 
-    Returns the binary's path. Raises BenchError with the compiler's output if
-    the build fails.
+    ``libs`` are linker flags (e.g. ``-luv``). Returns the binary's path.
+    Raises BenchError with the compiler's output if the build fails.
     """
     src, binary = BENCH_DIR / f"{name}.c", BUILD_DIR / name
     if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
         return binary
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    cmd = ["gcc", *CFLAGS, "-o", str(binary), str(src)]
+    cmd = ["gcc", *CFLAGS, "-o", str(binary), str(src), *libs]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -206,6 +206,7 @@ class Server:
     name: str
     argv: list[str]
     cpus: frozenset[int] | None = None
+    env: dict[str, str] | None = None  # added to child_env()
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     _stderr: Any = field(default=None, repr=False)
@@ -217,7 +218,7 @@ class Server:
         self.proc = subprocess.Popen(
             self.argv,
             cwd=REPO_DIR,
-            env=child_env(),
+            env=child_env() | (self.env or {}),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
@@ -340,8 +341,7 @@ def run_loadgen(
     Raises BenchError if the generator fails (connect refused, bad output) or
     overruns warm-up + duration by more than LOADGEN_SLACK seconds.
     """
-    cmd = [
-        str(binary),
+    args = [
         "--host=127.0.0.1",
         f"--port={port}",
         f"--connections={connections}",
@@ -351,19 +351,30 @@ def run_loadgen(
         f"--warmup={warmup}",
         *extra,
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return run_loadgen_args(binary, args, timeout=warmup + duration + LOADGEN_SLACK, cpus=cpus)
+
+
+def run_loadgen_args(
+    binary: Path, args: Sequence[str], *, timeout: float, cpus: frozenset[int] | None
+) -> dict[str, Any]:
+    """Run the load generator with ``args``; return the JSON record of its last line.
+
+    Raises BenchError if it exits non-zero, prints no JSON, or runs longer than
+    ``timeout`` seconds (then it is killed).
+    """
+    proc = subprocess.Popen(
+        [str(binary), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         pin(proc.pid, cpus)
     except OSError:
         pass  # it already exited; its status says why
     try:
-        out, err = proc.communicate(timeout=warmup + duration + LOADGEN_SLACK)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise BenchError(
-            f"load generator overran {warmup + duration + LOADGEN_SLACK:.0f} s"
-        ) from None
+        raise BenchError(f"load generator overran {timeout:.0f} s") from None
     if proc.returncode != 0:
         raise BenchError(f"load generator exited {proc.returncode}: {err.strip()}")
     try:
@@ -373,6 +384,20 @@ def run_loadgen(
     if err.strip():
         record["stderr"] = err.strip()
     return record
+
+
+def rss_kib(pid: int) -> int:
+    """Return the resident set size of process ``pid`` in KiB (VmRSS; raises OSError if gone)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise OSError(f"no VmRSS for process {pid}")
+
+
+def open_fds(pid: int) -> int:
+    """Return how many file descriptors process ``pid`` has open (raises OSError if gone)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def spread(values: Sequence[float]) -> tuple[float, float, float]:

@@ -452,6 +452,9 @@ class Daemon(Handler):
         if self._reactor is not None or self._stopped:
             raise RuntimeError(f"{type(self).__name__} already ran; create a new instance")
         self._reactor = reactor
+        # The hot helpers go straight to the timer queue: no wrapper calls.
+        self.after = reactor.timers.call_later  # type: ignore[method-assign]
+        self.every = reactor.timers.call_every  # type: ignore[method-assign]
         limit = _open_file_limit()
         if self.max_connections is None:
             self.max_connections = max(

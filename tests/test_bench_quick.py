@@ -1,0 +1,72 @@
+"""The benchmark's smoke run works end to end (issue 6); it asserts no speed.
+
+Runs ``bench/run.py --quick`` once, into a temporary directory (so nothing is
+written into docs/ or bench/results/), and checks that it exits 0, that every
+line it wrote is JSON, and that every workload of the catalog produced a
+measured row. Installs nothing (``--no-install``): a peer that is missing
+here shows as a skipped row, which is fine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+
+#: The quick run takes about 2 minutes on 2 cores; leave room for a busy machine.
+RUN_TIMEOUT = 840
+
+
+def _workload_names() -> tuple[str, ...]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _catalog import WORKLOAD_NAMES
+    finally:
+        sys.path.remove(str(BENCH))
+    return tuple(WORKLOAD_NAMES)
+
+
+def _docs_page_mtime() -> int | None:
+    page = REPO / "docs" / "benchmarks.md"
+    return page.stat().st_mtime_ns if page.exists() else None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT + 60)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (epoll, /proc)")
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc for the load generator")
+def test_quick_benchmark_runs_every_workload(tmp_path: Path) -> None:
+    page_before = _docs_page_mtime()
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick", "--no-install", "--out", str(tmp_path)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    output = f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, output
+
+    files = sorted(tmp_path.glob("run-*.jsonl"))
+    assert len(files) == 1, output
+    records = [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+    assert records[0]["kind"] == "meta"
+    assert records[0]["quick"] is True
+    assert records[-1]["kind"] == "end"
+
+    measured = {r["workload"] for r in records if r["kind"] == "sample"}
+    missing = [name for name in _workload_names() if name not in measured]
+    assert not missing, f"no measured row for {missing}\n{output}"
+
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "## Targets" in page
+    assert _docs_page_mtime() == page_before, "the quick run must not touch docs/"
