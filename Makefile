@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit docs bench bench-quick bench-timers bench-bots clean
+.PHONY: demo test lint typecheck unit docs bench bench-quick bench-timers bench-bots bench-http-ws bench-http-ws-quick clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ bench-timers: $(STAMP)
 
 bench-bots: $(STAMP)
 	$(BIN)/python bench/bots.py
+
+## make bench-http-ws: HTTP hello (wrk) and WebSocket echo against uvicorn, aiohttp, websockets (about 4 min).
+bench-http-ws: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/http_ws.py
+
+bench-http-ws-quick: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/http_ws.py --quick
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis
