@@ -20,6 +20,7 @@ code  meaning
 5     an address is already in use
 6     permission denied (e.g. a port below 1024)
 7     ``on_start`` raised
+12    already running: another process holds the ``--pidfile``
 ====  =========================================================
 """
 
@@ -37,7 +38,12 @@ from daemonkit.daemon import Daemon, StartError, override_listen
 from daemonkit.errors import ConfigError, LoadError
 from daemonkit.loader import load_daemon_class
 from daemonkit.log import LEVELS, setup
+from daemonkit.memguard import parse_size
+from daemonkit.pidfile import AlreadyRunning, PidfileError
+from daemonkit.process import Deployment, DetachError
 from daemonkit.reactor import BACKENDS, new_event_loop
+from daemonkit.reloader import is_reload_child, supervise
+from daemonkit.upgrade import report_start_failure
 
 __all__ = [
     "EXIT_ADDRESS_IN_USE",
@@ -46,6 +52,7 @@ __all__ = [
     "EXIT_LOAD",
     "EXIT_OK",
     "EXIT_PERMISSION",
+    "EXIT_RUNNING",
     "EXIT_START",
     "EXIT_USAGE",
     "build_parser",
@@ -61,6 +68,7 @@ EXIT_CONFIG = 4
 EXIT_ADDRESS_IN_USE = 5
 EXIT_PERMISSION = 6
 EXIT_START = 7
+EXIT_RUNNING = 12
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shutdown-timeout", type=seconds, metavar="SECONDS")
     parser.add_argument("--control", metavar="PATH", help="open a control socket at PATH")
     parser.add_argument("--metrics", metavar="ENDPOINT", help="serve Prometheus metrics here")
+    parser.add_argument("--pidfile", metavar="PATH", help="record the pid here, locked")
+    parser.add_argument("--daemon", action="store_true", help="detach into the background")
+    parser.add_argument("--user", metavar="NAME", help="switch to this user after binding")
+    parser.add_argument("--group", metavar="NAME", help="switch to this group after binding")
+    parser.add_argument(
+        "--max-memory",
+        type=_size,
+        metavar="SIZE",
+        help="when the RSS passes SIZE (e.g. 512M), replace the process by a fresh copy "
+        "with a zero-downtime upgrade",
+    )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: run the daemon in a child process and restart it when a .py "
+        "file next to TARGET changes",
+    )
     parser.add_argument(
         "--check",
         action="store_true",
@@ -115,8 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _fail(code: int, message: str) -> int:
     print(f"daemonkit: error: {message}", file=sys.stderr)
+    report_start_failure(message)  # to the process we replace, if an upgrade started us
     return code
 
 
@@ -144,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         return _fail(EXIT_CONFIG, f"cannot set up logging: {exc}")
     try:
+        if args.reload and not is_reload_child():
+            return supervise(args_list, args.target)
         return _run(args, log_config)
     finally:
         log_config.close()
@@ -161,6 +196,8 @@ def _run(args: argparse.Namespace, log_config: Any) -> int:
             overrides["listen"] = override_listen(cls.listen, args.listen)
         except ConfigError as exc:
             return _fail(EXIT_CONFIG, str(exc))
+    if args.max_memory is not None:
+        overrides["max_memory"] = args.max_memory
     for key in ("max_connections", "idle_timeout", "shutdown_timeout", "control", "metrics"):
         value = getattr(args, key)
         if value is not None:
@@ -183,6 +220,24 @@ def _run(args: argparse.Namespace, log_config: Any) -> int:
         return EXIT_OK
 
     daemon._on_log_reopen = log_config.reopen
+    deployment = Deployment(
+        pidfile=args.pidfile, detach=args.daemon, user=args.user, group=args.group
+    )
+    try:
+        return deployment.run(daemon, lambda: _serve(daemon, args))
+    except AlreadyRunning as exc:
+        return _fail(EXIT_RUNNING, str(exc))
+    except PidfileError as exc:
+        denied = isinstance(exc.__cause__, PermissionError)
+        return _fail(EXIT_PERMISSION if denied else EXIT_CONFIG, str(exc))
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    except DetachError as exc:
+        return _fail(EXIT_ERROR, str(exc))
+
+
+def _serve(daemon: Daemon, args: argparse.Namespace) -> int:
+    """Run ``daemon`` in this process until it stops; the exit code."""
     try:
         daemon.run(backend=args.backend)
     except ConfigError as exc:

@@ -69,6 +69,7 @@ from daemonkit.metrics import (
     render_prometheus,
     sample,
 )
+from daemonkit.upgrade import UpgradeError
 
 if TYPE_CHECKING:
     from daemonkit.daemon import Daemon
@@ -138,6 +139,7 @@ COMMANDS: Mapping[str, str] = MappingProxyType(
         "stop": 'stop gracefully, as SIGTERM does ({"timeout": S} overrides shutdown_timeout)',
         "log-level": 'change the log level ({"level": "debug"})',
         "metrics": "the Prometheus text of the metrics endpoint",
+        "upgrade": "replace the process by a new copy without dropping clients, as SIGUSR2",
     }
 )
 
@@ -149,6 +151,7 @@ _FIELDS: dict[str, dict[str, bool]] = {
     "stop": {"timeout": False},
     "log-level": {"level": True},
     "metrics": {},
+    "upgrade": {},
 }
 
 # struct ucred of SO_PEERCRED: pid_t pid, uid_t uid, gid_t gid (uid_t is unsigned).
@@ -306,7 +309,10 @@ class _ServiceHost:
     def open(self) -> None:
         """Bind and start accepting; raises ``OSError``."""
         self.listener = self.reactor.listen(
-            self.bind_address, self._new_connection, admit=self._admit
+            self.bind_address,
+            self._new_connection,
+            admit=self._admit,
+            sock=self.daemon._inherited.pop(f"@{self.kind}", None),  # from an upgrade
         )
 
     def close(self) -> None:
@@ -689,11 +695,18 @@ class Operations:
     def _cmd_reload(self, request: dict[str, Any]) -> dict[str, Any]:
         self.log.info("reload requested: calling on_reload")
         try:
-            self.daemon.on_reload()
+            self.daemon.reload()  # the path SIGHUP takes; logs the failure
         except Exception as exc:
-            self.log.exception("on_reload failed")
             raise RequestError(f"on_reload failed: {type(exc).__name__}: {exc}") from exc
         return {"ok": True}
+
+    def _cmd_upgrade(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("upgrade requested")
+        try:
+            new_pid = self.daemon.upgrade()  # the path SIGUSR2 takes
+        except UpgradeError as exc:
+            raise RequestError(f"upgrade not started: {exc}") from exc
+        return {"ok": True, "upgrading": True, "pid": os.getpid(), "new_pid": new_pid}
 
     def _cmd_stop(self, request: dict[str, Any]) -> dict[str, Any]:
         daemon = self.daemon

@@ -28,8 +28,10 @@ from daemonkit.errors import ConfigError, DaemonkitError
 from daemonkit.groups import Group
 from daemonkit.handler import Handler
 from daemonkit.hosts import EndpointHost, StreamHost, framer_factory
+from daemonkit.memguard import DEFAULT_MEMORY_CHECK_INTERVAL, check_memory_settings
 from daemonkit.reactor import Listener, Reactor
 from daemonkit.timers import Clock, Timer
+from daemonkit.upgrade import UpgradeError, Upgrader
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -174,12 +176,18 @@ class Daemon(Handler):
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     name: str | None = None
     #: Extra signals delivered to :meth:`on_signal` (SIGTERM/SIGINT stop,
-    #: SIGHUP reloads and SIGUSR1 reopens the log file without it).
+    #: SIGHUP reloads and SIGUSR1 reopens the log file without it; SIGUSR2
+    #: upgrades unless listed here).
     signals: ClassVar[Sequence[int]] = ()
     #: Path of the control socket (see daemonkit.control), or None.
     control: str | None = None
     #: Endpoint serving Prometheus metrics over HTTP (``tcp://127.0.0.1:9100``), or None.
     metrics: str | None = None
+    #: Resident memory (bytes) past which the daemon recycles itself with a
+    #: zero-downtime upgrade (see daemonkit.upgrade), or None.
+    max_memory: int | None = None
+    #: Seconds between two samples of resident memory when ``max_memory`` is set.
+    memory_check_interval: float = DEFAULT_MEMORY_CHECK_INTERVAL
 
     _SETTINGS: ClassVar[tuple[str, ...]] = (
         "listen",
@@ -195,6 +203,8 @@ class Daemon(Handler):
         "signals",
         "control",
         "metrics",
+        "max_memory",
+        "memory_check_interval",
     )
 
     def __init__(self, **settings: Any) -> None:
@@ -230,6 +240,10 @@ class Daemon(Handler):
         self._hosts: list[EndpointHost] = [_host_for(self, e) for e in self.endpoints]
         self._groups: dict[str, Group] = {}
         self._inherited: dict[str, socket.socket] = {}
+        # Process-level hooks (daemonkit.process, daemonkit.systemd), called with
+        # "bound", "ready", "reloading", "reloaded" and "stopping".
+        self._lifecycle: list[Callable[[str], object]] = []
+        self._upgrader: Upgrader | None = None
 
     # -- callbacks (override) --------------------------------------------
 
@@ -385,6 +399,7 @@ class Daemon(Handler):
             return
         if not self._stopping:
             self._stopping = True
+            self._announce("stopping")
             self.log.info("stopping: %d connection(s) to close", len(self.connections))
             for host in self._hosts:
                 host.pause()
@@ -451,6 +466,8 @@ class Daemon(Handler):
         """
         if self._reactor is not None or self._stopped:
             raise RuntimeError(f"{type(self).__name__} already ran; create a new instance")
+        # Before binding: adopts the listeners an upgrade handed over (daemonkit.upgrade).
+        upgrader = Upgrader(self) if bind else None
         self._reactor = reactor
         # The hot helpers go straight to the timer queue: no wrapper calls.
         self.after = reactor.timers.call_later  # type: ignore[method-assign]
@@ -461,6 +478,10 @@ class Daemon(Handler):
                 1, min(DEFAULT_MAX_CONNECTIONS, int(limit * FD_SHARE_FOR_CONNECTIONS))
             )
         self.log.info("open-file limit %d; max_connections %d", limit, self.max_connections)
+        # Handlers first: a port accepts as soon as it is bound, and a SIGHUP or
+        # SIGTERM sent then must find the daemon's handlers, not the defaults.
+        if install_signals:
+            self._install_signals(reactor)
         for host in self._hosts if bind else ():
             try:
                 host.open(reactor)
@@ -477,8 +498,7 @@ class Daemon(Handler):
             from daemonkit.control import Operations  # binds; releases itself at stop
 
             self._operations = Operations.start(self, reactor)
-        if install_signals:
-            self._install_signals(reactor)
+        self._announce("bound")  # e.g. drop privileges: after binding, before on_start
         try:
             self.on_start()
         except Exception as exc:
@@ -492,12 +512,24 @@ class Daemon(Handler):
             name = host.endpoint.name
             label = "" if name == host.address.scheme else f"{name} "
             self.log.info("listening on %s%s (backend %s)", label, host.address, reactor.backend)
+        # Before the process we replace hears of it: systemd must learn our
+        # pid (MAINPID=) and the pidfile must name us before that one exits.
+        self._announce("ready")
+        if upgrader is not None:
+            self._upgrader = upgrader
+            upgrader.start(reactor)  # tells the process we replace, arms the memory guard
+
+    def _announce(self, event: str) -> None:
+        for hook in self._lifecycle:
+            hook(event)
 
     def _install_signals(self, reactor: Reactor) -> None:
         reactor.on_signal(signal.SIGTERM, self._on_stop_signal)
         reactor.on_signal(signal.SIGINT, self._on_stop_signal)
         reactor.on_signal(signal.SIGHUP, self._on_hup)
         reactor.on_signal(signal.SIGUSR1, self._on_usr1)
+        if signal.SIGUSR2 not in self.signals:  # listed there, it is the user's
+            reactor.on_signal(signal.SIGUSR2, self._on_usr2)
         for signum in self.signals:
             reactor.on_signal(signum, self._on_user_signal)
 
@@ -512,10 +544,41 @@ class Daemon(Handler):
 
     def _on_hup(self, signum: int) -> None:
         self.log.info("SIGHUP: reloading")
+        with contextlib.suppress(Exception):  # logged by reload()
+            self.reload()
+
+    def reload(self) -> None:
+        """Call :meth:`on_reload`, as SIGHUP and ``ctl reload`` do.
+
+        An exception from it is logged with its traceback and re-raised;
+        the daemon goes on serving either way.
+        """
+        self._announce("reloading")
         try:
             self.on_reload()
         except Exception:
             self.log.exception("on_reload failed")
+            raise
+        finally:
+            self._announce("reloaded")
+
+    def _on_usr2(self, signum: int) -> None:
+        self.log.info("SIGUSR2: upgrading")
+        with contextlib.suppress(UpgradeError):  # logged by the upgrader
+            self.upgrade()
+
+    def upgrade(self) -> int:
+        """Replace this process by a new copy of itself without dropping clients (as SIGUSR2).
+
+        Starts the new process (same command line, listeners inherited) and
+        returns its pid; once it listens, this daemon stops gracefully. If it
+        fails, this daemon goes on serving and logs why. See
+        :mod:`daemonkit.upgrade`. Raises :class:`~daemonkit.upgrade.UpgradeError`
+        when no upgrade can begin now (not running, stopping, one under way).
+        """
+        if self._upgrader is None:
+            raise UpgradeError("the daemon is not running (start it with run() or the CLI)")
+        return self._upgrader.upgrade()
 
     def _on_usr1(self, signum: int) -> None:
         if self._on_log_reopen is not None:
@@ -601,6 +664,7 @@ class Daemon(Handler):
             value = getattr(self, key)
             if not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"{key} must be seconds >= 0, not {value!r}")
+        check_memory_settings(self.max_memory, self.memory_check_interval)
         mc = self.max_connections
         if mc is not None and (not isinstance(mc, int) or mc < 1):
             raise ConfigError(f"max_connections must be a whole number >= 1, not {mc!r}")

@@ -155,7 +155,15 @@ def test_parse_request_refuses_everything_else(line: bytes, message: str) -> Non
 
 
 def test_every_command_has_a_help_line() -> None:
-    assert set(COMMANDS) == {"status", "connections", "reload", "stop", "log-level", "metrics"}
+    assert set(COMMANDS) == {
+        "status",
+        "connections",
+        "reload",
+        "stop",
+        "log-level",
+        "metrics",
+        "upgrade",
+    }
     assert all(COMMANDS.values())
 
 

@@ -55,6 +55,12 @@ LAYERS = {
     "websocket": 3,
     "control": 3,  # daemon.start() imports it
     "metrics": 3,
+    "memguard": 3,
+    "upgrade": 3,  # daemon.start() uses it
+    "reloader": 5,
+    "pidfile": 1,
+    "systemd": 4,  # adopts sockets into a Daemon
+    "process": 4,  # pidfile, systemd, privileges and detaching for the CLI
     "ctl": 5,
     "loader": 4,
     "bots": 4,

@@ -1,0 +1,219 @@
+"""Reload: SIGHUP and ``ctl reload`` share one path; ``--reload`` restarts on source changes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemonkit import Daemon
+from daemonkit.control import Operations, RequestError
+from daemonkit.reloader import ENV_RELOAD_CHILD, Reloader, is_reload_child, reload_paths
+from tests.helpers import PYTHON, ROOT, free_port, recv_until
+
+# The daemon under development: answers "VERSION PID". Versions differ in
+# length, so even a file system with coarse timestamps sees each edit.
+APP = """
+import os
+from daemonkit import Daemon, Lines
+
+class App(Daemon):
+    framing = Lines
+
+    def on_read(self, conn, line):
+        conn.send(b"{version} %d" % os.getpid())
+"""
+BROKEN = "raise RuntimeError('half-typed code')\n"
+# Seconds a restart may take (stop, start a Python process, bind).
+WAIT = 20.0
+
+
+def ask(port: int) -> tuple[str, int] | None:
+    """(version, pid) from the daemon, or None while nothing listens."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"?\n")
+            reply = recv_until(sock, b"\n").decode()
+    except OSError:
+        return None
+    if not reply.endswith("\n"):
+        return None  # a child being stopped closed us
+    version, pid = reply.split()
+    return version, int(pid)
+
+
+def wait_for_version(port: int, version: str) -> int:
+    """The pid of the daemon once it answers with ``version``."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        got = ask(port)
+        if got is not None and got[0] == version:
+            return got[1]
+        assert time.monotonic() < deadline, f"no {version!r} within {WAIT}s (last: {got})"
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def reload_log() -> Iterator[list[str]]:
+    records: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("daemonkit")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def test_polling_reloader_restarts_on_change_and_waits_out_a_crash(
+    tmp_path: Path, reload_log: list[str]
+) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(APP.format(version="one"))
+    port = free_port()
+    command = [PYTHON, "-m", "daemonkit", str(app), "--listen", f"tcp://127.0.0.1:{port}"]
+    reloader = Reloader(command, reload_paths(str(app)), watcher="poll", interval=0.05)
+    thread = threading.Thread(target=reloader.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+        first = wait_for_version(port, "one")
+        app.write_text(APP.format(version="two-two"))
+        second = wait_for_version(port, "two-two")
+        assert second != first and _gone(first)
+        app.write_text(BROKEN)  # the child dies at import; the supervisor waits
+        deadline = time.monotonic() + WAIT
+        while not any("exited with status 3" in m for m in reload_log):
+            assert time.monotonic() < deadline, reload_log
+            time.sleep(0.02)
+        app.write_text(APP.format(version="three-three-three"))
+        third = wait_for_version(port, "three-three-three")
+        assert reloader.restarts == 3
+        assert reloader.pid == third
+    finally:
+        reloader.stop()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    assert _gone(third)
+    assert reloader.pid is None
+    assert "reload: app.py changed; restarting" in [
+        m.replace(os.path.relpath(app), "app.py") for m in reload_log
+    ]
+    assert (
+        "reload: the daemon exited with status 3; waiting for a change to start it again"
+        in reload_log
+    )
+
+
+def test_cli_reload_with_watchfiles(tmp_path: Path) -> None:
+    pytest.importorskip("watchfiles")
+    app = tmp_path / "app.py"
+    app.write_text(APP.format(version="one"))
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
+    env.pop("PYTHONASYNCIODEBUG", None)
+    log_path = tmp_path / "log"
+    pids: list[int] = []
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "daemonkit",
+                str(app),
+                "--reload",
+                "--listen",
+                f"tcp://127.0.0.1:{port}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+            cwd=ROOT,
+        )
+    try:
+        pids.append(wait_for_version(port, "one"))
+        time.sleep(0.3)  # let the watcher settle before the edit
+        app.write_text(APP.format(version="two-two"))
+        pids.append(wait_for_version(port, "two-two"))
+        assert pids[0] != pids[1]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+        assert all(_gone(pid) for pid in pids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                if not _gone(pid):
+                    os.kill(pid, signal.SIGKILL)
+    text = log_path.read_text()
+    assert "(watchfiles)" in text
+    assert "changed; restarting" in text
+
+
+def test_reload_paths_and_the_child_marker(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text("")
+    assert reload_paths(f"{app}:App") == [str(tmp_path)]
+    assert reload_paths("some.module:App") == [os.getcwd()]
+    env = {ENV_RELOAD_CHILD: "1"}
+    assert is_reload_child(env) and env == {}
+    assert not is_reload_child(env)
+    with pytest.raises(ValueError, match="watcher must be"):
+        Reloader(["true"], ["."], watcher="inotify")
+
+
+# -- SIGHUP and ctl reload --------------------------------------------------------------
+
+
+class Reloading(Daemon):
+    listen = "tcp://127.0.0.1:0"
+    reloads = 0
+    fail = False
+
+    def on_reload(self) -> None:
+        self.reloads += 1
+        if self.fail:
+            raise ValueError("bad config line 3")
+
+
+def test_sighup_and_ctl_reload_take_the_same_path(run_daemon: Any, reload_log: list[str]) -> None:
+    d = Reloading()
+    runner = run_daemon(d)
+    ops = Operations(d, d.reactor)
+    try:
+        runner.call(d._on_hup, signal.SIGHUP)
+        assert runner.call(ops.execute, {"cmd": "reload"}) == {"ok": True}
+        assert d.reloads == 2
+        d.fail = True
+        runner.call(d._on_hup, signal.SIGHUP)  # logged, the daemon goes on
+        with pytest.raises(RequestError, match="on_reload failed: ValueError: bad config line 3"):
+            runner.call(ops.execute, {"cmd": "reload"})
+        with pytest.raises(ValueError):
+            runner.call(d.reload)
+    finally:
+        ops.watchdog.close()
+    assert d.reloads == 5
+    assert reload_log.count("on_reload failed") == 3  # once per attempt, never twice
+    assert reload_log.count("SIGHUP: reloading") == 2
