@@ -674,7 +674,7 @@ class Operations:
         ordered = sorted(conns, key=lambda c: c.id)
         entries = []
         for conn in ordered if limit is None else ordered[:limit]:
-            since = conns._since.get(conn.id)
+            since = (conns._since or {}).get(conn.id)
             endpoint = conn.endpoint
             entries.append(
                 {

@@ -88,7 +88,10 @@ class ConnectionSet:
 
     def __init__(self) -> None:
         self._by_id: dict[int, Connection] = {}
-        self._since: dict[int, float] = {}  # accept time (reactor clock) by id, for ``age``
+        # Accept time (reactor clock) by id, for the control socket's ``age``;
+        # kept only when the control socket or metrics are on (memory per
+        # idle connection is a target of its own).
+        self._since: dict[int, float] | None = None
         #: Bytes received from and sent to the connections that have closed.
         self.closed_bytes_in = self.closed_bytes_out = 0
 
@@ -107,13 +110,17 @@ class ConnectionSet:
 
     def _add(self, conn: Connection) -> None:
         self._by_id[conn.id] = conn
-        self._since[conn.id] = conn._host.reactor.clock.now()
+        since = self._since
+        if since is not None:
+            since[conn.id] = conn._host.reactor.clock.now()
 
     def _remove(self, conn: Connection) -> None:
-        self._by_id.pop(conn.id, None)
-        if self._since.pop(conn.id, None) is not None:
+        if self._by_id.pop(conn.id, None) is not None:
             self.closed_bytes_in += conn.bytes_in
             self.closed_bytes_out += conn.bytes_out
+            since = self._since
+            if since is not None:
+                since.pop(conn.id, None)
 
 
 def _open_file_limit() -> int:
@@ -497,6 +504,7 @@ class Daemon(Handler):
         if bind and (self.control is not None or self.metrics is not None):
             from daemonkit.control import Operations  # binds; releases itself at stop
 
+            self.connections._since = {}  # connection ages, for ``ctl connections``
             self._operations = Operations.start(self, reactor)
         self._announce("bound")  # e.g. drop privileges: after binding, before on_start
         try:
