@@ -142,7 +142,8 @@ def test_parse_request_accepts_an_object_with_a_command() -> None:
         (b'{"cmd": "status"', "malformed request"),
         (b"\xff\xfe\x00junk", "malformed request"),
         (b"\x80\x81\x82", "not UTF-8"),
-        (b"[" * 3000 + b"]" * 3000, "malformed request"),
+        # Too deep for 3.10-3.12's parser; 3.13's parses it, into a list.
+        (b"[" * 3000 + b"]" * 3000, "malformed request|must be a JSON object"),
         (b'["status"]', "must be a JSON object"),
         (b'"status"', "must be a JSON object"),
         (b"{}", 'needs "cmd"'),
@@ -555,7 +556,7 @@ print("reply:", data.decode())
 
 
 def _python_for(uid: int) -> str:
-    """An interpreter that ``uid`` may run (ours may live under /root)."""
+    """An interpreter that ``uid`` may run (ours may live in root's home)."""
     for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
         if candidate is None:
             continue

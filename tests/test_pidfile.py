@@ -195,7 +195,9 @@ def test_cli_unwritable_directory_is_a_permission_error(tmp_path: Path) -> None:
     locked.mkdir(mode=0o755)  # others may enter and read, not write
     tmp_path.chmod(0o755)  # pytest's tmp dirs are 0700: let the unprivileged user in
     drop = (
-        "import os, sys; from daemonkit import cli\n"
+        # locale: imported lazily by argparse's gettext, and unreadable once we
+        # are uid 65534 when the interpreter lives in a directory only root may enter.
+        "import os, sys, locale; from daemonkit import cli\n"
         "if os.geteuid() == 0:\n"
         "    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
         "sys.exit(cli.main(sys.argv[1:]))\n"
