@@ -694,10 +694,6 @@ class Daemon(Handler):
         raise ConfigError(f"{type(self).__name__} has no stream endpoint")
 
 
-#: Kept for callers of the old name; see :func:`daemonkit.hosts.framer_factory`.
-_framer_factory = framer_factory
-
-
 def _name_endpoints(endpoints: list[Endpoint]) -> list[Endpoint]:
     """Give every endpoint a unique name: its own, or its scheme (numbered when repeated)."""
     taken = {e.name for e in endpoints if e.name is not None}

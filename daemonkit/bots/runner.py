@@ -41,6 +41,7 @@ from daemonkit.bots.stats import Interval, Stats
 from daemonkit.connection import CloseReason, Connection
 from daemonkit.endpoints import Address, parse_endpoint
 from daemonkit.errors import ConfigError
+from daemonkit.hosts import framer_factory
 from daemonkit.reactor import Reactor
 from daemonkit.timers import FakeClock
 
@@ -127,9 +128,7 @@ class Fleet:
 
     def new_connection(self, bot: Bot) -> Connection:
         """A Connection owned by ``bot``, with a fresh framer of the bot's ``framing``."""
-        from daemonkit.hosts import framer_factory as _framer_factory
-
-        factory = _framer_factory(bot.framing)
+        factory = framer_factory(bot.framing)
         self._ids += 1
         self._spawned_at[bot] = self.clock_now()
         self.connecting += 1
