@@ -102,6 +102,39 @@ def _format_address(addr: Any) -> str:
     return f"unix:{addr}" if isinstance(addr, str) and addr else "unix"
 
 
+class _Extras:
+    """The parts of a connection most connections never use, made on first use.
+
+    An idle connection needs none of these; keeping them here rather than in
+    a slot of every :class:`Connection` saves ~70 bytes per connection
+    (memory per idle connection is one of the benchmark targets).
+    """
+
+    __slots__ = (
+        "close_timer",
+        "idle",
+        "idle_timer",
+        "last_read",
+        "log",
+        "reason",
+        "state",
+        "timers",
+        "want_drain",
+    )
+
+    def __init__(self) -> None:
+        self.close_timer: Timer | None = None
+        self.idle: float | None = None
+        self.idle_timer: Timer | None = None
+        self.last_read = 0.0
+        self.log: logging.LoggerAdapter[logging.Logger] | None = None
+        self.reason: CloseReason | None = None
+        self.state: dict[str, Any] | None = None
+        self.timers: list[Timer] | None = None
+        # write() returned False: call on_drain once the buffer empties.
+        self.want_drain = False
+
+
 class Connection(asyncio.Protocol):
     """One client connection, as seen by the daemon's callbacks.
 
@@ -119,31 +152,18 @@ class Connection(asyncio.Protocol):
     asyncio protocol interface the backend calls; user code never calls them.
     """
 
+    # Few slots on purpose: every one costs 8 bytes per idle connection. What
+    # most connections never use lives in one lazily made _Extras (``_x``).
     __slots__ = (
-        "_close_timer",
         "_closing",
-        "_dispatching",
-        "_encode",
-        "_flush_handle",
-        "_forbidden",
+        "_flushing",
         "_framer",
         "_high",
         "_host",
-        "_idle",
-        "_idle_timer",
-        "_last_read",
-        "_log",
-        "_loop",
-        "_on_frames",
-        "_on_read",
-        "_paused_writing",
-        "_reason",
-        "_state",
         "_suffix",
-        "_timers",
-        "_want_drain",
         "_wbuf",
         "_wsize",
+        "_x",
         "bytes_in",
         "bytes_out",
         "closed",
@@ -153,29 +173,24 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, host: ConnectionHost, conn_id: int, framer: Framer | None) -> None:
         self.id = conn_id
+        # The high-water mark write() compares against; -1 while the
+        # transport has paused writing, so one comparison covers both.
+        self._high = 0
         self._rehost(host, framer)
         self.transport: asyncio.Transport | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = False
         self._closing = False
-        self._reason: CloseReason | None = None
-        self._dispatching = False
         # Gathered writes: None, one bytes object (the common case: no list to
         # build and clear per read), or a list of them.
         self._wbuf: bytes | list[bytes] | None = None
         self._wsize = 0
-        self._paused_writing = False
-        self._want_drain = False
-        self._flush_handle: asyncio.Handle | None = None
-        self._idle: float | None = None
-        self._idle_timer: Timer | None = None
-        self._last_read = 0.0
-        self._close_timer: Timer | None = None
-        self._timers: list[Timer] | None = None
-        self._state: dict[str, Any] | None = None
-        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        # How gathered writes reach the transport: None (idle: a write
+        # schedules a flush), True (inside data_received, which flushes at its
+        # end), or the Handle of the flush scheduled for this loop turn.
+        self._flushing: asyncio.Handle | bool | None = None
+        self._x: _Extras | None = None
 
     def _rehost(self, host: ConnectionHost, framer: Framer | None) -> None:
         """Serve this connection with another host and framer from now on.
@@ -186,27 +201,29 @@ class Connection(asyncio.Protocol):
         """
         self._host = host
         self._framer = framer
-        # Resolved once here so the hot path does no attribute chains.
-        self._encode: Callable[[Any], bytes] | None = framer.encode if framer is not None else None
         # Lines with a one-byte delimiter: send() gathers the frame and the
         # delimiter without concatenating them (the dominant per-frame cost).
         self._suffix: bytes | None = None
-        self._forbidden = -1
         if isinstance(framer, Lines) and len(framer.delimiter) == 1:
             self._suffix = framer.delimiter
-            self._forbidden = framer.delimiter[0]
-        self._on_read: Callable[[Connection, Any], object] = host._on_read
-        self._on_frames: Callable[[Connection, list[Any]], object] | None = host._on_frames
-        self._high: int = host.write_high_water
+        if self._high >= 0:
+            self._high = host.write_high_water
+
+    def _extras(self) -> _Extras:
+        x = self._x
+        if x is None:
+            x = self._x = _Extras()
+        return x
 
     # -- what users read -------------------------------------------------
 
     @property
     def state(self) -> dict[str, Any]:
         """A dict for this connection's own data; it dies with the connection."""
-        if self._state is None:
-            self._state = {}
-        return self._state
+        x = self._extras()
+        if x.state is None:
+            x.state = {}
+        return x.state
 
     @property
     def peer(self) -> str:
@@ -223,9 +240,10 @@ class Connection(asyncio.Protocol):
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
         """This connection's logger: every line starts with ``#id peer``."""
-        if self._log is None:
-            self._log = connection_logger(self._host.log, self.id, self.peer)
-        return self._log
+        x = self._extras()
+        if x.log is None:
+            x.log = connection_logger(self._host.log, self.id, self.peer)
+        return x.log
 
     @property
     def endpoint(self) -> Endpoint | None:
@@ -239,6 +257,12 @@ class Connection(asyncio.Protocol):
     def closing(self) -> bool:
         """True once :meth:`close` or :meth:`abort` was called or the peer went away."""
         return self._closing
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """The idle timeout in force, in seconds (see :meth:`set_idle_timeout`), or None."""
+        x = self._x
+        return x.idle if x is not None else None
 
     @property
     def write_buffer_size(self) -> int:
@@ -276,9 +300,9 @@ class Connection(asyncio.Protocol):
         else:
             buf.append(data)
         size = self._wsize = self._wsize + len(data)
-        if not self._dispatching and self._flush_handle is None:
+        if self._flushing is None:
             self._schedule_flush()
-        return (size <= self._high and not self._paused_writing) or self._check_backlog()
+        return size <= self._high or self._check_backlog()
 
     def send(self, frame: Any) -> bool:
         """Encode ``frame`` with this connection's framer and :meth:`write` it.
@@ -287,7 +311,7 @@ class Connection(asyncio.Protocol):
         return value as :meth:`write`.
         """
         suffix = self._suffix
-        if suffix is not None and type(frame) is bytes and frame.find(self._forbidden) < 0:
+        if suffix is not None and type(frame) is bytes and frame.find(suffix) < 0:
             if self._closing:
                 return False
             buf = self._wbuf
@@ -300,11 +324,11 @@ class Connection(asyncio.Protocol):
             else:
                 self._wbuf = [buf, frame, suffix]  # type: ignore[list-item]
             size = self._wsize = self._wsize + len(frame) + 1
-            if not self._dispatching and self._flush_handle is None:
+            if self._flushing is None:
                 self._schedule_flush()
-            return (size <= self._high and not self._paused_writing) or self._check_backlog()
-        encode = self._encode
-        return self.write(encode(frame) if encode is not None else frame)
+            return size <= self._high or self._check_backlog()
+        framer = self._framer
+        return self.write(framer.encode(frame) if framer is not None else frame)
 
     def send_all(self, frames: Iterable[Any]) -> bool:
         """Encode every frame of ``frames`` and :meth:`write` them as one piece.
@@ -320,13 +344,14 @@ class Connection(asyncio.Protocol):
         suffix = self._suffix
         if suffix is not None:
             data = suffix.join(batch)
-            if data.count(self._forbidden) == len(batch) - 1:
+            if data.count(suffix) == len(batch) - 1:
                 return self.write(data + suffix)
             # A frame holds the delimiter (or the join hid a bad one): let
             # encode() find it and raise its own error.
-        encode = self._encode
-        if encode is None:
+        framer = self._framer
+        if framer is None:
             return self.write(b"".join(batch))
+        encode = framer.encode
         return self.write(b"".join([encode(frame) for frame in batch]))
 
     def close(self, timeout: float | None = None) -> None:
@@ -358,15 +383,20 @@ class Connection(asyncio.Protocol):
         Costs nothing per read: the connection records when it last read and
         the timer re-checks that when it comes due.
         """
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        self._idle = seconds if seconds else None
-        if self._idle is None or self._closing:
+        x = self._x
+        if x is None:
+            if not seconds:
+                return
+            x = self._extras()
+        if x.idle_timer is not None:
+            x.idle_timer.cancel()
+            x.idle_timer = None
+        x.idle = seconds if seconds else None
+        if x.idle is None or self._closing:
             return
         reactor = self._host.reactor
-        self._last_read = reactor.time()
-        self._idle_timer = reactor.timers.call_later(self._idle, self._check_idle)
+        x.last_read = reactor.time()
+        x.idle_timer = reactor.timers.call_later(x.idle, self._check_idle)
 
     def after(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
         """Run ``fn(*args)`` after ``delay`` seconds unless this connection closes first."""
@@ -383,9 +413,10 @@ class Connection(asyncio.Protocol):
     # -- internals -------------------------------------------------------
 
     def _own(self, timer: Timer) -> None:
-        timers = self._timers
+        x = self._extras()
+        timers = x.timers
         if timers is None:
-            timers = self._timers = []
+            timers = x.timers = []
         elif len(timers) >= 32 and not len(timers) & (len(timers) - 1):
             # Drop spent timers at 32, 64, 128... entries: amortised O(1) per add.
             timers[:] = [t for t in timers if t.active]
@@ -405,16 +436,30 @@ class Connection(asyncio.Protocol):
             self._abort(CloseReason.OVERFLOW)
             return False
         if size > host.write_high_water:
-            self._want_drain = True
+            self._extras().want_drain = True
             return False
         return True
 
     def _schedule_flush(self) -> None:
-        assert self._loop is not None
-        self._flush_handle = self._loop.call_soon(self._flush_soon)
+        self._flushing = self._host.reactor.loop.call_soon(self._flush_soon)
+
+    def _cancel_flush(self) -> None:
+        """Drop the flush scheduled for this turn (not the one a read will do)."""
+        h = self._flushing
+        if h is not None and h is not True:
+            self._flushing = None
+            cast(asyncio.Handle, h).cancel()
+
+    def _drained(self) -> None:
+        """Everything gathered went out: call on_drain if write() had said no."""
+        x = self._x
+        if x is not None and x.want_drain and self._high >= 0 and not self._closing:
+            # Everything went to the kernel at once: no resume_writing will come.
+            x.want_drain = False
+            self._host._call_drain(self)
 
     def _flush_soon(self) -> None:
-        self._flush_handle = None
+        self._flushing = None
         self._flush()
 
     def _flush(self) -> None:
@@ -429,33 +474,32 @@ class Connection(asyncio.Protocol):
             return
         self.bytes_out += len(data)
         t.write(data)
-        if self._want_drain and not self._paused_writing and not self._closing:
-            # Everything went to the kernel at once: no resume_writing will come.
-            self._want_drain = False
-            self._host._call_drain(self)
+        if self._x is not None:
+            self._drained()
 
     def _close(self, reason: CloseReason, timeout: float | None = None) -> None:
         if self._closing:
             return
         self._closing = True
-        self._reason = reason
+        self._extras().reason = reason
         t = self.transport
         if t is None:
             return
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self._cancel_flush()
         self._flush()
         t.close()
         if not self.closed and t.get_write_buffer_size():
             deadline = self._host.close_timeout if timeout is None else timeout
-            self._close_timer = self._host.reactor.call_later(deadline, self._on_close_deadline)
+            self._extras().close_timer = self._host.reactor.call_later(
+                deadline, self._on_close_deadline
+            )
 
     def _abort(self, reason: CloseReason) -> None:
         if self.closed:
             return
-        if not self._closing or self._reason is None:
-            self._reason = reason
+        x = self._extras()
+        if not self._closing or x.reason is None:
+            x.reason = reason
         self._closing = True
         self._wbuf = None
         self._wsize = 0
@@ -463,33 +507,35 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _on_close_deadline(self) -> None:
-        self._close_timer = None
+        x = self._extras()
+        x.close_timer = None
         if not self.closed:
             self.log.info(
                 "peer did not take %d buffered bytes within the close deadline; aborting",
                 self.write_buffer_size,
             )
-            if self._reason is CloseReason.LOCAL:
-                self._reason = CloseReason.CLOSE_TIMEOUT
+            if x.reason is CloseReason.LOCAL:
+                x.reason = CloseReason.CLOSE_TIMEOUT
             if self.transport is not None:
                 self.transport.abort()
 
     def _check_idle(self) -> None:
-        self._idle_timer = None
-        idle = self._idle
+        x = self._extras()
+        x.idle_timer = None
+        idle = x.idle
         if idle is None or self._closing:
             return
         reactor = self._host.reactor
         now = reactor.time()
-        due = self._last_read + idle
+        due = x.last_read + idle
         if now < due:
-            self._idle_timer = reactor.timers.call_at(due, self._check_idle)
+            x.idle_timer = reactor.timers.call_at(due, self._check_idle)
             return
         self._host._call_timeout(self)
-        if not self._closing and self._idle is not None and self._idle_timer is None:
+        if not self._closing and x.idle is not None and x.idle_timer is None:
             # on_timeout kept the connection: give it another full period.
-            self._last_read = now
-            self._idle_timer = reactor.timers.call_at(now + self._idle, self._check_idle)
+            x.last_read = now
+            x.idle_timer = reactor.timers.call_at(now + x.idle, self._check_idle)
 
     def _framing_error(self, exc: FramingError) -> None:
         reason = (
@@ -507,7 +553,6 @@ class Connection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = t = cast(asyncio.Transport, transport)
         host = self._host
-        self._loop = host.reactor.loop
         t.set_write_buffer_limits(host.write_high_water, host.write_low_water)
         if host.idle_timeout:
             self.set_idle_timeout(host.idle_timeout)
@@ -518,14 +563,16 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         self.bytes_in += len(data)
-        if self._idle is not None:
-            self._last_read = self._host.reactor.clock.now()
-        on_read = self._on_read
-        self._dispatching = True
+        host = self._host
+        x = self._x
+        if x is not None and x.idle is not None:
+            x.last_read = host.reactor.clock.now()
+        scheduled = self._flushing  # None, or a flush due later this turn
+        self._flushing = True
         framer = self._framer
         if framer is None:
             try:
-                on_read(self, data)
+                host._on_read(self, data)
             except Exception as exc:
                 self._host._call_error(self, exc)
         else:
@@ -535,7 +582,7 @@ class Connection(asyncio.Protocol):
             except FramingError as exc:
                 # The peer's fault: deliver what came before the bad input, then close.
                 frames, bad = exc.frames, exc
-            on_frames = self._on_frames
+            on_frames = host._on_frames
             if on_frames is not None:
                 if frames:
                     try:
@@ -543,6 +590,7 @@ class Connection(asyncio.Protocol):
                     except Exception as exc:
                         self._host._call_error(self, exc)
             else:
+                on_read = host._on_read
                 for frame in frames:
                     try:
                         on_read(self, frame)
@@ -553,7 +601,7 @@ class Connection(asyncio.Protocol):
                         break  # type: ignore[unreachable]  # on_read may close
             if bad is not None and not self._closing:
                 self._framing_error(bad)
-        self._dispatching = False
+        self._flushing = None
         buf = self._wbuf
         if buf is not None:
             # _flush() inlined: this runs once per read on the hot path.
@@ -564,9 +612,11 @@ class Connection(asyncio.Protocol):
             if t is not None and not self.closed:
                 self.bytes_out += len(data)
                 t.write(data)
-                if self._want_drain and not self._paused_writing and not self._closing:
-                    self._want_drain = False
-                    self._host._call_drain(self)
+                if self._x is not None:
+                    self._drained()
+        if scheduled is not None:
+            # Written before this read and flushed with it: the flush is moot.
+            cast(asyncio.Handle, scheduled).cancel()
 
     def eof_received(self) -> bool:
         """Backend callback: the peer half-closed. Calls ``on_eof`` or closes after flushing."""
@@ -582,13 +632,14 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """Backend callback: the transport's buffer passed the high-water mark."""
-        self._paused_writing = True
+        self._high = -1
 
     def resume_writing(self) -> None:
         """Backend callback: the transport's buffer fell below the low-water mark."""
-        self._paused_writing = False
-        if self._want_drain and not self._closing:
-            self._want_drain = False
+        self._high = self._host.write_high_water
+        x = self._x
+        if x is not None and x.want_drain and not self._closing:
+            x.want_drain = False
             self._host._call_drain(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -597,21 +648,21 @@ class Connection(asyncio.Protocol):
             return
         self.closed = True
         self._closing = True
-        reason = self._reason
+        x = self._x
+        reason = x.reason if x is not None else None
         if reason is None:
             reason = CloseReason.PEER_CLOSED if exc is None else CloseReason.CONNECTION_ERROR
-            self._reason = reason
-        for timer in (self._idle_timer, self._close_timer):
-            if timer is not None:
-                timer.cancel()
-        self._idle_timer = self._close_timer = None
-        if self._timers:
-            for timer in self._timers:
-                timer.cancel()
-        self._timers = None
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        if x is not None:
+            x.reason = reason
+            for timer in (x.idle_timer, x.close_timer):
+                if timer is not None:
+                    timer.cancel()
+            x.idle_timer = x.close_timer = None
+            if x.timers:
+                for timer in x.timers:
+                    timer.cancel()
+            x.timers = None
+        self._cancel_flush()
         self._wbuf = None
         self._wsize = 0
         if exc is not None and reason is CloseReason.CONNECTION_ERROR:

@@ -326,7 +326,10 @@ class _ServiceHost:
         """Active timers held by this endpoint's connections (not the user's)."""
         count = 0
         for conn in self.clients.values():
-            for timer in (conn._idle_timer, conn._close_timer):
+            x = conn._x
+            if x is None:
+                continue
+            for timer in (x.idle_timer, x.close_timer):
                 if timer is not None and timer.active:
                     count += 1
         return count
@@ -684,7 +687,9 @@ class Operations:
                     "age": round(now - since, 3) if since is not None else None,
                     # Known only with an idle timeout: without one the connection
                     # does not record its reads (that would cost every read).
-                    "idle": round(now - conn._last_read, 3) if conn._idle is not None else None,
+                    "idle": round(now - x.last_read, 3)
+                    if (x := conn._x) is not None and x.idle is not None
+                    else None,
                     "bytes_in": conn.bytes_in,
                     "bytes_out": conn.bytes_out,
                     "write_buffer": conn.write_buffer_size,

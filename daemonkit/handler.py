@@ -48,7 +48,7 @@ class Handler:
 
     def on_timeout(self, conn: Connection) -> None:
         """No input for ``idle_timeout`` seconds. Default: close with reason "idle timeout"."""
-        conn.log.info("idle for %.3gs; closing", conn._idle or 0.0)
+        conn.log.info("idle for %.3gs; closing", conn.idle_timeout or 0.0)
         conn._close(CloseReason.IDLE_TIMEOUT)
 
     def on_close(self, conn: Connection, reason: CloseReason) -> None:

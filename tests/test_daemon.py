@@ -688,3 +688,77 @@ def test_send_all_encodes_with_any_framer(
     runner = run_daemon(d)
     with runner.connect() as sock:
         assert recv_until(sock, wire[-1:], limit=len(wire)) == wire
+
+
+def test_idle_timeout_property_follows_set_idle_timeout(run_daemon: Any) -> None:
+    seen: list[float | None] = []
+
+    class Tuner(Recorder):
+        def on_read(self, conn: Connection, data: Any) -> None:
+            seen.append(conn.idle_timeout)
+            conn.set_idle_timeout(None if data == b"off" else 7.5)
+            seen.append(conn.idle_timeout)
+            conn.send(data)
+
+    d = Tuner(idle_timeout=30)
+    runner = run_daemon(d, clock=FakeClock())
+    with runner.connect() as sock:
+        sock.sendall(b"on")
+        assert recv_until(sock, b"on") == b"on"
+        sock.sendall(b"off")
+        assert recv_until(sock, b"off") == b"off"
+    assert seen == [30, 7.5, 7.5, None]
+
+
+class Keeper(Recorder):
+    """Keeps the connections it accepted, for tests that look inside one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: list[Connection] = []
+
+    def on_accept(self, conn: Connection) -> None:
+        self.live.append(conn)
+
+    def echoed(self, sock: socket.socket, data: bytes) -> Connection:
+        """Echo ``data`` once over ``sock``; return the daemon's side of it."""
+        sock.sendall(data)
+        assert recv_until(sock, data) == data
+        return self.live[-1]
+
+
+def test_an_idle_connection_carries_no_extras(run_daemon: Any) -> None:
+    """Memory per idle connection is a target: the rarely used parts are made on demand."""
+    d = Keeper()
+    runner = run_daemon(d)
+    with runner.connect() as sock:
+        conn = d.echoed(sock, b"hello")
+        assert conn._x is None  # echoing made no timers, state, logger or close reason
+        assert conn.idle_timeout is None
+        # 14 slots: a slot more costs 8 bytes on every connection of every daemon.
+        assert len(Connection.__slots__) <= 14
+    wait_closed(d)
+    assert d.reasons == [CloseReason.PEER_CLOSED]
+
+
+def test_a_read_flushes_what_was_written_before_it_in_the_same_turn(run_daemon: Any) -> None:
+    """A write outside a read schedules a flush; a read that comes first sends it along."""
+    d = Keeper()
+    runner = run_daemon(d)
+    with runner.connect() as sock:
+        conn = d.echoed(sock, b"1")
+
+        def write_then_read() -> tuple[bool, object]:
+            conn.write(b"timer;")  # as from a timer: not inside a read
+            scheduled = conn._flushing is not None and conn._flushing is not True
+            conn.data_received(b"read;")  # bytes arrive before the flush ran
+            return scheduled, conn._flushing
+
+        scheduled, after = runner.call(write_then_read)
+        assert scheduled
+        assert after is None  # the scheduled flush was cancelled: nothing left to do
+        assert recv_until(sock, b"read;") == b"timer;read;"
+        runner.call(conn.write, b"late;")  # outside a read again: needs a new flush
+        assert recv_until(sock, b"late;") == b"late;"
+        sock.sendall(b"2")
+        assert recv_until(sock, b"2") == b"2"

@@ -41,7 +41,7 @@ import asyncio
 import collections
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from daemonkit.connection import CloseReason, Connection
 from daemonkit.errors import FramingError
@@ -340,7 +340,7 @@ class HttpConnection(Connection):
         if type(data) is not bytes:
             data = bytes(data)
         if self._stream_head or not data:
-            return not self._closing and not self._want_drain
+            return not self._closing and (self._x is None or not self._x.want_drain)
         if mode == _CHUNKED:
             return self.write(encode_chunk(data))
         if mode == _COUNTED:
@@ -412,9 +412,11 @@ class HttpConnection(Connection):
             return  # closing or lingering: the input is drained and dropped
         self.bytes_in += len(data)
         now = self._now()
-        if self._idle is not None:
-            self._last_read = now
-        self._dispatching = True
+        x = self._x
+        if x is not None and x.idle is not None:
+            x.last_read = now
+        scheduled = self._flushing  # None, or a flush due later this turn
+        self._flushing = True
         try:
             requests = framer.feed(data)
         except FramingError as exc:
@@ -449,7 +451,7 @@ class HttpConnection(Connection):
             if self._held or framer.paused or self._bad is not None or self._queue:
                 self._flow()
             self._settle(now, bool(requests))
-        self._dispatching = False
+        self._flushing = None
         buf = self._wbuf
         if buf is not None:
             # Connection._flush() inlined, as in Connection.data_received.
@@ -460,9 +462,11 @@ class HttpConnection(Connection):
             if t is not None and not self.closed:
                 self.bytes_out += len(out)
                 t.write(out)
-                if self._want_drain and not self._paused_writing and not self._closing:
-                    self._want_drain = False
-                    self._host._call_drain(self)
+                if self._x is not None:
+                    self._drained()
+        if scheduled is not None:
+            # Written before this read and flushed with it: the flush is moot.
+            cast(asyncio.Handle, scheduled).cancel()
 
     def eof_received(self) -> bool:
         """Backend callback: the client half-closed.
@@ -568,7 +572,7 @@ class HttpConnection(Connection):
         if self._pumping:
             return  # the running _pump() goes on with the next one
         self._pump()
-        if not self._dispatching and self._http is not None and not self._closing:
+        if self._flushing is not True and self._http is not None and not self._closing:
             self._flow()
             self._settle(self._now(), True)
 
@@ -765,10 +769,9 @@ class HttpConnection(Connection):
             return
         self._closing = True
         self._lingering = True
-        self._reason = reason
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        x = self._extras()
+        x.reason = reason
+        self._cancel_flush()
         self._flush()
         t.write_eof()
         if self._held:
@@ -776,24 +779,23 @@ class HttpConnection(Connection):
             t.resume_reading()
         tq = self._tq
         assert tq is not None
-        self._close_timer = tq.call_later(
-            min(LINGER_TIMEOUT, self._hh.close_timeout), self._end_linger
-        )
+        x.close_timer = tq.call_later(min(LINGER_TIMEOUT, self._hh.close_timeout), self._end_linger)
 
     def _end_linger(self) -> None:
         """Lingering is over: close for good (aborting if the client never reads)."""
         if not self._lingering:
             return
         self._lingering = False
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
+        x = self._extras()
+        if x.close_timer is not None:
+            x.close_timer.cancel()
+            x.close_timer = None
         t = self.transport
         if t is None or self.closed:
             return
         t.close()
         if t.get_write_buffer_size():
-            self._close_timer = self._hh.reactor.call_later(
+            x.close_timer = self._hh.reactor.call_later(
                 self._hh.close_timeout, self._on_close_deadline
             )
 
