@@ -10,7 +10,7 @@ the reactor.
 Hot path: ``data_received`` → framer ``feed`` → ``on_read`` for each frame →
 writes are gathered → one ``transport.write()`` at the end of the read. Writes
 made outside a read (timers, other connections' callbacks) are gathered too
-and flushed once per loop turn.
+and flushed once per loop turn, by the reactor's one end-of-turn callback.
 
 Limits: ``write()`` returns False above the high-water mark (stop producing
 until ``on_drain``); past the hard cap the connection is aborted with the
@@ -187,9 +187,9 @@ class Connection(asyncio.Protocol):
         self._wbuf: bytes | list[bytes] | None = None
         self._wsize = 0
         # How gathered writes reach the transport: None (idle: a write
-        # schedules a flush), True (inside data_received, which flushes at its
-        # end), or the Handle of the flush scheduled for this loop turn.
-        self._flushing: asyncio.Handle | bool | None = None
+        # queues a flush), True (inside data_received, which flushes at its
+        # end), or False (queued with the reactor's end-of-turn flushes).
+        self._flushing: bool | None = None
         self._x: _Extras | None = None
 
     def _rehost(self, host: ConnectionHost, framer: Framer | None) -> None:
@@ -441,14 +441,13 @@ class Connection(asyncio.Protocol):
         return True
 
     def _schedule_flush(self) -> None:
-        self._flushing = self._host.reactor.loop.call_soon(self._flush_soon)
+        self._flushing = False
+        self._host.reactor.flush_soon(self)
 
     def _cancel_flush(self) -> None:
-        """Drop the flush scheduled for this turn (not the one a read will do)."""
-        h = self._flushing
-        if h is not None and h is not True:
+        """Forget a queued flush (not the one a read will do); the queue entry finds nothing."""
+        if self._flushing is False:
             self._flushing = None
-            cast(asyncio.Handle, h).cancel()
 
     def _drained(self) -> None:
         """Everything gathered went out: call on_drain if write() had said no."""
@@ -459,8 +458,10 @@ class Connection(asyncio.Protocol):
             self._host._call_drain(self)
 
     def _flush_soon(self) -> None:
-        self._flushing = None
-        self._flush()
+        """The reactor's end-of-turn flush (see :meth:`Reactor.flush_soon`)."""
+        if self._flushing is not True:  # never in the middle of a read
+            self._flushing = None
+            self._flush()
 
     def _flush(self) -> None:
         buf = self._wbuf
@@ -567,7 +568,6 @@ class Connection(asyncio.Protocol):
         x = self._x
         if x is not None and x.idle is not None:
             x.last_read = host.reactor.clock.now()
-        scheduled = self._flushing  # None, or a flush due later this turn
         self._flushing = True
         framer = self._framer
         if framer is None:
@@ -614,9 +614,6 @@ class Connection(asyncio.Protocol):
                 t.write(data)
                 if self._x is not None:
                     self._drained()
-        if scheduled is not None:
-            # Written before this read and flushed with it: the flush is moot.
-            cast(asyncio.Handle, scheduled).cancel()
 
     def eof_received(self) -> bool:
         """Backend callback: the peer half-closed. Calls ``on_eof`` or closes after flushing."""

@@ -105,13 +105,19 @@ class Group:
             raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         delivered = 0
         slow = 0
+        # Per member, the cost of this loop is the broadcast's cost: the
+        # checks below read the connection's fields instead of its properties.
         for conn in list(self._members):
             if conn is exclude:
                 continue
-            if conn.closing:
+            if conn._closing:
                 self._members.pop(conn, None)
                 continue
-            if conn.write_buffer_size > conn._high:
+            size = conn._wsize  # conn.write_buffer_size, inlined
+            t = conn.transport
+            if t is not None:
+                size += t.get_write_buffer_size()
+            if size > conn._high:  # -1 while the transport has paused writing
                 slow += 1
                 if policy == "drop":
                     self._members.pop(conn, None)

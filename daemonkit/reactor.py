@@ -34,7 +34,7 @@ import ssl as ssl_module
 import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from daemonkit.endpoints import DEFAULT_BACKLOG, Address, address_of, bind_socket, parse_endpoint
 from daemonkit.errors import ConfigError
@@ -45,6 +45,7 @@ __all__ = [
     "READ",
     "TIMEOUT",
     "WRITE",
+    "Flushable",
     "Listener",
     "Reactor",
     "ReactorStats",
@@ -100,6 +101,12 @@ def new_event_loop(backend: str = "auto") -> tuple[asyncio.AbstractEventLoop, st
         else:
             return uvloop.new_event_loop(), "uvloop"
     return asyncio.SelectorEventLoop(), "asyncio"
+
+
+class Flushable(Protocol):
+    """What :meth:`Reactor.flush_soon` queues: a connection with gathered writes."""
+
+    def _flush_soon(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -408,6 +415,9 @@ class Reactor:
         self._listeners: set[Listener] = set()
         self._reserve_fd: int | None = None
         self._closed = False
+        # Connections with writes gathered outside a read: flushed together
+        # by one callback at the end of this loop turn (see flush_soon).
+        self._to_flush: list[Flushable] = []
         self.loop.set_exception_handler(self._on_loop_exception)
 
     # -- time and timers -------------------------------------------------
@@ -419,6 +429,29 @@ class Reactor:
     def call_soon(self, fn: Callable[..., object], *args: object) -> asyncio.Handle:
         """Run ``fn(*args)`` on the next loop turn; returns a handle with ``cancel()``."""
         return self.loop.call_soon(fn, *args)
+
+    def flush_soon(self, item: Flushable) -> None:
+        """Call ``item._flush_soon()`` on the next loop turn, with all the others queued.
+
+        A broadcast to 1,000 connections queues 1,000 flushes; one loop
+        callback runs them all, instead of a handle per connection. An item
+        queued twice is flushed twice (the second finds nothing to send).
+        """
+        queue = self._to_flush
+        if not queue:
+            self.loop.call_soon(self._run_flushes)
+        queue.append(item)
+
+    def _run_flushes(self) -> None:
+        queue = self._to_flush
+        self._to_flush = []  # flushes may queue more: those go to the next turn
+        for item in queue:
+            try:
+                item._flush_soon()
+            except Exception as exc:  # a bug, not the peer's doing: report, flush the rest
+                self.loop.call_exception_handler(
+                    {"message": "flushing gathered writes failed", "exception": exc}
+                )
 
     def call_later(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
         """Run ``fn(*args)`` once after ``delay`` seconds; ``timer.cancel()`` to withdraw."""

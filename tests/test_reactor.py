@@ -293,3 +293,38 @@ def test_unclosed_reactor_warns(backend: str) -> None:
         gc.collect()
     messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert any(m.startswith("unclosed <daemonkit.reactor.Reactor") for m in messages), messages
+
+
+class _Gathered:
+    """Stands in for a connection with gathered writes."""
+
+    def __init__(self, name: str, log: list[str], fail: bool = False) -> None:
+        self.name, self.log, self.fail = name, log, fail
+        self.then: tuple[Reactor, _Gathered] | None = None
+
+    def _flush_soon(self) -> None:
+        self.log.append(self.name)
+        if self.then is not None:
+            reactor, item = self.then
+            reactor.flush_soon(item)  # queued while flushing: the next turn's
+        if self.fail:
+            raise RuntimeError(f"{self.name} broke")
+
+
+def test_flush_soon_runs_every_queued_item_in_one_callback(
+    reactor: Reactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    log: list[str] = []
+    a, b, c, late = (_Gathered(n, log) for n in ("a", "b", "c", "late"))
+    b.fail = True
+    a.then = (reactor, late)
+    turns: list[list[str]] = []
+    for item in (a, b, c, a):
+        reactor.flush_soon(item)  # a twice: flushed twice, as documented
+    reactor.call_soon(lambda: turns.append(list(log)))  # queued after the flushes
+    reactor.call_soon(lambda: reactor.call_soon(lambda: turns.append(list(log)) or reactor.stop()))
+    with caplog.at_level(logging.ERROR, logger="daemonkit.reactor"):
+        reactor.run()
+    # b raising did not stop c; 'late' (queued during the run) came one turn later.
+    assert turns == [["a", "b", "c", "a"], ["a", "b", "c", "a", "late", "late"]]
+    assert [r.getMessage() for r in caplog.records] == ["flushing gathered writes failed"]

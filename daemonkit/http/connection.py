@@ -41,7 +41,7 @@ import asyncio
 import collections
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from daemonkit.connection import CloseReason, Connection
 from daemonkit.errors import FramingError
@@ -415,7 +415,6 @@ class HttpConnection(Connection):
         x = self._x
         if x is not None and x.idle is not None:
             x.last_read = now
-        scheduled = self._flushing  # None, or a flush due later this turn
         self._flushing = True
         try:
             requests = framer.feed(data)
@@ -464,9 +463,6 @@ class HttpConnection(Connection):
                 t.write(out)
                 if self._x is not None:
                     self._drained()
-        if scheduled is not None:
-            # Written before this read and flushed with it: the flush is moot.
-            cast(asyncio.Handle, scheduled).cancel()
 
     def eof_received(self) -> bool:
         """Backend callback: the client half-closed.
