@@ -555,6 +555,14 @@ TARGETS: tuple[Target, ...] = (
         0.9,
     ),
     Target(
+        "lines-64-p16: daemonkit-lines-batch-uvloop (on_frames + send_all)"
+        " >= 0.9x raw-lines-coalesced",
+        "lines-64-p16",
+        "daemonkit-lines-batch-uvloop",
+        LINES_REF,
+        0.9,
+    ),
+    Target(
         "lines-64-p16: raw-lines-coalesced >= 3x twisted-lines (LineReceiver)",
         "lines-64-p16",
         LINES_REF,

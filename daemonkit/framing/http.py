@@ -471,6 +471,15 @@ class HttpRequestFramer(Framer):
         return self._seen
 
     @property
+    def reading_head(self) -> bool:
+        """True while the bytes of a request head are coming in (not a body, not paused).
+
+        Together with :attr:`buffered` this says which deadline applies to an
+        incomplete request: the header timeout, or the body's.
+        """
+        return self._state == _HEAD and self._error is None
+
+    @property
     def paused(self) -> bool:
         """True once a request ended the HTTP stream: nothing more is parsed.
 

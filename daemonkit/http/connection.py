@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from daemonkit.connection import CloseReason, Connection
 from daemonkit.errors import FramingError
-from daemonkit.framing.http import _HEAD as _FRAMER_READING_HEAD
 from daemonkit.framing.http import (
     LAST_CHUNK,
     HttpError,
@@ -664,7 +663,7 @@ class HttpConnection(Connection):
             self._phase = _IDLE
             self._since = now
             timeout = hh.keepalive_timeout
-        elif framer._state == _FRAMER_READING_HEAD:
+        elif framer.reading_head:
             if self._phase != _HEAD or fresh:
                 self._phase = _HEAD
                 self._since = now  # the head's deadline runs from its first byte

@@ -1061,3 +1061,21 @@ def test_responses_read_back_with_llhttp(
     sent = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in reader.headers]
     assert sent[: len(headers)] == [(n, v.strip()) for n, v in headers]
     assert (("connection", "close") in sent) == (not keep_alive)
+
+
+def test_reading_head_tells_a_head_from_a_body() -> None:
+    framer = HttpRequestFramer()
+    assert framer.reading_head  # waiting for the first head
+    assert framer.feed(b"POST /up HTTP/1.1\r\nHost: x\r\n") == []
+    assert framer.reading_head and framer.buffered > 0
+    assert framer.feed(b"Content-Length: 10\r\n\r\n12345") == []
+    assert not framer.reading_head  # half a body in
+    (request,) = framer.feed(b"67890")
+    assert request.body == b"1234567890"
+    assert framer.reading_head  # the next head, on a kept-alive connection
+    framer.feed(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert framer.paused and not framer.reading_head
+    broken = HttpRequestFramer()
+    with pytest.raises(ProtocolError):
+        broken.feed(b"\x00\x01 not http\r\n\r\n")
+    assert not broken.reading_head
