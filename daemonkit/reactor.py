@@ -418,6 +418,9 @@ class Reactor:
         # Connections with writes gathered outside a read: flushed together
         # by one callback at the end of this loop turn (see flush_soon).
         self._to_flush: list[Flushable] = []
+        # uvloop listens for signals only while it runs: see _catch_early_signals.
+        self._early: tuple[socket.socket, socket.socket] | None = None
+        self._early_old_fd = -1
         self.loop.set_exception_handler(self._on_loop_exception)
 
     # -- time and timers -------------------------------------------------
@@ -553,8 +556,52 @@ class Reactor:
         if handlers is None:
             self.loop.add_signal_handler(signum, self._dispatch_signal, signum)
             handlers = self._signals[signum] = []
+            if self.backend == "uvloop" and not self.loop.is_running():
+                self._catch_early_signals()
         handlers.append(handle)
         return handle
+
+    def _catch_early_signals(self) -> None:
+        """Keep the signals that arrive before uvloop runs, to replay them once it does.
+
+        uvloop points Python's signal wakeup fd at its own pipe only while the
+        loop runs; a signal in between (a SIGHUP or SIGTERM right after the
+        daemon said it was listening) would wait for the next signal to be
+        noticed. Until the loop runs, the wakeup fd is a socket pair of ours;
+        :meth:`_replay_early_signals` re-raises what it caught.
+        """
+        if self._early is not None:
+            return
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        try:
+            self._early_old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: no signal handlers either
+            reader.close()
+            writer.close()
+            return
+        self._early = (reader, writer)
+
+    def _replay_early_signals(self) -> None:
+        early = self._early
+        if early is None:
+            return
+        caught = b""
+        while True:
+            try:
+                chunk = early[0].recv(4096)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            caught += chunk
+        # Once each, in order: the kernel coalesces a pending signal too.
+        for signum in dict.fromkeys(caught):
+            if signum in self._signals:
+                signal.raise_signal(signum)  # the running loop notices it now
 
     def _dispatch_signal(self, signum: int) -> None:
         for handle in list(self._signals.get(signum, ())):
@@ -676,10 +723,14 @@ class Reactor:
 
     def run(self) -> None:
         """Run the loop until :meth:`stop` is called."""
+        if self._early is not None:
+            self.loop.call_soon(self._replay_early_signals)
         self.loop.run_forever()
 
     def run_until_complete(self, awaitable: Coroutine[Any, Any, T]) -> T:
         """Run the loop until ``awaitable`` completes and return its result."""
+        if self._early is not None:
+            self.loop.call_soon(self._replay_early_signals)
         return self.loop.run_until_complete(awaitable)
 
     def stop(self) -> None:
@@ -727,6 +778,15 @@ class Reactor:
             os.close(self._reserve_fd)
             self._reserve_fd = None
         self.loop.close()
+        early = self._early
+        if early is not None:
+            self._early = None
+            with contextlib.suppress(ValueError):
+                current = signal.set_wakeup_fd(self._early_old_fd)
+                if current != early[1].fileno():
+                    signal.set_wakeup_fd(current)  # no longer ours: leave it be
+            early[0].close()
+            early[1].close()
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         # The owner forgot close(): say so, as asyncio does for its loops.

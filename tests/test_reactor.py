@@ -328,3 +328,30 @@ def test_flush_soon_runs_every_queued_item_in_one_callback(
     # b raising did not stop c; 'late' (queued during the run) came one turn later.
     assert turns == [["a", "b", "c", "a"], ["a", "b", "c", "a", "late", "late"]]
     assert [r.getMessage() for r in caplog.records] == ["flushing gathered writes failed"]
+
+
+def test_a_signal_before_the_loop_runs_is_delivered_once_it_does(backend: str) -> None:
+    """uvloop listens for signals only while running; one sent just before must not wait."""
+    r = Reactor(backend)
+    got: list[int] = []
+    try:
+        r.on_signal(signal.SIGUSR1, got.append)
+        os.kill(os.getpid(), signal.SIGUSR1)  # after start, before the first loop turn
+        for _ in range(50):  # a few real turns for the replay to come round
+            if got:
+                break
+            r.call_soon(r.stop)
+            r.run()
+        assert got == [signal.SIGUSR1]
+        os.kill(os.getpid(), signal.SIGUSR1)  # later signals: once each, no echo of the first
+        r.call_soon(r.stop)
+        r.run()
+        for _ in range(50):
+            if len(got) == 2:
+                break
+            r.call_soon(r.stop)
+            r.run()
+        assert got == [signal.SIGUSR1, signal.SIGUSR1]
+    finally:
+        r.close()
+    assert signal.set_wakeup_fd(-1) == -1  # close() put the wakeup fd back
