@@ -294,14 +294,17 @@ class Connection(asyncio.Protocol):
             data = bytes(data)
         buf = self._wbuf
         if buf is None:
+            # Nothing gathered yet (so _wsize is 0), and perhaps no flush arranged.
             self._wbuf = data
-        elif isinstance(buf, bytes):
-            self._wbuf = [buf, data]
-        else:
-            buf.append(data)
-        size = self._wsize = self._wsize + len(data)
-        if self._flushing is None:
-            self._schedule_flush()
+            size = self._wsize = len(data)
+            if self._flushing is None:
+                self._schedule_flush()
+        else:  # gathered bytes always have their flush arranged
+            if type(buf) is bytes:
+                self._wbuf = [buf, data]
+            else:
+                buf.append(data)  # type: ignore[union-attr]
+            size = self._wsize = self._wsize + len(data)
         return size <= self._high or self._check_backlog()
 
     def send(self, frame: Any) -> bool:
