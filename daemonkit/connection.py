@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from daemonkit.errors import FrameTooLarge, FramingError
-from daemonkit.framing import Lines
 from daemonkit.log import connection_logger
 
 if TYPE_CHECKING:
@@ -160,13 +159,11 @@ class Connection(asyncio.Protocol):
         "_framer",
         "_high",
         "_host",
-        "_suffix",
         "_wbuf",
         "_wsize",
         "_x",
         "bytes_in",
         "bytes_out",
-        "closed",
         "id",
         "transport",
     )
@@ -180,8 +177,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.bytes_in = 0
         self.bytes_out = 0
-        self.closed = False
-        self._closing = False
+        # 0 open, 1 (or True) closing, 2 closed: one slot for both states.
+        self._closing: int = 0
         # Gathered writes: None, one bytes object (the common case: no list to
         # build and clear per read), or a list of them.
         self._wbuf: bytes | list[bytes] | None = None
@@ -201,11 +198,6 @@ class Connection(asyncio.Protocol):
         """
         self._host = host
         self._framer = framer
-        # Lines with a one-byte delimiter: send() gathers the frame and the
-        # delimiter without concatenating them (the dominant per-frame cost).
-        self._suffix: bytes | None = None
-        if isinstance(framer, Lines) and len(framer.delimiter) == 1:
-            self._suffix = framer.delimiter
         if self._high >= 0:
             self._high = host.write_high_water
 
@@ -254,9 +246,14 @@ class Connection(asyncio.Protocol):
         return getattr(self._host, "endpoint", None)
 
     @property
+    def closed(self) -> bool:
+        """True once the connection is gone (``on_close`` follows, or has run)."""
+        return self._closing == 2
+
+    @property
     def closing(self) -> bool:
         """True once :meth:`close` or :meth:`abort` was called or the peer went away."""
-        return self._closing
+        return self._closing != 0
 
     @property
     def idle_timeout(self) -> float | None:
@@ -269,7 +266,7 @@ class Connection(asyncio.Protocol):
         """Bytes written but not yet accepted by the kernel (gathered + the transport's)."""
         t = self.transport
         size = self._wsize
-        if t is not None and not self.closed:
+        if t is not None and self._closing != 2:
             size += t.get_write_buffer_size()
         return size
 
@@ -313,7 +310,10 @@ class Connection(asyncio.Protocol):
         With ``Lines`` framing ``conn.send(b"hi")`` writes ``b"hi\\n"``. Same
         return value as :meth:`write`.
         """
-        suffix = self._suffix
+        framer = self._framer
+        suffix = framer._suffix if framer is not None else None
+        # Lines with a one-byte delimiter: gather the frame and the delimiter
+        # without concatenating them (the dominant per-frame cost).
         if suffix is not None and type(frame) is bytes and frame.find(suffix) < 0:
             if self._closing:
                 return False
@@ -330,7 +330,6 @@ class Connection(asyncio.Protocol):
             if self._flushing is None:
                 self._schedule_flush()
             return size <= self._high or self._check_backlog()
-        framer = self._framer
         return self.write(framer.encode(frame) if framer is not None else frame)
 
     def send_all(self, frames: Iterable[Any]) -> bool:
@@ -344,14 +343,14 @@ class Connection(asyncio.Protocol):
         batch = frames if type(frames) is list else list(frames)
         if not batch:
             return not self._closing
-        suffix = self._suffix
+        framer = self._framer
+        suffix = framer._suffix if framer is not None else None
         if suffix is not None:
             data = suffix.join(batch)
             if data.count(suffix) == len(batch) - 1:
                 return self.write(data + suffix)
             # A frame holds the delimiter (or the join hid a bad one): let
             # encode() find it and raise its own error.
-        framer = self._framer
         if framer is None:
             return self.write(b"".join(batch))
         encode = framer.encode
@@ -474,7 +473,7 @@ class Connection(asyncio.Protocol):
         data = buf if isinstance(buf, bytes) else b"".join(buf)
         self._wsize = 0
         t = self.transport
-        if t is None or self.closed:
+        if t is None or self._closing == 2:
             return
         self.bytes_out += len(data)
         t.write(data)
@@ -492,19 +491,19 @@ class Connection(asyncio.Protocol):
         self._cancel_flush()
         self._flush()
         t.close()
-        if not self.closed and t.get_write_buffer_size():
+        if self._closing != 2 and t.get_write_buffer_size():
             deadline = self._host.close_timeout if timeout is None else timeout
             self._extras().close_timer = self._host.reactor.call_later(
                 deadline, self._on_close_deadline
             )
 
     def _abort(self, reason: CloseReason) -> None:
-        if self.closed:
+        if self._closing == 2:
             return
         x = self._extras()
         if not self._closing or x.reason is None:
             x.reason = reason
-        self._closing = True
+        self._closing = 1
         self._wbuf = None
         self._wsize = 0
         if self.transport is not None:
@@ -513,7 +512,7 @@ class Connection(asyncio.Protocol):
     def _on_close_deadline(self) -> None:
         x = self._extras()
         x.close_timer = None
-        if not self.closed:
+        if self._closing != 2:
             self.log.info(
                 "peer did not take %d buffered bytes within the close deadline; aborting",
                 self.write_buffer_size,
@@ -612,7 +611,7 @@ class Connection(asyncio.Protocol):
             data = buf if isinstance(buf, bytes) else b"".join(buf)
             self._wsize = 0
             t = self.transport
-            if t is not None and not self.closed:
+            if t is not None and self._closing < 2:  # not closed
                 self.bytes_out += len(data)
                 t.write(data)
                 if self._x is not None:
@@ -644,10 +643,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Backend callback: the socket is closed. Releases everything; ``on_close`` once."""
-        if self.closed:
+        if self._closing == 2:
             return
-        self.closed = True
-        self._closing = True
+        self._closing = 2
         x = self._x
         reason = x.reason if x is not None else None
         if reason is None:

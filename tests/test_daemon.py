@@ -735,8 +735,8 @@ def test_an_idle_connection_carries_no_extras(run_daemon: Any) -> None:
         conn = d.echoed(sock, b"hello")
         assert conn._x is None  # echoing made no timers, state, logger or close reason
         assert conn.idle_timeout is None
-        # 14 slots: a slot more costs 8 bytes on every connection of every daemon.
-        assert len(Connection.__slots__) <= 14
+        # 12 slots: a slot more costs 8 bytes on every connection of every daemon.
+        assert len(Connection.__slots__) <= 12
     wait_closed(d)
     assert d.reasons == [CloseReason.PEER_CLOSED]
 

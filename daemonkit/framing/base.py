@@ -59,6 +59,12 @@ class Framer(abc.ABC):
 
     __slots__ = ("_buffer", "_error", "_settings")
 
+    #: Not None when ``encode(frame)`` is ``frame + _suffix`` for every bytes
+    #: frame that does not contain ``_suffix`` (one byte): a connection then
+    #: gathers frame and suffix without calling :meth:`encode` (``Lines``
+    #: with a one-byte delimiter sets it).
+    _suffix: bytes | None = None
+
     def __init__(self, **settings: Any) -> None:
         self._settings = settings
         self._buffer = bytearray()

@@ -42,7 +42,7 @@ class Lines(Framer):
     :class:`~daemonkit.errors.ConfigError` (a :class:`ValueError`).
     """
 
-    __slots__ = ("_backoff", "_byte", "_delimiter", "_limit", "_max_length")
+    __slots__ = ("_backoff", "_delimiter", "_limit", "_max_length", "_suffix")
 
     def __init__(self, delimiter: bytes = b"\n", max_length: int = DEFAULT_MAX_LINE) -> None:
         delimiter = _to_bytes(delimiter)
@@ -55,9 +55,9 @@ class Lines(Framer):
         # A buffered partial line may end with the first len(delimiter) - 1
         # bytes of the delimiter: rescan those, and do not count them yet.
         self._backoff = len(delimiter) - 1
-        # A one-byte delimiter as an int: bytes.find(int) is the cheapest
-        # containment test (``in`` with bytes first tries int conversion).
-        self._byte = delimiter[0] if len(delimiter) == 1 else -1
+        # A one-byte delimiter: encode() is a concatenation after one find(),
+        # and connections gather frame and delimiter without calling encode().
+        self._suffix = delimiter if len(delimiter) == 1 else None
         self._limit = max_length + self._backoff
 
     @property
@@ -173,8 +173,8 @@ class Lines(Framer):
         else:
             line = _to_bytes(frame)
         delimiter = self._delimiter
-        if self._byte >= 0:
-            if line.find(self._byte) < 0:
+        if self._suffix is not None:
+            if line.find(delimiter) < 0:
                 return line + delimiter
             raise ValueError(f"cannot encode a line that contains the delimiter {delimiter!r}")
         data = line + delimiter

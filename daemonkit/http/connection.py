@@ -457,7 +457,7 @@ class HttpConnection(Connection):
             out = buf if isinstance(buf, bytes) else b"".join(buf)
             self._wsize = 0
             t = self.transport
-            if t is not None and not self.closed:
+            if t is not None and self._closing < 2:  # not closed
                 self.bytes_out += len(out)
                 t.write(out)
                 if self._x is not None:
