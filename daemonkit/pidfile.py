@@ -174,13 +174,7 @@ class Pidfile:
         """
         if self._fd is None:
             raise RuntimeError(f"the pidfile {self.path} is not held")
-        fd, temp = self._locked_temp(os.getpid())
-        try:
-            os.rename(temp, self.path)
-        except OSError as exc:
-            os.close(fd)
-            os.unlink(temp)
-            raise PidfileError(f"cannot rewrite the pidfile {self.path}: {exc.strerror}") from exc
+        fd = self._put_locked("rewrite")
         old, self._fd = self._fd, fd
         os.close(old)
 
@@ -196,14 +190,18 @@ class Pidfile:
         """
         if self._fd is not None:
             raise RuntimeError(f"the pidfile {self.path} is already held")
+        self._fd = self._put_locked("take over")
+
+    def _put_locked(self, action: str) -> int:
+        """Put a file recording our pid at :attr:`path`, locked; return its descriptor."""
         fd, temp = self._locked_temp(os.getpid())
         try:
             os.rename(temp, self.path)
         except OSError as exc:
             os.close(fd)
             os.unlink(temp)
-            raise PidfileError(f"cannot take over the pidfile {self.path}: {exc.strerror}") from exc
-        self._fd = fd
+            raise PidfileError(f"cannot {action} the pidfile {self.path}: {exc.strerror}") from exc
+        return fd
 
     def release(self) -> bool:
         """Remove the file if it still records our pid, then drop the lock; idempotent.
