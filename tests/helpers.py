@@ -1,11 +1,14 @@
-"""Small blocking-socket helpers for tests."""
+"""Small blocking-socket helpers for tests, and a hook on the daemonkit loggers."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,3 +59,19 @@ def wait_for_port(
             if time.monotonic() > deadline:
                 raise AssertionError(f"nothing listening on port {port} after {timeout}s") from None
             time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def daemonkit_log_to(emit: Callable[[logging.LogRecord], object]) -> Iterator[None]:
+    """Call ``emit(record)`` for every record of the daemonkit loggers, DEBUG up, meanwhile."""
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = emit  # type: ignore[method-assign, assignment]
+    logger = logging.getLogger("daemonkit")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

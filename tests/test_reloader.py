@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import socket
@@ -19,7 +18,7 @@ import pytest
 from daemonkit import Daemon
 from daemonkit.control import Operations, RequestError
 from daemonkit.reloader import ENV_RELOAD_CHILD, Reloader, is_reload_child, reload_paths
-from tests.helpers import PYTHON, ROOT, free_port, recv_until
+from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until
 
 # The daemon under development: answers "VERSION PID". Versions differ in
 # length, so even a file system with coarse timestamps sees each edit.
@@ -74,15 +73,8 @@ def _gone(pid: int) -> bool:
 @pytest.fixture
 def reload_log() -> Iterator[list[str]]:
     records: list[str] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("daemonkit")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    with daemonkit_log_to(lambda r: records.append(r.getMessage())):
+        yield records
 
 
 def test_polling_reloader_restarts_on_change_and_waits_out_a_crash(

@@ -31,7 +31,7 @@ from daemonkit.upgrade import (
     report_start_failure,
     upgrading_from,
 )
-from tests.helpers import PYTHON, ROOT, free_port, recv_until, wait_for_port
+from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until, wait_for_port
 
 # The daemon under test: a Lines echo that answers "PID LINE", refuses to
 # import while FLAG exists (a broken release) and allocates on "alloc MB".
@@ -72,15 +72,8 @@ WAIT = 20.0
 def log_records() -> Iterator[list[logging.LogRecord]]:
     """Every record of the daemonkit loggers during the test."""
     records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("daemonkit")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    with daemonkit_log_to(records.append):
+        yield records
 
 
 class Served:
