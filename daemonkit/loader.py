@@ -74,8 +74,16 @@ def load_class(target: str, base: type[T]) -> type[T]:
     return found[0]
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, but a path we may not look at is a LoadError, not a traceback."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise LoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
 def _import(spec: str) -> ModuleType:
-    if spec.endswith(".py") or "/" in spec or Path(spec).is_file():
+    if spec.endswith(".py") or "/" in spec or _is_file(Path(spec)):
         return _import_file(Path(spec))
     # `daemonkit mydaemon` from the console script must find ./mydaemon.py as
     # `python -m daemonkit mydaemon` does (uvicorn's --app-dir "." likewise).
@@ -92,7 +100,7 @@ def _import(spec: str) -> ModuleType:
 
 
 def _import_file(path: Path) -> ModuleType:
-    if not path.is_file():
+    if not _is_file(path):
         raise LoadError(f"no such file: {path}")
     name = f"_daemonkit_target_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(name, path)

@@ -39,6 +39,48 @@ def spawn(*args: str, env: dict[str, str] | None = None, **kw: object) -> subpro
     )
 
 
+# `python -c RUN_AS_NOBODY ARGS...`: the CLI as uid 65534 when started as root (root
+# may read and write anywhere), as the caller otherwise. locale is imported lazily
+# by argparse's gettext, and is unreadable once we are uid 65534 when the
+# interpreter lives in a directory only root may enter.
+RUN_AS_NOBODY = (
+    "import os, sys, locale; from daemonkit import cli\n"
+    "if os.geteuid() == 0:\n"
+    "    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+    "sys.exit(cli.main(sys.argv[1:]))\n"
+)
+
+
+def run_as_nobody(*args: str, timeout: float = 30) -> tuple[int, str]:
+    """Run the CLI with ``args`` as an unprivileged user; return its exit code and stderr."""
+    proc = subprocess.Popen(
+        [PYTHON, "-c", RUN_AS_NOBODY, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=dict(os.environ, NO_COLOR="1"),
+    )
+    return finish(proc, timeout)
+
+
+def test_unreadable_daemon_file_is_a_load_error(tmp_path: Path) -> None:
+    """A file the user may not look at gives one clear line and exit 3, not a traceback."""
+    secret = tmp_path / "secret"
+    secret.mkdir(mode=0o700)  # root's: uid 65534 may not enter
+    app = secret / "app.py"
+    app.write_text(Path(ECHO).read_text())
+    tmp_path.chmod(0o755)
+    if os.geteuid() != 0:
+        secret.chmod(0o000)
+    try:
+        code, err = run_as_nobody(str(app), "--listen", "tcp://127.0.0.1:0")
+    finally:
+        secret.chmod(0o700)
+    assert code == cli.EXIT_LOAD, err
+    assert err.count("\n") == 1, err
+    assert f"cannot read {app}: Permission denied" in err
+
+
 def finish(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[int, str]:
     try:
         _, err = proc.communicate(timeout=timeout)

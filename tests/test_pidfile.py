@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ import pytest
 from daemonkit import cli
 from daemonkit.pidfile import PIDFILE_MODE, AlreadyRunning, Pidfile, PidfileError, read_pid
 from tests.helpers import PYTHON, ROOT, free_port, wait_for_port
-from tests.test_cli import ECHO, finish, spawn
+from tests.test_cli import ECHO, finish, run_as_nobody, spawn
 
 # Real seconds a test waits for a process or a file before failing.
 DEADLINE = 20.0
@@ -189,29 +192,28 @@ def test_cli_missing_directory_exits_with_config_error(
     assert err.count("\n") == 1 and "does not exist" in err
 
 
-def test_cli_unwritable_directory_is_a_permission_error(tmp_path: Path) -> None:
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user may enter and read (pytest's own live under a 0700 one)."""
+    path = Path(tempfile.mkdtemp(prefix="daemonkit-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_cli_unwritable_directory_is_a_permission_error(open_dir: Path) -> None:
     """Run as an unprivileged user (root may write anywhere): a clear line and exit 6."""
-    locked = tmp_path / "locked"
+    locked = open_dir / "locked"
     locked.mkdir(mode=0o755)  # others may enter and read, not write
-    tmp_path.chmod(0o755)  # pytest's tmp dirs are 0700: let the unprivileged user in
-    drop = (
-        # locale: imported lazily by argparse's gettext, and unreadable once we
-        # are uid 65534 when the interpreter lives in a directory only root may enter.
-        "import os, sys, locale; from daemonkit import cli\n"
-        "if os.geteuid() == 0:\n"
-        "    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n"
-    )
+    # A copy of the daemon the unprivileged user can read wherever the checkout
+    # lives (a clone in a 0700 directory would fail on loading, not on the pidfile).
+    app = open_dir / "echo_daemon.py"
+    app.write_text(Path(ECHO).read_text())
     if os.geteuid() != 0:
         locked.chmod(0o555)
-    proc = subprocess.Popen(
-        [PYTHON, "-c", drop, ECHO, "--listen", "tcp://127.0.0.1:0", "--pidfile", f"{locked}/a.pid"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-        env=dict(os.environ, NO_COLOR="1"),
+    code, err = run_as_nobody(
+        str(app), "--listen", "tcp://127.0.0.1:0", "--pidfile", f"{locked}/a.pid", timeout=DEADLINE
     )
-    code, err = finish(proc, DEADLINE)
     assert code == cli.EXIT_PERMISSION, err
     assert err.count("\n") == 1, err
     assert f"cannot write the pidfile {locked}/a.pid: Permission denied" in err
