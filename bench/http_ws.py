@@ -1,6 +1,6 @@
 """HTTP hello world and WebSocket echo: daemonkit against uvicorn, aiohttp and websockets.
 
-The performance targets of issue 3, measured in one run:
+The HTTP and WebSocket speed targets, measured in one run:
 
 * HTTP: ``wrk -t1 -c100 --latency`` (keep-alive) against ``Hello, world!``
   (text/plain, 14 bytes) from daemonkit (``examples/http_hello.py`` as it

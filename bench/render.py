@@ -737,7 +737,7 @@ def render(path: Path, docs: Path, *, echo: bool = True) -> str:
         "",
         "## Targets",
         "",
-        "The ratios issue 6 asks for (reported, not asserted: a MISS does not fail the run).",
+        "The speed targets (reported, not asserted: a MISS does not fail the run).",
         "",
     ]
     verdicts = verdict_lines(res)

@@ -15,9 +15,13 @@ The rules it keeps:
   A log file is never coloured.
 * **A log file can be reopened** (:meth:`LogConfig.reopen`), so logrotate can
   rename it and the daemon carries on writing at the original path.
-* **Storms are collapsed.** :class:`StormFilter` lets the first of a run of
-  identical records through and turns the rest into one summary line, so fd
-  exhaustion does not write "accept failed" twenty thousand times.
+* **Storms are collapsed, lifecycle lines never.** :class:`StormFilter` lets
+  the first of a run of identical records through and turns the rest into one
+  summary line, so fd exhaustion does not write "accept failed" twenty
+  thousand times. It collapses what can come in storms — warnings and errors,
+  and anything a connection logger writes (one line per peer) — and lets the
+  daemon's own INFO/DEBUG lines ("listening on", "SIGHUP: reloading") through
+  at once, however alike they are.
 * **The hot path stays cheap.** :class:`ConnectionLogger` prefixes
   ``#<id> <peer>`` only after the level check has passed; a disabled
   ``debug()`` costs one cached ``isEnabledFor``.
@@ -169,6 +173,12 @@ def _make_formatter(colored: bool) -> logging.Formatter:
 class StormFilter(logging.Filter):
     """Collapse a storm of identical log records into one line and one summary.
 
+    Only records that can come in storms are considered: those at WARNING or
+    above, and those written through a :class:`ConnectionLogger` (a line per
+    peer, which a hostile client can multiply). Every other record — the
+    daemon's own lifecycle lines at INFO or DEBUG, such as each endpoint's
+    "listening on" — passes at once, untouched.
+
     Two records are "the same" when they share the logger name, the level,
     the message *template* (``record.msg``, not the formatted arguments, so
     ``"accept failed: %s"`` from many peers is one storm) and the exception
@@ -217,7 +227,7 @@ class StormFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Return False if *record* repeats a key within its window; emit due summaries first."""
-        if getattr(record, _SUMMARY_ATTR, False):
+        if getattr(record, _SUMMARY_ATTR, False) or not _collapsible(record):
             return True
         key = _storm_key(record)
         now = record.created
@@ -315,6 +325,11 @@ class _Storm:
 
 # LogRecord attribute where ConnectionLogger keeps the unprefixed template.
 _TEMPLATE_ATTR = "daemonkit_template"
+
+
+def _collapsible(record: logging.LogRecord) -> bool:
+    """True for records that come in storms: warnings and up, and per-connection lines."""
+    return record.levelno >= logging.WARNING or hasattr(record, _TEMPLATE_ATTR)
 
 
 def _storm_key(record: logging.LogRecord) -> tuple[object, ...]:

@@ -688,3 +688,48 @@ def test_same_error_from_many_connections_is_one_storm() -> None:
     assert len(lines) == 2, lines
     assert "#1 127.0.0.1:5001 bad input: x" in lines[0]
     assert "(repeated 99 times" in lines[1]
+
+
+def test_distinct_lifecycle_lines_are_written_at_once(configure: Setup) -> None:
+    """Issue: three "listening on" lines in one second showed as one, then a summary."""
+    out = io.StringIO()
+    config = configure(stream=out)
+    logger = config.logger
+    for port in (7001, 7002, 7003):
+        logger.info("listening on %s", f"tcp://127.0.0.1:{port}")
+    logger.info("SIGHUP: reloading")
+    logger.info("SIGHUP: reloading")
+    # Written before any later record arrives, not held back for a summary.
+    assert messages(out.getvalue()) == [
+        "listening on tcp://127.0.0.1:7001",
+        "listening on tcp://127.0.0.1:7002",
+        "listening on tcp://127.0.0.1:7003",
+        "SIGHUP: reloading",
+        "SIGHUP: reloading",
+    ]
+    config.close()
+
+
+def test_peer_caused_info_lines_still_collapse(configure: Setup) -> None:
+    """Lines from connection loggers are what a hostile peer can multiply: they collapse."""
+    out = io.StringIO()
+    config = configure(stream=out)
+    for i in range(100):
+        conn_log = log.connection_logger(config.logger, i, f"127.0.0.1:{5000 + i}")
+        conn_log.info("bad request; answering 400 and closing")
+    config.close()
+    written = messages(out.getvalue())
+    assert written[0] == "#0 127.0.0.1:5000 bad request; answering 400 and closing"
+    assert len(written) == 2
+    assert written[1].endswith("(repeated 99 times in the last 0.0s)")
+
+
+def test_storm_filter_passes_own_info_records_and_collapses_warnings() -> None:
+    sink = Sink()
+    storm = log.StormFilter(sink=sink)
+    infos = [rec("listening on %s", 0.1 * i, f"p{i}", level=logging.INFO) for i in range(3)]
+    assert [storm.filter(r) for r in infos] == [True] * 3
+    warnings = [rec("accept failed: %s", 0.1 * i, f"p{i}", level=logging.WARNING) for i in range(3)]
+    assert [storm.filter(r) for r in warnings] == [True, False, False]
+    storm.flush()
+    assert sink.messages == ["accept failed: p2 (repeated 2 times in the last 0.2s)"]

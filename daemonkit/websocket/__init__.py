@@ -62,7 +62,7 @@ from daemonkit.framing.websocket import (
     Deflate,
 )
 from daemonkit.websocket.handshake import HandshakeError
-from daemonkit.websocket.session import WebSocketSession, accept, session
+from daemonkit.websocket.sessions import WebSocketSession, accept, session
 from daemonkit.websocket.settings import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_COMPRESSION,
