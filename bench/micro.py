@@ -131,7 +131,7 @@ def _timer_variants() -> dict[str, Callable[[list[float], list[float]], float]]:
     def daemonkit_variant(through_daemon: bool) -> Callable[..., float]:
         def run(background: list[float], delays: list[float]) -> float:
             from daemonkit import Daemon
-            from daemonkit.reactor import Reactor
+            from daemonkit.core.reactor import Reactor
 
             reactor = Reactor(backend)
             daemon = Daemon(listen="tcp://127.0.0.1:0")
@@ -205,7 +205,7 @@ def bench_timers(n: int, rounds: int) -> None:
 
 def _daemonkit_reads(n: int, reads: int, timeout: bool) -> float:
     from daemonkit import Daemon
-    from daemonkit.reactor import Reactor
+    from daemonkit.core.reactor import Reactor
     from daemonkit.testing import MemoryTransport
 
     class Quiet(Daemon):

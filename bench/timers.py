@@ -58,7 +58,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemonkit.timers import FakeClock, MonotonicClock, TimerQueue
+from daemonkit.core.timers import FakeClock, MonotonicClock, TimerQueue
 
 try:
     import uvloop

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from daemonkit.connection import CloseReason, Connection
+from daemonkit.core.connection import CloseReason, Connection
+from daemonkit.core.endpoints import Address, Endpoint, parse_endpoint
+from daemonkit.core.reactor import READ, TIMEOUT, WRITE, Reactor
+from daemonkit.core.timers import FakeClock, Timer
 from daemonkit.daemon import ConnectionSet, Daemon, StartError
-from daemonkit.endpoints import Address, Endpoint, parse_endpoint
 from daemonkit.errors import (
     ConfigError,
     DaemonkitError,
@@ -29,12 +31,10 @@ from daemonkit.errors import (
     LoadError,
     ProtocolError,
 )
+from daemonkit.framework.groups import Group
+from daemonkit.framework.handler import Handler
 from daemonkit.framing import Framer, LengthPrefixed, Lines, Netstrings, Raw
-from daemonkit.groups import Group
-from daemonkit.handler import Handler
-from daemonkit.reactor import READ, TIMEOUT, WRITE, Reactor
-from daemonkit.timers import FakeClock, Timer
-from daemonkit.udp import UdpHost
+from daemonkit.protocols.udp import UdpHost
 
 __all__ = [
     "READ",

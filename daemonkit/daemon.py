@@ -22,27 +22,29 @@ import socket
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from daemonkit.connection import CloseReason, Connection
-from daemonkit.endpoints import Address, Endpoint
-from daemonkit.errors import ConfigError, DaemonkitError
-from daemonkit.groups import Group
-from daemonkit.handler import Handler
-from daemonkit.hosts import EndpointHost, StreamHost, framer_factory
-from daemonkit.memguard import DEFAULT_MEMORY_CHECK_INTERVAL, check_memory_settings
-from daemonkit.reactor import Listener, Reactor
-from daemonkit.timers import Clock, Timer
-from daemonkit.upgrade import UpgradeError, Upgrader
+from daemonkit.core.connection import CloseReason, Connection
+from daemonkit.core.endpoints import Address, Endpoint
+from daemonkit.core.reactor import Listener, Reactor
+from daemonkit.core.timers import Clock, Timer
+from daemonkit.errors import ConfigError, DaemonkitError, UpgradeError
+from daemonkit.framework.groups import Group
+from daemonkit.framework.handler import Handler
+from daemonkit.framework.hosts import EndpointHost, StreamHost, framer_factory
+from daemonkit.protocols.http.host import HttpHost
+from daemonkit.protocols.udp import UdpHost
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_WRITE_BUFFER",
+    "DEFAULT_MEMORY_CHECK_INTERVAL",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "DEFAULT_WRITE_HIGH_WATER",
     "DEFAULT_WRITE_LOW_WATER",
     "ConnectionSet",
     "Daemon",
     "StartError",
+    "check_memory_settings",
     "override_listen",
 ]
 
@@ -68,9 +70,26 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 #: Seconds a graceful stop waits for connections to drain; Kubernetes sends
 #: SIGKILL 30 s after SIGTERM, so stay well inside that.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+#: Seconds between two RSS samples. RoadRunner's supervisor samples every
+#: second (``watch_tick``); a leak grows over minutes to hours, and each
+#: sample is a read of /proc, so every 5 s is prompt and costs nothing.
+DEFAULT_MEMORY_CHECK_INTERVAL = 5.0
 #: Seconds an immediate stop waits for aborted connections to report
 #: connection_lost (they do so on the next loop turn; this only guards a bug).
 STOP_BACKSTOP = 2.0
+
+
+def check_memory_settings(max_memory: object, interval: object) -> None:
+    """Refuse a bad ``max_memory`` or ``memory_check_interval`` with a :class:`ConfigError`."""
+    if max_memory is not None and (
+        not isinstance(max_memory, int) or isinstance(max_memory, bool) or max_memory <= 0
+    ):
+        raise ConfigError(
+            f"max_memory must be a number of bytes > 0 or None, not {max_memory!r} "
+            "(on the command line: --max-memory 512M)"
+        )
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or not interval > 0:
+        raise ConfigError(f"memory_check_interval must be seconds > 0, not {interval!r}")
 
 
 class StartError(DaemonkitError):
@@ -108,6 +127,20 @@ class ConnectionSet:
         """The live connection with this id, or None."""
         return self._by_id.get(conn_id)
 
+    def track_ages(self) -> None:
+        """Keep each connection's accept time from now on (see :meth:`accepted_at`).
+
+        Off by default: memory per idle connection is a target of its own.
+        The control socket and metrics turn it on.
+        """
+        if self._since is None:
+            self._since = {}
+
+    def accepted_at(self, conn_id: int) -> float | None:
+        """When the live connection ``conn_id`` was accepted (reactor clock), if tracked."""
+        since = self._since
+        return since.get(conn_id) if since is not None else None
+
     def _add(self, conn: Connection) -> None:
         self._by_id[conn.id] = conn
         since = self._since
@@ -137,7 +170,7 @@ def _open_file_limit() -> int:
 class Daemon(Handler):
     """Subclass this, set ``listen``, and fill in the callbacks you need.
 
-    ``listen`` is an endpoint string, an :class:`~daemonkit.endpoints.Endpoint`
+    ``listen`` is an endpoint string, an :class:`~daemonkit.core.endpoints.Endpoint`
     (its own framing, handler, TLS files, options) or a list of them; the
     daemon handles every endpoint that names no other handler.
 
@@ -161,7 +194,7 @@ class Daemon(Handler):
     ``conn.send_all()``): one call per read instead of one per frame.
 
     ``on_close`` is called exactly once for every connection that got
-    ``on_accept``, with a :class:`~daemonkit.connection.CloseReason`.
+    ``on_accept``, with a :class:`~daemonkit.core.connection.CloseReason`.
     Connections still open at stop get ``on_close(conn, "shutdown")`` after
     ``on_stop``.
 
@@ -186,12 +219,12 @@ class Daemon(Handler):
     #: SIGHUP reloads and SIGUSR1 reopens the log file without it; SIGUSR2
     #: upgrades unless listed here).
     signals: ClassVar[Sequence[int]] = ()
-    #: Path of the control socket (see daemonkit.control), or None.
+    #: Path of the control socket (see daemonkit.ops.control), or None.
     control: str | None = None
     #: Endpoint serving Prometheus metrics over HTTP (``tcp://127.0.0.1:9100``), or None.
     metrics: str | None = None
     #: Resident memory (bytes) past which the daemon recycles itself with a
-    #: zero-downtime upgrade (see daemonkit.upgrade), or None.
+    #: zero-downtime upgrade (see daemonkit.ops.upgrade), or None.
     max_memory: int | None = None
     #: Seconds between two samples of resident memory when ``max_memory`` is set.
     memory_check_interval: float = DEFAULT_MEMORY_CHECK_INTERVAL
@@ -247,10 +280,9 @@ class Daemon(Handler):
         self._hosts: list[EndpointHost] = [_host_for(self, e) for e in self.endpoints]
         self._groups: dict[str, Group] = {}
         self._inherited: dict[str, socket.socket] = {}
-        # Process-level hooks (daemonkit.process, daemonkit.systemd), called with
-        # "bound", "ready", "reloading", "reloaded" and "stopping".
+        # Operations' hooks (add_lifecycle_hook), called with each lifecycle event.
         self._lifecycle: list[Callable[[str], object]] = []
-        self._upgrader: Upgrader | None = None
+        self._upgrade_handler: Callable[[], int] | None = None
 
     # -- callbacks (override) --------------------------------------------
 
@@ -267,7 +299,7 @@ class Daemon(Handler):
         """Called for each signal listed in the ``signals`` setting."""
 
     # on_accept, on_read, on_drain, on_timeout, on_close and on_error come
-    # from Handler, with their defaults (see daemonkit.handler).
+    # from Handler, with their defaults (see daemonkit.framework.handler).
 
     # ``on_frames(conn, frames)`` is looked up, not defined here: define it to
     # get, with a framer, all the frames one read completed as one list,
@@ -315,9 +347,6 @@ class Daemon(Handler):
             raise RuntimeError("adopt() must be called before the daemon starts")
         self._inherited[name] = sock
 
-    def _take_inherited(self, endpoint: Endpoint) -> socket.socket | None:
-        return self._inherited.pop(str(endpoint.name), None)
-
     def host(self, name: str) -> EndpointHost:
         """The host of the endpoint named ``name`` (its listener, counters).
 
@@ -334,6 +363,90 @@ class Daemon(Handler):
             if host.endpoint.name == name and host.address is not None:
                 return host.address
         raise KeyError(f"no bound endpoint named {name!r}")
+
+    # -- for endpoint hosts and operations -----------------------------------
+    # Endpoint hosts see the daemon through the narrow EndpointOwner interface
+    # (daemonkit.framework.hosts); operations (daemonkit.ops) use these and the
+    # public attributes above. Users may call them; overriding them breaks the
+    # daemon's books.
+
+    def is_stopping(self) -> bool:
+        """True once a stop (graceful or immediate) has begun."""
+        return self._stopping
+
+    def is_stopped(self) -> bool:
+        """True once the stop has finished (every connection closed, cleanups run)."""
+        return self._stopped
+
+    @property
+    def endpoint_hosts(self) -> tuple[EndpointHost, ...]:
+        """The endpoint hosts, one per endpoint, in ``listen`` order."""
+        return tuple(self._hosts)
+
+    @property
+    def inherited_sockets(self) -> dict[str, socket.socket]:
+        """Sockets handed over and not yet taken, by name (``adopt`` fills it).
+
+        Endpoint names for endpoints; operations keep their own sockets under
+        ``"@"`` names (``"@control"``, ``"@metrics"``) across an upgrade.
+        Whoever takes a socket out owns it.
+        """
+        return self._inherited
+
+    def add_lifecycle_hook(self, hook: Callable[[str], object]) -> None:
+        """Call ``hook(event)`` at each lifecycle event, in the order hooks were added.
+
+        Events: ``"bound"`` (listeners bound, before ``on_start``; ``"started"``
+        instead when started with ``bind=False``), ``"ready"`` (accepting),
+        ``"reloading"``/``"reloaded"`` (around ``on_reload``), ``"stopping"``.
+        This is how operations (pidfile, systemd, control socket, upgrade)
+        attach to a daemon without the daemon knowing them. A hook that
+        raises at ``"bound"`` aborts the start with its exception.
+        """
+        self._lifecycle.append(hook)
+
+    def set_upgrade_handler(self, handler: Callable[[], int] | None) -> None:
+        """What :meth:`upgrade` (and SIGUSR2) calls: returns the new process's pid.
+
+        Set by :mod:`daemonkit.ops.upgrade` when the runner attaches it;
+        without one, :meth:`upgrade` raises :class:`~daemonkit.errors.UpgradeError`.
+        """
+        self._upgrade_handler = handler
+
+    def admit_connection(self) -> bool:
+        """May one more client be accepted? No while stopping or at ``max_connections``.
+
+        A refusal is counted in ``stats["rejected"]``.
+        """
+        limit = self.max_connections
+        pending = sum(listener.pending for listener in self.listeners)
+        if self._stopping or (limit is not None and len(self.connections) + pending >= limit):
+            self.stats["rejected"] += 1
+            return False
+        return True
+
+    def new_connection_id(self) -> int:
+        """The next connection id (unique within this daemon, from 1)."""
+        return next(self._ids)
+
+    def take_inherited(self, name: str) -> socket.socket | None:
+        """Remove and return the socket handed over under ``name``, or None."""
+        return self._inherited.pop(name, None)
+
+    def connection_opened(self, conn: Connection) -> None:
+        """Book a new connection: it joins :attr:`connections`; ``stats["accepted"]`` counts it."""
+        self.connections._add(conn)
+        self.stats["accepted"] += 1
+
+    def connection_closed(self, conn: Connection) -> None:
+        """Book a closed connection (before its ``on_close``): out of the set and its groups."""
+        self.connections._remove(conn)
+        self._leave_groups(conn)
+        self.stats["closed"] += 1
+
+    def check_drained(self) -> None:
+        """During a stop, finish it once no connection is left (after an ``on_close``)."""
+        self._maybe_finish()
 
     def after(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
         """Run ``fn(*args)`` once after ``delay`` seconds; cancelled at stop."""
@@ -360,7 +473,7 @@ class Daemon(Handler):
         return obj
 
     def group(self, name: str) -> Group:
-        """The broadcast group ``name`` (made on first use); see :class:`~daemonkit.groups.Group`.
+        """The broadcast group ``name`` (made on first use); see :class:`~daemonkit.Group`.
 
         Members leave when their connection closes; an empty group is forgotten.
         """
@@ -451,30 +564,37 @@ class Daemon(Handler):
         ``install_signals=False`` leaves signal handling alone (needed when
         running outside the main thread, as :class:`~daemonkit.testing.DaemonRunner`
         does). ``on_ready(daemon)`` runs in the loop once it accepts.
+
+        This is :func:`daemonkit.ops.runner.run`: it attaches the operations
+        the settings ask for (``control``, ``metrics``, ``max_memory``, the
+        upgrade hand-over) and serves. :meth:`start` alone starts the bare
+        daemon on a reactor of the caller's.
         """
-        reactor = Reactor(backend, clock=clock, log=self.log)
-        try:
-            self.start(reactor, install_signals=install_signals)
-            if on_ready is not None:
-                reactor.call_soon(on_ready, self)
-            reactor.run()
-        finally:
-            self._teardown()
-            reactor.close()
-            self._reactor = None
+        # The one import that goes up a layer: the composition root lives in
+        # the operations layer, which imports the daemon, never the reverse.
+        from daemonkit.ops.runner import run
+
+        run(
+            self,
+            backend=backend,
+            clock=clock,
+            install_signals=install_signals,
+            on_ready=on_ready,
+        )
 
     def start(self, reactor: Reactor, *, install_signals: bool = True, bind: bool = True) -> None:
         """Bind the listeners, install signal handlers and call ``on_start`` on ``reactor``.
 
         For embedding: the caller runs and closes the reactor. ``run()`` is
-        the usual way in. A daemon object runs once; make a new one to run again.
+        the usual way in; it also attaches operations (control socket,
+        metrics, upgrade, memory guard), which ``start()`` alone does not —
+        call :func:`daemonkit.ops.runner.attach` first for those. A daemon
+        object runs once; make a new one to run again.
         ``bind=False`` starts it without listeners, for a caller that hands it
         connections itself (the in-memory :class:`~daemonkit.testing.Simulation`).
         """
         if self._reactor is not None or self._stopped:
             raise RuntimeError(f"{type(self).__name__} already ran; create a new instance")
-        # Before binding: adopts the listeners an upgrade handed over (daemonkit.upgrade).
-        upgrader = Upgrader(self) if bind else None
         self._reactor = reactor
         # The hot helpers go straight to the timer queue: no wrapper calls.
         self.after = reactor.timers.call_later  # type: ignore[method-assign]
@@ -501,12 +621,9 @@ class Daemon(Handler):
                 ) from exc
             if isinstance(host, StreamHost) and host.listener is not None:
                 self.listeners.append(host.listener)
-        if bind and (self.control is not None or self.metrics is not None):
-            from daemonkit.control import Operations  # binds; releases itself at stop
-
-            self.connections._since = {}  # connection ages, for ``ctl connections``
-            self._operations = Operations.start(self, reactor)
-        self._announce("bound")  # e.g. drop privileges: after binding, before on_start
+        # Operations open their own sockets here (the control socket, metrics),
+        # and privileges are dropped: after binding, before on_start.
+        self._announce("bound" if bind else "started")
         try:
             self.on_start()
         except Exception as exc:
@@ -520,12 +637,10 @@ class Daemon(Handler):
             name = host.endpoint.name
             label = "" if name == host.address.scheme else f"{name} "
             self.log.info("listening on %s%s (backend %s)", label, host.address, reactor.backend)
-        # Before the process we replace hears of it: systemd must learn our
-        # pid (MAINPID=) and the pidfile must name us before that one exits.
+        # Before the process we replace hears of it (the upgrader's "ready"
+        # hook, added last): systemd must learn our pid (MAINPID=) and the
+        # pidfile must name us before that one exits.
         self._announce("ready")
-        if upgrader is not None:
-            self._upgrader = upgrader
-            upgrader.start(reactor)  # tells the process we replace, arms the memory guard
 
     def _announce(self, event: str) -> None:
         for hook in self._lifecycle:
@@ -581,12 +696,12 @@ class Daemon(Handler):
         Starts the new process (same command line, listeners inherited) and
         returns its pid; once it listens, this daemon stops gracefully. If it
         fails, this daemon goes on serving and logs why. See
-        :mod:`daemonkit.upgrade`. Raises :class:`~daemonkit.upgrade.UpgradeError`
+        :mod:`daemonkit.ops.upgrade`. Raises :class:`~daemonkit.ops.upgrade.UpgradeError`
         when no upgrade can begin now (not running, stopping, one under way).
         """
-        if self._upgrader is None:
+        if self._upgrade_handler is None:
             raise UpgradeError("the daemon is not running (start it with run() or the CLI)")
-        return self._upgrader.upgrade()
+        return self._upgrade_handler()
 
     def _on_usr1(self, signum: int) -> None:
         if self._on_log_reopen is not None:
@@ -637,13 +752,20 @@ class Daemon(Handler):
             except Exception:
                 self.log.exception("cleanup of %r failed", obj)
 
-    def _teardown(self) -> None:
-        """After the loop ended (normally or not): release what is left."""
+    def release_after_run(self) -> None:
+        """After the loop ended (normally or not): release what is left.
+
+        Aborts the connections still open, closes every endpoint and runs the
+        cleanups; the daemon then forgets its reactor (its owner closes it).
+        :func:`daemonkit.ops.runner.run` calls it; an embedder that called
+        :meth:`start` calls it after its loop ends. Idempotent.
+        """
         for conn in self.connections:
             conn._abort(CloseReason.SHUTDOWN)
         for host in self._hosts:
             host.close()
         self._run_cleanups()
+        self._reactor = None
 
     # -- connection plumbing (called by Connection) ----------------------
 
@@ -677,14 +799,6 @@ class Daemon(Handler):
         if mc is not None and (not isinstance(mc, int) or mc < 1):
             raise ConfigError(f"max_connections must be a whole number >= 1, not {mc!r}")
         return endpoints
-
-    def _admit(self) -> bool:
-        limit = self.max_connections
-        pending = sum(listener.pending for listener in self.listeners)
-        if self._stopping or (limit is not None and len(self.connections) + pending >= limit):
-            self.stats["rejected"] += 1
-            return False
-        return True
 
     def _new_connection(self) -> Connection:
         """A connection of the first stream endpoint (for callers that bring their own)."""
@@ -759,14 +873,10 @@ def override_listen(
 
 
 def _host_for(daemon: Daemon, endpoint: Endpoint) -> EndpointHost:
-    """The host class of an endpoint's protocol (imported when first needed)."""
+    """The host of an endpoint's protocol: HTTP (and WebSocket), UDP or a plain stream."""
     address = endpoint.address
     if address.http:
-        from daemonkit.http.host import HttpHost
-
         return HttpHost(daemon, endpoint)
     if address.datagram:
-        from daemonkit.udp import UdpHost
-
         return UdpHost(daemon, endpoint)
     return StreamHost(daemon, endpoint)

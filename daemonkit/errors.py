@@ -18,6 +18,7 @@ __all__ = [
     "FramingError",
     "LoadError",
     "ProtocolError",
+    "UpgradeError",
 ]
 
 
@@ -60,3 +61,12 @@ class EndpointError(ConfigError):
 
 class LoadError(ConfigError):
     """A daemon target (file, module or ``module:Class``) cannot be loaded."""
+
+
+class UpgradeError(DaemonkitError):
+    """An upgrade cannot begin: one is under way, the daemon is stopping or cannot spawn.
+
+    Raised by :meth:`Daemon.upgrade <daemonkit.daemon.Daemon.upgrade>`; the
+    daemon goes on serving. Defined here (not in the operations layer that
+    performs upgrades) so the daemon can name it without importing operations.
+    """

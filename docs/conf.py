@@ -72,7 +72,7 @@ autodoc_default_options = {
 # except the framers and the test helpers, documented under the package
 # users import them from. Re-exports elsewhere only link to that entry.
 
-# Google-style sections (the "Attributes:" of daemonkit.timers.Timer) are
+# Google-style sections (the "Attributes:" of daemonkit.core.timers.Timer) are
 # rendered with napoleon's parser, but only in the docstrings of modules,
 # classes and functions. sphinx.ext.napoleon itself would also rewrite every
 # attribute and property docstring that has a colon in its first line

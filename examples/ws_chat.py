@@ -21,7 +21,7 @@ newlines is read as several lines). The daemon's replies and broadcasts are
 the same ``bytes`` frames for everybody: a line client's framer adds the
 newline, a WebSocket connection's framer sends them as binary messages
 holding UTF-8 text (the page decodes them with a ``TextDecoder``). That is
-what lets one :meth:`~daemonkit.groups.Group.broadcast` reach both kinds of
+what lets one :meth:`~daemonkit.framework.groups.Group.broadcast` reach both kinds of
 member, each through its own framer, and skip a member that does not read
 instead of waiting for it. The one difference: ``QUIT`` over WebSocket
 ends with a Close frame (code 1000) after ``BYE``.

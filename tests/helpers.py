@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from daemonkit.daemon import Daemon
+from daemonkit.ops.control import Operations
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -75,3 +78,14 @@ def daemonkit_log_to(emit: Callable[[logging.LogRecord], object]) -> Iterator[No
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def operations_of(daemon: Daemon) -> Operations:
+    """The control socket/metrics the runner attached to a running ``daemon``.
+
+    Tests only: Operations registers itself as one of the daemon's cleanups,
+    which is where a test finds it.
+    """
+    found = [c for c in daemon._cleanups if isinstance(c, Operations)]
+    assert len(found) == 1, f"expected one Operations among the cleanups, found {len(found)}"
+    return found[0]

@@ -20,7 +20,7 @@ import pytest
 
 from daemonkit import ConfigError, Connection, Daemon, FakeClock, Lines, StartError, ctl
 from daemonkit import cli as daemon_cli
-from daemonkit.control import (
+from daemonkit.ops.control import (
     COMMANDS,
     CONTROL_IDLE_TIMEOUT,
     CONTROL_MAX_CLIENTS,
@@ -31,7 +31,15 @@ from daemonkit.control import (
     parse_request,
 )
 from daemonkit.testing import DaemonRunner
-from tests.helpers import PYTHON, ROOT, free_port, recv_all, recv_until, wait_for_port
+from tests.helpers import (
+    PYTHON,
+    ROOT,
+    free_port,
+    operations_of,
+    recv_all,
+    recv_until,
+    wait_for_port,
+)
 
 LOCAL = "tcp://127.0.0.1:0"
 
@@ -121,7 +129,7 @@ def start(run_daemon: Any, sock_path: Path, **settings: Any) -> tuple[Echo, Daem
 
 
 def ops_of(d: Daemon) -> Operations:
-    ops = d._operations
+    ops = operations_of(d)
     assert isinstance(ops, Operations)
     return ops
 
@@ -441,7 +449,7 @@ def test_bad_requests_get_an_error_and_the_connection_goes_on(
         reply = c.reply()
         assert reply["ok"] is False and error in reply["error"], reply
         assert c.ask({"cmd": "status"})["ok"] is True
-    assert runner.call(lambda: d._stopping) is False
+    assert runner.call(lambda: d.is_stopping()) is False
 
 
 def test_pipelined_requests_get_replies_in_order(run_daemon: Any, sock_path: Path) -> None:
@@ -610,7 +618,7 @@ def test_another_uid_is_refused(run_daemon: Any, shared_dir: Path) -> None:
         "error": f"permission denied: uid {NOBODY} may not control this daemon "
         f"(only uid {os.geteuid()} and root may)",
     }
-    assert runner.call(lambda: d._stopping) is False
+    assert runner.call(lambda: d.is_stopping()) is False
     with Client(sock) as c:  # root still may
         assert c.ask({"cmd": "status"})["ok"] is True
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemonkit.endpoints import Address, address_of, bind_socket, parse_endpoint
+from daemonkit.core.endpoints import Address, address_of, bind_socket, parse_endpoint
 from daemonkit.errors import EndpointError
 
 

@@ -250,7 +250,7 @@ def test_cli_moves_an_endpoint_by_name(tmp_path: Any, capsys: pytest.CaptureFixt
 
 
 def test_adopt_serves_an_endpoint_on_an_inherited_socket(run_daemon: StartDaemon) -> None:
-    from daemonkit.endpoints import bind_socket, parse_endpoint
+    from daemonkit.core.endpoints import bind_socket, parse_endpoint
 
     inherited = bind_socket(parse_endpoint("tcp://127.0.0.1:0"))
     port = inherited.getsockname()[1]

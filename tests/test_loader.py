@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from daemonkit.cli.loader import load_daemon_class
 from daemonkit.errors import LoadError
-from daemonkit.loader import load_daemon_class
 from tests.helpers import ROOT
 
 

@@ -1,4 +1,4 @@
-"""Tests for daemonkit.log: colour policy, set-up, file reopening, prefixes, storms.
+"""Tests for daemonkit.core.log: colour policy, set-up, file reopening, prefixes, storms.
 
 Nothing here sleeps: storm tests craft LogRecords with chosen ``created``
 times, and every logger is a fresh name closed by the fixture.
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from daemonkit import log
+from daemonkit.core import log
 from daemonkit.errors import ConfigError
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from daemonkit import ConfigError, Daemon, cli
-from daemonkit.memguard import (
+from daemonkit.ops.memguard import (
     DEFAULT_MEMORY_CHECK_INTERVAL,
     MEMORY_RETRY_DELAY,
     MemoryGuard,
@@ -14,7 +14,7 @@ from daemonkit.memguard import (
     format_size,
     parse_size,
 )
-from daemonkit.metrics import resident_memory
+from daemonkit.ops.metrics import resident_memory
 from tests.helpers import ROOT
 
 MiB = 1024 * 1024

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from daemonkit import ConfigError, Connection, Daemon, Lines
-from daemonkit.control import Operations
-from daemonkit.metrics import (
+from daemonkit.core.reactor import Reactor
+from daemonkit.ops.control import Operations
+from daemonkit.ops.metrics import (
     CONTENT_TYPE,
     DEFAULT_SLOW_CALLBACK,
     LAG_BUCKETS,
@@ -31,9 +32,8 @@ from daemonkit.metrics import (
     render_prometheus,
     resident_memory,
 )
-from daemonkit.reactor import Reactor
 from daemonkit.testing import DaemonRunner
-from tests.helpers import recv_all, recv_until
+from tests.helpers import operations_of, recv_all, recv_until
 
 # -- the lag monitor's logic, on an injected clock and scheduler --------------------------
 
@@ -337,7 +337,7 @@ def test_a_blocking_callback_is_named(
     d = Sleepy(control=str(tmp_path / "ctl.sock"))
     records = warnings_of(d)
     with DaemonRunner(d, backend=backend) as runner, runner.connect() as sock:
-        ops = d._operations
+        ops = operations_of(d)
         assert isinstance(ops, Operations)
         runner.wait_for(lambda: ops.watchdog._thread is not None)
         sock.sendall(b"sleep\n")
@@ -358,14 +358,14 @@ def test_a_blocking_callback_is_named(
     assert f"slow_callback_duration={DEFAULT_SLOW_CALLBACK:g}s" in message
     assert f"in {__name__}.{SLEEPY}:" in message
     caller = "Connection.data_received" if sys.version_info >= (3, 11) else "data_received"
-    assert f"<- daemonkit.connection.{caller}:" in message
+    assert f"<- daemonkit.core.connection.{caller}:" in message
     assert re.search(r"\ndaemonkit_slow_callbacks_total [1-9]\d*\n", metrics)
 
 
 def test_the_watchdog_thread_ends_with_the_daemon(tmp_path: Path, backend: str) -> None:
     d = Sleepy(control=str(tmp_path / "ctl.sock"))
     with DaemonRunner(d, backend=backend) as runner:
-        ops = d._operations
+        ops = operations_of(d)
         assert isinstance(ops, Operations)
         runner.wait_for(lambda: ops.watchdog._thread is not None and ops.lag.running)
         thread = ops.watchdog._thread
@@ -378,7 +378,7 @@ def test_lag_is_measured_on_the_loop(tmp_path: Path, backend: str) -> None:
     """The monitor is armed on the loop itself: its ticks are not the daemon's timers."""
     d = Sleepy(control=str(tmp_path / "ctl.sock"))
     with DaemonRunner(d, backend=backend) as runner:
-        ops = d._operations
+        ops = operations_of(d)
         assert isinstance(ops, Operations)
         runner.wait_for(lambda: ops.lag.running)
         assert runner.call(lambda: d.reactor.stats().timers) == 0
@@ -400,7 +400,7 @@ def http(address: Any, request: bytes) -> bytes:
 def metrics_daemon(run_daemon: Any, **settings: Any) -> tuple[Sleepy, Any]:
     d = Sleepy(metrics="tcp://127.0.0.1:0", **settings)
     run_daemon(d)
-    ops = d._operations
+    ops = operations_of(d)
     assert isinstance(ops, Operations) and ops.metrics is not None and ops.control is None
     return d, ops.metrics.address
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemonkit import cli
-from daemonkit.pidfile import PIDFILE_MODE, AlreadyRunning, Pidfile, PidfileError, read_pid
+from daemonkit.ops.pidfile import PIDFILE_MODE, AlreadyRunning, Pidfile, PidfileError, read_pid
 from tests.helpers import PYTHON, ROOT, free_port, wait_for_port
 from tests.test_cli import ECHO, finish, run_as_nobody, spawn
 

@@ -14,8 +14,8 @@ import pytest
 
 from daemonkit import cli
 from daemonkit.errors import ConfigError
-from daemonkit.pidfile import read_pid
-from daemonkit.process import Credentials, resolve_credentials
+from daemonkit.ops.pidfile import read_pid
+from daemonkit.ops.process import Credentials, resolve_credentials
 from tests.helpers import free_port, recv_until, wait_for_port
 from tests.test_cli import ECHO, finish, spawn
 from tests.test_pidfile import wait_until

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from daemonkit import READ, TIMEOUT, WRITE, FakeClock, Reactor
+from daemonkit.core.reactor import Watch, new_event_loop
 from daemonkit.errors import ConfigError
-from daemonkit.reactor import Watch, new_event_loop
 
 
 @pytest.fixture
@@ -292,7 +292,7 @@ def test_unclosed_reactor_warns(backend: str) -> None:
         del r
         gc.collect()
     messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
-    assert any(m.startswith("unclosed <daemonkit.reactor.Reactor") for m in messages), messages
+    assert any(m.startswith("unclosed <daemonkit.core.reactor.Reactor") for m in messages), messages
 
 
 class _Gathered:

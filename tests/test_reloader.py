@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from daemonkit import Daemon
-from daemonkit.control import Operations, RequestError
-from daemonkit.reloader import ENV_RELOAD_CHILD, Reloader, is_reload_child, reload_paths
+from daemonkit.ops.control import Operations, RequestError
+from daemonkit.ops.reloader import ENV_RELOAD_CHILD, Reloader, is_reload_child, reload_paths
 from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until
 
 # The daemon under development: answers "VERSION PID". Versions differ in

@@ -17,7 +17,7 @@ import pytest
 
 from daemonkit import Daemon, Endpoint, FakeClock
 from daemonkit.errors import ConfigError
-from daemonkit.systemd import SystemdNotifier, adopt_listen_fds, listen_fds, notify
+from daemonkit.ops.systemd import SystemdNotifier, adopt_listen_fds, listen_fds, notify
 from tests.helpers import PYTHON, ROOT, recv_until
 from tests.test_cli import finish, spawn
 
@@ -355,7 +355,7 @@ def test_sockets_no_endpoint_can_take_are_a_clear_error(
         adopt_listen_fds(daemon, environ=environ(count, names), first_fd=FIRST_FD)
     assert message in str(info.value)
     assert not any(fd_is_open(FIRST_FD + i) for i in range(count))  # closed, not leaked
-    assert daemon._inherited == {}
+    assert daemon.inherited_sockets == {}
 
 
 def test_a_descriptor_that_is_not_a_socket_is_a_clear_error(passed: list[int]) -> None:

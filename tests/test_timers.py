@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemonkit import timers
-from daemonkit.timers import Clock, FakeClock, MonotonicClock, Timer, TimerQueue
+from daemonkit.core import timers
+from daemonkit.core.timers import Clock, FakeClock, MonotonicClock, Timer, TimerQueue
 
 EPS = 1e-9  # the float noise the queue tolerates when deciding a deadline has passed
 

@@ -22,7 +22,7 @@ import trustme
 
 from daemonkit import Connection, Daemon, Endpoint, Lines
 from daemonkit.errors import ConfigError
-from daemonkit.hosts import StreamHost
+from daemonkit.framework.hosts import StreamHost
 from daemonkit.testing import DaemonRunner
 from tests.helpers import recv_until
 
@@ -104,7 +104,7 @@ def wait_dropped(sock: socket.socket, timeout: float = TIMEOUT) -> float:
 
 
 def stream_host(daemon: Daemon) -> StreamHost:
-    host = daemon._hosts[0]
+    host = daemon.endpoint_hosts[0]
     assert isinstance(host, StreamHost)
     return host
 

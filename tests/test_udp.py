@@ -15,8 +15,8 @@ import pytest
 
 from daemonkit import Daemon, Endpoint, Handler, Lines, StartError
 from daemonkit.errors import ConfigError
+from daemonkit.protocols.udp import DEFAULT_MAX_DATAGRAM, RECV_BATCH, UdpHost
 from daemonkit.testing import DaemonRunner
-from daemonkit.udp import DEFAULT_MAX_DATAGRAM, RECV_BATCH, UdpHost
 from tests.helpers import recv_until
 
 UDP = "udp://127.0.0.1:0"
@@ -86,7 +86,7 @@ def target(runner: DaemonRunner, name: str = "udp") -> tuple[str, int]:
 
 
 def host_of(daemon: Daemon, name: str = "udp") -> UdpHost:
-    for host in daemon._hosts:
+    for host in daemon.endpoint_hosts:
         if host.endpoint.name == name:
             assert isinstance(host, UdpHost)
             return host

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from daemonkit import ConfigError, Daemon, Lines
-from daemonkit.control import Operations, RequestError
-from daemonkit.ctl import main as ctl_main
-from daemonkit.ctl import request
-from daemonkit.upgrade import (
+from daemonkit.cli.ctl import main as ctl_main
+from daemonkit.cli.ctl import request
+from daemonkit.ops.control import Operations, RequestError
+from daemonkit.ops.upgrade import (
     ENV_INHERIT,
     ENV_PARENT,
     ENV_READY_FD,
@@ -339,6 +339,15 @@ def _failures(records: list[logging.LogRecord]) -> list[str]:
     return [r.getMessage() for r in records if r.getMessage().startswith("upgrade failed")]
 
 
+def _upgrader(d: Daemon) -> Upgrader:
+    """The upgrader the runner attached (it answers the daemon's upgrade())."""
+    handler = d._upgrade_handler
+    assert handler is not None, "the runner attaches an upgrader once the daemon is ready"
+    upgrader = getattr(handler, "__self__", None)
+    assert isinstance(upgrader, Upgrader)
+    return upgrader
+
+
 def _wait(predicate: Any, timeout: float = WAIT) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -351,8 +360,7 @@ def test_a_new_process_that_never_gets_ready_is_killed(
 ) -> None:
     d = Echo()
     runner = run_daemon(d)
-    upgrader = d._upgrader
-    assert upgrader is not None
+    upgrader = _upgrader(d)
     upgrader.command = [PYTHON, "-c", "import time; time.sleep(60)"]
     upgrader.timeout = 0.3
     pid = runner.call(d.upgrade)
@@ -380,11 +388,10 @@ def test_the_reason_a_new_process_gives_is_logged(
 ) -> None:
     d = Echo()
     runner = run_daemon(d)
-    assert d._upgrader is not None
-    d._upgrader.command = [
+    _upgrader(d).command = [
         PYTHON,
         "-c",
-        "from daemonkit.upgrade import report_start_failure as r; "
+        "from daemonkit.ops.upgrade import report_start_failure as r; "
         "r('cannot listen on tcp://x: Address already in use'); raise SystemExit(5)",
     ]
     pid = runner.call(d.upgrade)
@@ -401,7 +408,7 @@ def test_upgrade_needs_a_running_daemon() -> None:
 
 
 def test_a_listed_sigusr2_stays_the_users() -> None:
-    from daemonkit.reactor import Reactor
+    from daemonkit.core.reactor import Reactor
 
     reactor = Reactor("asyncio")
     try:
@@ -437,8 +444,8 @@ def test_inherited_listeners_are_adopted_by_name(log_records: list[logging.LogRe
             }
         )
         Upgrader(d, environ=env)
-        adopted = d._inherited.pop("tcp")
-        assert not d._inherited
+        adopted = d.inherited_sockets.pop("tcp")
+        assert not d.inherited_sockets
         with adopted:
             assert adopted.getsockname() == listening.getsockname()
             assert not adopted.get_inheritable()
@@ -458,7 +465,7 @@ def test_variables_meant_for_another_process_are_ignored_and_dropped() -> None:
     env = {ENV_PARENT: "0", ENV_INHERIT: "tcp:999", ENV_READY_FD: "998"}
     d = Echo()
     Upgrader(d, environ=env)
-    assert env == {} and d._inherited == {}
+    assert env == {} and d.inherited_sockets == {}
     report_start_failure("nothing to tell", {})  # not an upgrade: a no-op
 
 

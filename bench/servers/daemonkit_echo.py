@@ -19,7 +19,7 @@ from _probe import LagProbe, lag_probe_from_env
 from daemonkit import Daemon
 
 if TYPE_CHECKING:
-    from daemonkit.connection import Connection
+    from daemonkit.core.connection import Connection
 
 
 class Echo(Daemon):

@@ -23,7 +23,7 @@ from daemonkit import Daemon
 from daemonkit.framing import Lines
 
 if TYPE_CHECKING:
-    from daemonkit.connection import Connection
+    from daemonkit.core.connection import Connection
 
 
 class GroupRaw(Daemon):

@@ -16,7 +16,7 @@ from daemonkit import Daemon
 from daemonkit.framing import Lines
 
 if TYPE_CHECKING:
-    from daemonkit.connection import Connection
+    from daemonkit.core.connection import Connection
 
 
 class LineEcho(Daemon):

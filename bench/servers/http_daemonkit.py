@@ -21,7 +21,7 @@ from daemonkit import Daemon
 
 if TYPE_CHECKING:
     from daemonkit.framing.http import HttpRequest
-    from daemonkit.http.connection import HttpConnection
+    from daemonkit.protocols.http.connection import HttpConnection
 
 
 HEADERS = (("content-type", "text/plain; charset=utf-8"), ("server", "daemonkit"))

@@ -22,10 +22,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from daemonkit import Daemon, Endpoint
-from daemonkit.handler import Handler
+from daemonkit.framework.handler import Handler
 
 if TYPE_CHECKING:
-    from daemonkit.connection import Connection
+    from daemonkit.core.connection import Connection
 
 GROUP = "subscribers"
 

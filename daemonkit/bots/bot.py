@@ -1,7 +1,7 @@
 """Bot: one simulated user, written like a daemon.
 
 A bot is the client-side mirror of :class:`~daemonkit.daemon.Daemon`: the
-same framers, the same :class:`~daemonkit.connection.Connection` with its
+same framers, the same :class:`~daemonkit.core.connection.Connection` with its
 buffers and limits, callbacks named ``on_*``. Thousands of bots share one
 reactor; each owns one connection and everything hung on it (timers, pending
 requests), released when it closes.
@@ -38,7 +38,7 @@ import random
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from daemonkit.connection import CloseReason, Connection
+from daemonkit.core.connection import CloseReason, Connection
 from daemonkit.daemon import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_WRITE_BUFFER,
@@ -49,8 +49,8 @@ from daemonkit.errors import DaemonkitError
 
 if TYPE_CHECKING:
     from daemonkit.bots.runner import Fleet
-    from daemonkit.reactor import Reactor
-    from daemonkit.timers import Timer
+    from daemonkit.core.reactor import Reactor
+    from daemonkit.core.timers import Timer
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "Bot", "RequestFailed", "between"]
 
@@ -116,7 +116,7 @@ class Bot:
     Attributes: ``index`` (0..N-1 within the run), ``state`` (a dict for this
     bot's data), ``random`` (a :class:`random.Random` seeded from the run's
     seed and ``index``: use it for every random choice, so runs repeat),
-    ``conn`` (the :class:`~daemonkit.connection.Connection`, None before
+    ``conn`` (the :class:`~daemonkit.core.connection.Connection`, None before
     connecting), ``log``.
     """
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from daemonkit.bots.report import format_seconds
 from daemonkit.bots.stats import Sample
-from daemonkit.log import use_color
+from daemonkit.core.log import use_color
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -190,7 +190,7 @@ def choose_progress(stream: TextIO, color: str = "auto", quiet: bool = False) ->
     """The progress display for ``stream``.
 
     Nothing when ``quiet``; otherwise :class:`RichProgress` when
-    :func:`daemonkit.log.use_color` says yes (``color="always"``, or
+    :func:`daemonkit.core.log.use_color` says yes (``color="always"``, or
     ``"auto"`` on a TTY with ``NO_COLOR`` unset) and :class:`PlainProgress`
     when it says no. The rich console is forced to a terminal with colour,
     so rich does not decide again. Raises

@@ -38,16 +38,16 @@ from typing import TYPE_CHECKING
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.result import RunResult, ServerMemory
 from daemonkit.bots.stats import Interval, Stats
-from daemonkit.connection import CloseReason, Connection
-from daemonkit.endpoints import Address, parse_endpoint
+from daemonkit.core.connection import CloseReason, Connection
+from daemonkit.core.endpoints import Address, parse_endpoint
+from daemonkit.core.reactor import Reactor
+from daemonkit.core.timers import FakeClock
 from daemonkit.errors import ConfigError
-from daemonkit.hosts import framer_factory
-from daemonkit.reactor import Reactor
-from daemonkit.timers import FakeClock
+from daemonkit.framework.hosts import framer_factory
 
 if TYPE_CHECKING:
     from daemonkit.bots.progress import Progress
-    from daemonkit.timers import Timer
+    from daemonkit.core.timers import Timer
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",

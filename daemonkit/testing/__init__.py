@@ -3,7 +3,7 @@
 * :class:`DaemonRunner` runs a daemon on its own reactor in a background
   thread, on an ephemeral port, so a test can talk to it with plain blocking
   sockets and stop it cleanly.
-* :class:`~daemonkit.timers.FakeClock` makes every timer of a daemon fire
+* :class:`~daemonkit.core.timers.FakeClock` makes every timer of a daemon fire
   only when the test says ``advance(seconds)``: no sleeping in tests.
 * :class:`MemoryTransport` is an asyncio transport that records what is
   written, for exercising a protocol without sockets.
@@ -11,9 +11,9 @@
   in memory, on a fake clock: deterministic load scenarios in milliseconds.
 """
 
+from daemonkit.core.timers import FakeClock
 from daemonkit.testing.runner import DaemonRunner
 from daemonkit.testing.sim import Simulation
 from daemonkit.testing.transport import MemoryTransport
-from daemonkit.timers import FakeClock
 
 __all__ = ["DaemonRunner", "FakeClock", "MemoryTransport", "Simulation"]

@@ -28,8 +28,8 @@ import pytest
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.result import RunResult
 from daemonkit.bots.runner import BotRunner
+from daemonkit.core.endpoints import Address
 from daemonkit.daemon import Daemon
-from daemonkit.endpoints import Address
 from daemonkit.testing.runner import DaemonRunner
 
 __all__ = ["BotsFixture", "DaemonFixture", "bots", "daemon"]

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
+from daemonkit.core.endpoints import Address
+from daemonkit.core.timers import Clock, FakeClock
 from daemonkit.daemon import Daemon
-from daemonkit.endpoints import Address
-from daemonkit.timers import Clock, FakeClock
 
 __all__ = ["DaemonRunner"]
 
@@ -29,7 +29,7 @@ class DaemonRunner:
     Signals are not installed (only the main thread may), so stop it with
     :meth:`stop`. Give the daemon ``listen = "tcp://127.0.0.1:0"`` for an
     ephemeral port; :attr:`address` is the bound one. With ``clock`` (a
-    :class:`~daemonkit.timers.FakeClock`) its timers fire only on
+    :class:`~daemonkit.core.timers.FakeClock`) its timers fire only on
     :meth:`advance`. Everything that touches the daemon's objects must go
     through :meth:`call`, which runs a function in the loop thread.
     """

@@ -4,7 +4,7 @@ No peer framework offers this: a thousand-user scenario with think times,
 idle timeouts and disconnects runs in milliseconds of real time and gives
 the same result every time. The daemon and the bots run unchanged; only the
 transport between them (an in-memory pipe with a fixed one-way ``latency``)
-and the clock (a :class:`~daemonkit.timers.FakeClock`) are simulated.
+and the clock (a :class:`~daemonkit.core.timers.FakeClock`) are simulated.
 
 Determinism: bytes are delivered by timers in the order they were written,
 bots draw from seeded ``random`` objects, and the loop is stepped only when
@@ -20,11 +20,11 @@ from typing import Any
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.result import RunResult
 from daemonkit.bots.runner import BotRunner, Fleet
-from daemonkit.connection import Connection
+from daemonkit.core.connection import Connection
+from daemonkit.core.endpoints import Address
+from daemonkit.core.reactor import Reactor
+from daemonkit.core.timers import FakeClock
 from daemonkit.daemon import Daemon
-from daemonkit.endpoints import Address
-from daemonkit.reactor import Reactor
-from daemonkit.timers import FakeClock
 
 __all__ = ["DEFAULT_LATENCY", "Simulation"]
 
@@ -198,7 +198,7 @@ class Simulation:
 
     def _connect(self, fleet: Fleet, bot: Bot, conn: Connection) -> None:
         daemon = self.daemon
-        if not daemon._admit():
+        if not daemon.admit_connection():
             fleet.connect_failed(bot, "ECONNREFUSED")
             return
         self._ports += 1

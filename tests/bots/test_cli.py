@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from daemonkit import Connection, Daemon, Lines
-from daemonkit.bots import cli as bots_cli
 from daemonkit.bots.report import format_seconds
+from daemonkit.cli import bots as bots_cli
 from daemonkit.cli import main as daemonkit_main
 from daemonkit.testing import DaemonRunner
 from tests.helpers import ROOT, free_port

@@ -15,7 +15,7 @@ import pytest
 from daemonkit import CloseReason, Connection, Daemon, Endpoint, FakeClock, Handler
 from daemonkit.daemon import DEFAULT_WRITE_HIGH_WATER
 from daemonkit.errors import ConfigError
-from daemonkit.hosts import StreamHost
+from daemonkit.framework.hosts import StreamHost
 from daemonkit.http import MAX_PIPELINE, HttpConnection, HttpHost, HttpRequest, Response, Router
 from daemonkit.testing import DaemonRunner
 from tests.http import TIMEOUT, RawClient, get

@@ -6,7 +6,7 @@ import pytest
 
 from daemonkit.framing.http import HttpRequest
 from daemonkit.framing.websocket import Deflate
-from daemonkit.websocket.handshake import (
+from daemonkit.protocols.websocket.handshake import (
     HandshakeError,
     accept_key,
     check_request,

@@ -3,7 +3,7 @@
 Well-behaved clients are the ``websockets`` library's (``websockets.sync``);
 hostile or silent ones are raw sockets that speak frames built by
 :func:`~tests.websocket.test_framing.client_frame`. Timers (keepalive pings,
-the closing handshake's deadline) run on a :class:`~daemonkit.timers.FakeClock`:
+the closing handshake's deadline) run on a :class:`~daemonkit.core.timers.FakeClock`:
 nothing here sleeps to wait for one.
 """
 
@@ -20,9 +20,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from daemonkit import CloseReason, Connection, Daemon, Endpoint
+from daemonkit.core.timers import FakeClock
 from daemonkit.errors import ConfigError
 from daemonkit.testing import DaemonRunner
-from daemonkit.timers import FakeClock
 from daemonkit.websocket import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,

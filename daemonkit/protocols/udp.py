@@ -38,16 +38,15 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from daemonkit.endpoints import INHERIT, Address, address_of, bind_socket
+from daemonkit.core.endpoints import INHERIT, Address, address_of, bind_socket
+from daemonkit.core.log import StormFilter
+from daemonkit.core.reactor import READ
 from daemonkit.errors import ConfigError
-from daemonkit.hosts import EndpointHost
-from daemonkit.log import StormFilter
-from daemonkit.reactor import READ
+from daemonkit.framework.hosts import EndpointHost, EndpointOwner
 
 if TYPE_CHECKING:
-    from daemonkit.daemon import Daemon
-    from daemonkit.endpoints import Endpoint
-    from daemonkit.reactor import Reactor, Watch
+    from daemonkit.core.endpoints import Endpoint
+    from daemonkit.core.reactor import Reactor, Watch
 
 __all__ = ["DEFAULT_MAX_DATAGRAM", "MAX_DATAGRAM_LIMIT", "RECV_BATCH", "UdpHost"]
 
@@ -82,7 +81,7 @@ def _peer(addr: Any) -> str:
 class UdpHost(EndpointHost):
     """The host of a ``udp://`` endpoint, and the ``endpoint`` object ``on_datagram`` gets.
 
-    The handler (the daemon unless the :class:`~daemonkit.endpoints.Endpoint`
+    The handler (the daemon unless the :class:`~daemonkit.core.endpoints.Endpoint`
     names another) must define ``on_datagram(endpoint, data, addr)``:
     ``endpoint`` is this host, ``data`` the datagram's bytes (at most
     ``max_datagram`` of them) and ``addr`` the sender, as the socket module
@@ -109,7 +108,7 @@ class UdpHost(EndpointHost):
     #: The endpoint options this host reads.
     OPTIONS: ClassVar[frozenset[str]] = frozenset({"max_datagram"})
 
-    def __init__(self, daemon: Daemon, endpoint: Endpoint) -> None:
+    def __init__(self, daemon: EndpointOwner, endpoint: Endpoint) -> None:
         super().__init__(daemon, endpoint)
         if endpoint.idle_timeout is not INHERIT:
             raise ConfigError(f"{endpoint}: a udp endpoint has no connections; drop idle_timeout=")
@@ -176,7 +175,7 @@ class UdpHost(EndpointHost):
         """
         if self.sock is not None or self._closed:
             raise RuntimeError(f"{self!r} was already opened")
-        sock = self.daemon._take_inherited(self.endpoint)
+        sock = self.daemon.take_inherited(str(self.endpoint.name))
         if sock is None:
             sock = bind_socket(self.endpoint.address)
         else:

@@ -27,14 +27,14 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from daemonkit.core.log import connection_logger
 from daemonkit.errors import FrameTooLarge, FramingError
-from daemonkit.log import connection_logger
 
 if TYPE_CHECKING:
-    from daemonkit.endpoints import Endpoint
+    from daemonkit.core.endpoints import Endpoint
+    from daemonkit.core.reactor import Reactor
+    from daemonkit.core.timers import Timer
     from daemonkit.framing import Framer
-    from daemonkit.reactor import Reactor
-    from daemonkit.timers import Timer
 
 __all__ = ["CloseReason", "Connection", "ConnectionHost"]
 
@@ -239,7 +239,7 @@ class Connection(asyncio.Protocol):
 
     @property
     def endpoint(self) -> Endpoint | None:
-        """The :class:`~daemonkit.endpoints.Endpoint` this connection came in on.
+        """The :class:`~daemonkit.core.endpoints.Endpoint` this connection came in on.
 
         None for a bot's connection.
         """

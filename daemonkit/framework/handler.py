@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from daemonkit.connection import CloseReason, Connection
+from daemonkit.core.connection import CloseReason, Connection
 
 if TYPE_CHECKING:
     from daemonkit.daemon import Daemon
 
-__all__ = ["Handler"]
+__all__ = ["Handler", "serve_handler"]
 
 
 class Handler:
@@ -58,3 +58,16 @@ class Handler:
         """A callback for ``conn`` raised ``exc``. Default: log it and close ``conn``."""
         conn.log.error("%s raised in a callback; closing", type(exc).__name__, exc_info=exc)
         conn._close(CloseReason.HANDLER_ERROR)
+
+
+def serve_handler(handler: object, owner: object) -> None:
+    """Tell ``handler`` (a :class:`Handler`) which daemon it serves: ``handler.daemon = owner``.
+
+    Endpoint hosts call it for every handler of their endpoint. ``owner`` is
+    the daemon, seen by the hosts only through their narrow
+    :class:`~daemonkit.framework.hosts.EndpointOwner` interface, which is why
+    it is typed ``object`` here; the daemon itself is never its own handler's
+    owner. Objects that are not :class:`Handler` instances are left alone.
+    """
+    if isinstance(handler, Handler) and handler is not owner:
+        handler.daemon = owner  # type: ignore[assignment]  # the owner is the Daemon

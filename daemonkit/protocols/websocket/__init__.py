@@ -61,9 +61,9 @@ from daemonkit.framing.websocket import (
     CloseCode,
     Deflate,
 )
-from daemonkit.websocket.handshake import HandshakeError
-from daemonkit.websocket.sessions import WebSocketSession, accept, session
-from daemonkit.websocket.settings import (
+from daemonkit.protocols.websocket.handshake import HandshakeError
+from daemonkit.protocols.websocket.sessions import WebSocketSession, accept, session
+from daemonkit.protocols.websocket.settings import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_COMPRESSION,
     DEFAULT_PING_INTERVAL,

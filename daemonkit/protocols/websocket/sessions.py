@@ -5,7 +5,7 @@ WebSocket route. It checks the handshake, writes the ``101``, and rehosts
 the connection: from then on the connection's host is a
 :class:`WebSocketSession` and its framer a
 :class:`~daemonkit.framing.websocket.WebSocketFramer`. The session is a
-:class:`~daemonkit.hosts.StreamHost` for the one connection, so the daemon's
+:class:`~daemonkit.framework.hosts.StreamHost` for the one connection, so the daemon's
 books (``connections``, ``stats``, groups, the end of a graceful stop) are
 kept by the same code as for every other connection.
 
@@ -14,7 +14,7 @@ The callbacks, per connection::
     on_open (on_message | on_drain | on_error)* on_close
 
 ``on_close(conn, reason)`` is called exactly once, with a
-:class:`~daemonkit.connection.CloseReason`; what the closing handshake said
+:class:`~daemonkit.core.connection.CloseReason`; what the closing handshake said
 is on the session (:func:`session` ``(conn).close_code``...). Reasons:
 
 * ``PEER_CLOSED``: the client sent a Close (echoed), or the TCP connection
@@ -39,7 +39,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from daemonkit.connection import CloseReason, Connection
+from daemonkit.core.connection import CloseReason, Connection
+from daemonkit.framework.handler import serve_handler
+from daemonkit.framework.hosts import EndpointHost, StreamHost
 from daemonkit.framing.base import Framer
 from daemonkit.framing.http import HttpRequest, encode_response
 from daemonkit.framing.websocket import (
@@ -53,21 +55,19 @@ from daemonkit.framing.websocket import (
     WebSocketFramer,
 )
 from daemonkit.framing.websocket import apply_mask as _py_apply_mask
-from daemonkit.handler import Handler
-from daemonkit.hosts import EndpointHost, StreamHost
-from daemonkit.websocket.handshake import (
+from daemonkit.protocols.websocket.handshake import (
     HandshakeError,
     accept_key,
     check_request,
     negotiate_deflate,
     negotiate_subprotocol,
 )
-from daemonkit.websocket.settings import WebSocketSettings, check_options
+from daemonkit.protocols.websocket.settings import WebSocketSettings, check_options
 
 if TYPE_CHECKING:
-    from daemonkit.http.connection import HttpConnection
-    from daemonkit.http.host import HttpHost
-    from daemonkit.timers import Timer
+    from daemonkit.core.timers import Timer
+    from daemonkit.protocols.http.connection import HttpConnection
+    from daemonkit.protocols.http.host import HttpHost
 
 try:  # The C unmasking of the websockets package, when it is installed.
     from websockets.speedups import apply_mask as _c_apply_mask
@@ -170,8 +170,7 @@ class WebSocketSession(StreamHost):
         # options; this host borrows the HTTP host's settings instead.
         EndpointHost.__init__(self, http_host.daemon, http_host.endpoint)
         self.handler = handler
-        if isinstance(handler, Handler) and handler is not self.daemon:
-            handler.daemon = self.daemon
+        serve_handler(handler, self.daemon)
         self.address = http_host.address
         self.idle_timeout: float | None = None
         self.write_high_water: int = http_host.write_high_water
@@ -240,7 +239,7 @@ class WebSocketSession(StreamHost):
         if conn is None or self.close_sent is not None or conn.closing:
             return
         data = self._framer.encode_close(code, reason)
-        stopping = getattr(self.daemon, "_stopping", False)
+        stopping = self.daemon.is_stopping()
         self._end = CloseReason.SHUTDOWN if stopping else CloseReason.LOCAL
         self._send_close(conn, data, Close(code, reason))
         wait = self.settings.close_timeout if timeout is None else timeout
@@ -395,7 +394,7 @@ def accept(
 ) -> None:
     """Answer the upgrade *request* on *conn* and serve it as a WebSocket with *handler*.
 
-    Called by the HTTP layer (see :mod:`daemonkit.http.host`), once every
+    Called by the HTTP layer (see :mod:`daemonkit.protocols.http.host`), once every
     request before this one is answered. A valid handshake gets ``101
     Switching Protocols`` (with the negotiated permessage-deflate and
     subprotocol), then the connection is rehosted, ``handler.on_open(conn)``

@@ -6,7 +6,7 @@ on (and a no-op outside systemd). It keeps this order, so every error a
 user can cause reaches the terminal with its own exit code:
 
 1. resolve the user and group, take the sockets systemd passed
-   (:func:`~daemonkit.systemd.adopt_listen_fds`, before a fork changes our
+   (:func:`~daemonkit.ops.systemd.adopt_listen_fds`, before a fork changes our
    pid), and acquire the pidfile: in the original process;
 2. detach (:class:`Detacher`: double fork, ``setsid``); the original
    process then only waits for the daemon to report its start through a
@@ -18,9 +18,9 @@ user can cause reaches the terminal with its own exit code:
 4. at a clean exit, remove the pidfile if it still records our pid.
 
 Without ``--daemon`` the same happens in one process, minus the pipe. The
-new process of a zero-downtime upgrade (:mod:`daemonkit.upgrade`) neither
+new process of a zero-downtime upgrade (:mod:`daemonkit.ops.upgrade`) neither
 detaches again nor acquires the pidfile its parent holds: once ready, it
-takes the pidfile over (:meth:`~daemonkit.pidfile.Pidfile.take_over`),
+takes the pidfile over (:meth:`~daemonkit.ops.pidfile.Pidfile.take_over`),
 tells systemd its pid (``MAINPID=``) and inherits the watchdog pings.
 """
 
@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING
 
 from daemonkit.daemon import StartError
 from daemonkit.errors import ConfigError, DaemonkitError
-from daemonkit.pidfile import Pidfile, PidfileError
-from daemonkit.systemd import SystemdNotifier, adopt_listen_fds
-from daemonkit.upgrade import upgrading_from
+from daemonkit.ops.pidfile import Pidfile, PidfileError
+from daemonkit.ops.systemd import SystemdNotifier, adopt_listen_fds
+from daemonkit.ops.upgrade import upgrading_from
 
 if TYPE_CHECKING:
     from daemonkit.daemon import Daemon
@@ -283,8 +283,8 @@ class Deployment:
         In the original process of a detached daemon, returns the code the
         daemon reported instead. Before anything runs, raises
         :class:`~daemonkit.errors.ConfigError` (unknown user or group,
-        unusable systemd sockets), :class:`~daemonkit.pidfile.AlreadyRunning`
-        or :class:`~daemonkit.pidfile.PidfileError`; in the original process,
+        unusable systemd sockets), :class:`~daemonkit.ops.pidfile.AlreadyRunning`
+        or :class:`~daemonkit.ops.pidfile.PidfileError`; in the original process,
         :class:`DetachError` if the daemon vanished during its start.
         ``serve`` must not raise; privilege errors reach it as
         :class:`~daemonkit.daemon.StartError` from ``daemon.run()``.
@@ -316,12 +316,12 @@ class Deployment:
             if replacing is not None:
                 self._replace(daemon, replacing, pidfile)
             if credentials is not None:
-                daemon._lifecycle.append(_privileges_hook(daemon, credentials))
+                daemon.add_lifecycle_hook(_privileges_hook(daemon, credentials))
             # systemd must hear MAINPID= before the original process exits.
             main_pid = self.detach or replacing is not None  # systemd's main pid changes
             SystemdNotifier(daemon, environ=self._env, main_pid=main_pid).install()
             if detacher is not None:
-                daemon._lifecycle.append(_detach_hook(daemon, detacher))
+                daemon.add_lifecycle_hook(_detach_hook(daemon, detacher))
             code = serve()
             return code
         finally:
@@ -338,7 +338,7 @@ class Deployment:
         if self._env.get("WATCHDOG_PID") == str(old_pid):
             self._env["WATCHDOG_PID"] = str(os.getpid())  # the pings are ours to send now
         if pidfile is not None:
-            daemon._lifecycle.append(_takeover_hook(daemon, pidfile))
+            daemon.add_lifecycle_hook(_takeover_hook(daemon, pidfile))
 
 
 def _takeover_hook(daemon: Daemon, pidfile: Pidfile) -> Callable[[str], None]:

@@ -25,17 +25,21 @@ Answer with ``conn.respond(status, headers, body)``, by returning a
         on_request = router.dispatch
 
 The request parser and the response encoder are in
-:mod:`daemonkit.framing.http` (sans-IO); :mod:`daemonkit.http.host` holds
+:mod:`daemonkit.framing.http` (sans-IO); :mod:`daemonkit.protocols.http.host` holds
 the endpoint options and the contract with :mod:`daemonkit.websocket`.
 """
 
 from __future__ import annotations
 
 from daemonkit.framing.http import HttpError, HttpRequest
-from daemonkit.http.connection import LINGER_TIMEOUT, MAX_PIPELINE, HttpConnection
-from daemonkit.http.host import DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, HttpHost
-from daemonkit.http.response import Headers, Response
-from daemonkit.http.router import Router
+from daemonkit.protocols.http.connection import LINGER_TIMEOUT, MAX_PIPELINE, HttpConnection
+from daemonkit.protocols.http.host import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    HttpHost,
+)
+from daemonkit.protocols.http.response import Headers, Response
+from daemonkit.protocols.http.router import Router
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",

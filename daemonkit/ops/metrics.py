@@ -40,7 +40,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daemonkit import __version__
-from daemonkit.reactor import Reactor
+from daemonkit.core.reactor import Reactor
 
 if TYPE_CHECKING:
     from daemonkit.daemon import Daemon
@@ -166,7 +166,7 @@ class LagMonitor:
     """Measures how late the loop runs a timer, every ``interval`` seconds.
 
     ``schedule(delay, fn)`` arms the timer (default ``loop.call_later``: the
-    loop's own timer, so a :class:`~daemonkit.timers.FakeClock` driving the
+    loop's own timer, so a :class:`~daemonkit.core.timers.FakeClock` driving the
     daemon's timers does not stop it, and it is not counted among them) and
     ``clock()`` reads the time (default ``loop.time``). Tests inject both
     and call :meth:`tick` by hand.
@@ -497,7 +497,7 @@ def sample(
         key = str(endpoint.name) if endpoint is not None else "?"
         per_endpoint[key] = per_endpoint.get(key, 0) + 1
     endpoints = []
-    for host in daemon._hosts:
+    for host in daemon.endpoint_hosts:
         name = str(host.endpoint.name)
         listener = getattr(host, "listener", None)
         endpoints.append(
@@ -516,7 +516,7 @@ def sample(
         name=str(daemon.name),
         pid=os.getpid(),
         backend=reactor.backend if reactor is not None else "-",
-        state="stopping" if daemon._stopping else "running",
+        state="stopping" if daemon.is_stopping() else "running",
         uptime=max(0.0, now - (now if started is None else started)),
         start_time=time.time() if start_time is None else start_time,
         endpoints=tuple(endpoints),

@@ -1,6 +1,6 @@
 """``python -m daemonkit ctl COMMAND [ARG] --control PATH``: talk to a running daemon.
 
-The client of the control socket (:mod:`daemonkit.control`): it sends one
+The client of the control socket (:mod:`daemonkit.ops.control`): it sends one
 request line, reads one reply line, prints it as a table (``status``,
 ``connections``) or a line of text, or as raw JSON with ``--json``, and
 exits. ``main(argv) -> int`` is the whole command and what the tests call.
@@ -27,10 +27,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from daemonkit.argtypes import seconds, whole_number
-from daemonkit.control import COMMANDS, CONTROL_MAX_REPLY
+from daemonkit.cli.argtypes import seconds, whole_number
+from daemonkit.core.log import LEVELS
 from daemonkit.errors import DaemonkitError
-from daemonkit.log import LEVELS
+from daemonkit.ops.control import COMMANDS, CONTROL_MAX_REPLY
 
 __all__ = [
     "DEFAULT_TIMEOUT",

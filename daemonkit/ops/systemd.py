@@ -171,7 +171,7 @@ class SystemdNotifier:
     def install(self) -> None:
         """Follow the daemon's start, reloads and stop (does nothing when not :attr:`enabled`)."""
         if self.enabled:
-            self.daemon._lifecycle.append(self._on_event)
+            self.daemon.add_lifecycle_hook(self._on_event)
 
     def send(self, message: str) -> bool:
         """Send one ``VAR=value`` message; False if not enabled or it could not be sent."""
@@ -183,7 +183,7 @@ class SystemdNotifier:
         daemon = self.daemon
         stats = daemon.stats
         live = len(daemon.connections)
-        if daemon._stopping:
+        if daemon.is_stopping():
             return f"stopping: {live} connection(s) left"
         return (
             f"{live} connection(s); accepted {stats['accepted']}, "

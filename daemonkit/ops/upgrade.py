@@ -47,19 +47,19 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from daemonkit.errors import ConfigError, DaemonkitError
-from daemonkit.hosts import StreamHost
-from daemonkit.memguard import MemoryGuard, format_size
-from daemonkit.reactor import READ
+from daemonkit.core.reactor import READ
+from daemonkit.errors import ConfigError, UpgradeError
+from daemonkit.framework.hosts import StreamHost
+from daemonkit.ops.memguard import MemoryGuard, format_size
 
 if TYPE_CHECKING:
+    from daemonkit.core.reactor import Listener, Reactor, Watch
+    from daemonkit.core.timers import Timer
     from daemonkit.daemon import Daemon
-    from daemonkit.reactor import Listener, Reactor, Watch
-    from daemonkit.timers import Timer
 
 __all__ = [
     "ENV_INHERIT",
@@ -114,10 +114,6 @@ _ATTACH_POLL = 0.005
 # Seconds close() gives a new process it stops (the daemon is stopping
 # during an upgrade) before SIGKILL.
 _STOP_GRACE = 5.0
-
-
-class UpgradeError(DaemonkitError):
-    """An upgrade cannot begin: one is under way, the daemon is stopping or cannot spawn."""
 
 
 def default_command() -> list[str]:
@@ -237,6 +233,10 @@ class Upgrader:
         self._reaper: Timer | None = None
         self._message = b""
         self._cleanup_registered = False
+        #: The operations' own listeners to hand over with the endpoints, as
+        #: ``("@control", listener)``, ``("@metrics", listener)``; the runner
+        #: sets it when it opens them (none by default).
+        self.service_listeners: Callable[[], list[tuple[str, Listener]]] = list
         self._adopt()
 
     # -- the new process ---------------------------------------------------------
@@ -266,7 +266,7 @@ class Upgrader:
                 ) from None
             sock.set_inheritable(False)
             if name.startswith("@"):  # the control socket or the metrics endpoint
-                self.daemon._inherited[name] = sock
+                self.daemon.inherited_sockets[name] = sock
                 continue
             try:
                 self.daemon.adopt(name, sock)
@@ -286,9 +286,9 @@ class Upgrader:
         """The daemon listens: tell the process it replaces (if any), arm the memory guard."""
         self._reactor = reactor
         daemon = self.daemon
-        for name in [n for n in daemon._inherited if n.startswith("@")]:
+        for name in [n for n in daemon.inherited_sockets if n.startswith("@")]:
             self.log.warning("upgrade: %s handed over but not configured now; closing it", name)
-            daemon._inherited.pop(name).close()
+            daemon.inherited_sockets.pop(name).close()
         old = upgrading_from(self._env)
         if _write_ready_pipe(self._env, b"ready\n"):
             self.log.info("upgrade: ready; the old process (pid %d) stops now", old)
@@ -319,9 +319,9 @@ class Upgrader:
 
     def _upgrade(self) -> int:
         daemon, reactor = self.daemon, self._reactor
-        if reactor is None or daemon._stopped:
+        if reactor is None or daemon.is_stopped():
             raise UpgradeError("the daemon is not running")
-        if daemon._stopping:
+        if daemon.is_stopping():
             raise UpgradeError("the daemon is stopping")
         if self._proc is not None:
             raise UpgradeError(f"an upgrade is already under way (new process {self._proc.pid})")
@@ -362,7 +362,7 @@ class Upgrader:
     def _sockets(self) -> dict[str, socket.socket]:
         """The listening sockets to hand over, by endpoint name (``@control``, ``@metrics``)."""
         found: dict[str, socket.socket] = {}
-        for host in self.daemon._hosts:
+        for host in self.daemon.endpoint_hosts:
             sock: socket.socket | None = None
             if isinstance(host, StreamHost):
                 if host.listener is not None and host.listener.active:
@@ -371,18 +371,8 @@ class Upgrader:
                 sock = getattr(host, "sock", None)  # UdpHost
             if sock is not None:
                 found[str(host.endpoint.name)] = sock
-        for name, listener in self._service_listeners():
+        for name, listener in self.service_listeners():
             found[name] = listener.sock
-        return found
-
-    def _service_listeners(self) -> list[tuple[str, Listener]]:
-        ops = getattr(self.daemon, "_operations", None)
-        found = []
-        for name in ("control", "metrics"):
-            service = getattr(ops, name, None) if ops is not None else None
-            listener = getattr(service, "listener", None)
-            if listener is not None and listener.active:
-                found.append((f"@{name}", listener))
         return found
 
     def _on_pipe(self, watch: Watch, what: int) -> None:
@@ -409,7 +399,7 @@ class Upgrader:
         assert proc is not None
         self._release()
         daemon = self.daemon
-        if daemon._stopping:
+        if daemon.is_stopping():
             # Stopped (SIGTERM) while the new process was starting: the stop wins.
             self.log.warning(
                 "upgrade: new process %d is ready, but this daemon is stopping; stopping it too",
@@ -424,7 +414,7 @@ class Upgrader:
             proc.pid,
             daemon.shutdown_timeout,
         )
-        for host in daemon._hosts:
+        for host in daemon.endpoint_hosts:
             host.pause()  # the new process accepts from the same queues now
         self._stop_when_attached(self._reactor_time() + _ATTACH_WAIT)
 
@@ -436,7 +426,7 @@ class Upgrader:
         """
         daemon, reactor = self.daemon, self._reactor
         assert reactor is not None
-        if daemon._stopping:
+        if daemon.is_stopping():
             return
         pending = sum(listener.pending for listener in daemon.listeners)
         if pending and reactor.time() < deadline:
@@ -444,7 +434,7 @@ class Upgrader:
             return
         for listener in daemon.listeners:
             _keep_socket_file(listener)
-        for _, listener in self._service_listeners():
+        for _, listener in self.service_listeners():
             _keep_socket_file(listener)
             listener.close()  # operators now reach the new process
         daemon.stop()
@@ -487,7 +477,7 @@ class Upgrader:
 
     def _check_memory(self) -> None:
         guard = self.guard
-        if guard is None or self._proc is not None or self.daemon._stopping:
+        if guard is None or self._proc is not None or self.daemon.is_stopping():
             return
         rss = guard.exceeded()
         if rss is None:

@@ -2,7 +2,7 @@
 
 Each endpoint of a daemon gets one host object when the daemon is created.
 The host binds the endpoint at start, makes its connections, and is their
-:class:`~daemonkit.connection.ConnectionHost`: it carries the settings they
+:class:`~daemonkit.core.connection.ConnectionHost`: it carries the settings they
 read, routes their events to the endpoint's handler (the daemon unless the
 endpoint names another), isolates the handler's exceptions, and keeps the
 daemon's books (``connections``, ``stats``). One host per endpoint, not per
@@ -14,22 +14,92 @@ picks the host class from the endpoint's scheme.
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from daemonkit.connection import CloseReason, Connection
-from daemonkit.endpoints import DEFAULT_TLS_HANDSHAKE_TIMEOUT, INHERIT, Address, Endpoint
+from daemonkit.core.connection import CloseReason, Connection
+from daemonkit.core.endpoints import DEFAULT_TLS_HANDSHAKE_TIMEOUT, INHERIT, Address, Endpoint
 from daemonkit.errors import ConfigError
+from daemonkit.framework.handler import Handler, serve_handler
 from daemonkit.framing import Framer, Raw
-from daemonkit.handler import Handler
 
 if TYPE_CHECKING:
     import logging
 
-    from daemonkit.daemon import Daemon
-    from daemonkit.reactor import Listener, Reactor
+    from daemonkit.core.reactor import Listener, Reactor
 
-__all__ = ["EndpointHost", "StreamHost", "framer_factory"]
+__all__ = ["EndpointHost", "EndpointOwner", "StreamHost", "framer_factory"]
+
+
+class EndpointOwner(Protocol):
+    """What an endpoint host needs from the daemon that owns it, and nothing more.
+
+    :class:`~daemonkit.daemon.Daemon` is the one implementation; hosts (and
+    the protocols built on them) depend on this interface, never on the
+    daemon's class or its private state, so the framework layer does not
+    import the daemon. The books: admission, connection ids, the set of live
+    connections and their groups, the drain at stop, sockets handed over.
+    """
+
+    @property
+    def reactor(self) -> Reactor:
+        """The reactor the daemon runs on."""
+
+    @property
+    def log(self) -> logging.Logger:
+        """The daemon's logger."""
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """The daemon's counters; hosts add to ``"errors"``."""
+
+    def is_stopping(self) -> bool:
+        """True once a stop has begun."""
+
+    # The daemon-wide connection settings an endpoint inherits.
+    @property
+    def framing(self) -> Any:
+        """The daemon's ``framing`` setting."""
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds of silence before ``on_timeout``, or None."""
+
+    @property
+    def write_high_water(self) -> int:
+        """Bytes buffered past which ``write()`` says stop."""
+
+    @property
+    def write_low_water(self) -> int:
+        """Bytes buffered below which ``on_drain`` fires."""
+
+    @property
+    def max_write_buffer(self) -> int:
+        """Hard cap on one connection's output buffer."""
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds a graceful close waits for the peer."""
+
+    def admit_connection(self) -> bool:
+        """May one more client be accepted now?"""
+
+    def new_connection_id(self) -> int:
+        """The next connection id."""
+
+    def take_inherited(self, name: str) -> socket.socket | None:
+        """The socket handed over for the endpoint ``name`` (and its ownership), or None."""
+
+    def connection_opened(self, conn: Connection) -> None:
+        """Book a new connection."""
+
+    def connection_closed(self, conn: Connection) -> None:
+        """Book a closed connection, before its ``on_close``."""
+
+    def check_drained(self) -> None:
+        """After an ``on_close``: finish a stop once no connection is left."""
 
 
 def framer_factory(framing: Any) -> Callable[[], Framer] | None:
@@ -56,13 +126,12 @@ _DEFAULTS = Handler()
 class EndpointHost:
     """Base of the hosts: the endpoint, its handler, its daemon, and opening/closing."""
 
-    def __init__(self, daemon: Daemon, endpoint: Endpoint) -> None:
+    def __init__(self, daemon: EndpointOwner, endpoint: Endpoint) -> None:
         self.daemon = daemon
         self.endpoint = endpoint
         handler = endpoint.handler if endpoint.handler is not None else daemon
         self.handler = handler
-        if isinstance(handler, Handler) and handler is not daemon:
-            handler.daemon = daemon
+        serve_handler(handler, daemon)
         #: The bound address once opened (port 0 resolved), else None.
         self.address: Address | None = None
 
@@ -122,7 +191,7 @@ class StreamHost(EndpointHost):
     #: The Connection class this host's connections are made of.
     connection_class: ClassVar[type[Connection]] = Connection
 
-    def __init__(self, daemon: Daemon, endpoint: Endpoint) -> None:
+    def __init__(self, daemon: EndpointOwner, endpoint: Endpoint) -> None:
         super().__init__(daemon, endpoint)
         framing = daemon.framing if endpoint.framing is INHERIT else endpoint.framing
         self._framer_factory: Callable[[], Framer] | None = framer_factory(framing)
@@ -169,9 +238,9 @@ class StreamHost(EndpointHost):
         self.listener = reactor.listen(
             endpoint.address,
             self.new_connection,
-            admit=self.daemon._admit,
+            admit=self.daemon.admit_connection,
             start=False,
-            sock=self.daemon._take_inherited(endpoint),
+            sock=self.daemon.take_inherited(str(endpoint.name)),
             ssl=endpoint.ssl_context(),
             ssl_handshake_timeout=self.tls_handshake_timeout if endpoint.address.tls else None,
         )
@@ -202,14 +271,12 @@ class StreamHost(EndpointHost):
         """A new connection of this endpoint (the listener's protocol factory)."""
         factory = self._framer_factory
         framer = factory() if factory is not None else None
-        return self.connection_class(self, next(self.daemon._ids), framer)
+        return self.connection_class(self, self.daemon.new_connection_id(), framer)
 
     # -- the ConnectionHost interface ------------------------------------------
 
     def _on_connection_made(self, conn: Connection) -> None:
-        daemon = self.daemon
-        daemon.connections._add(conn)
-        daemon.stats["accepted"] += 1
+        self.daemon.connection_opened(conn)
         try:
             self._on_accept(conn)
         except Exception as exc:
@@ -217,14 +284,12 @@ class StreamHost(EndpointHost):
 
     def _on_connection_lost(self, conn: Connection, reason: CloseReason) -> None:
         daemon = self.daemon
-        daemon.connections._remove(conn)
-        daemon._leave_groups(conn)
-        daemon.stats["closed"] += 1
+        daemon.connection_closed(conn)
         try:
             self._on_close(conn, reason)
         except Exception:
             conn.log.exception("on_close raised")
-        daemon._maybe_finish()
+        daemon.check_drained()
 
     def _call_error(self, conn: Connection, exc: Exception) -> None:
         self.daemon.stats["errors"] += 1

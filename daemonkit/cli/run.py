@@ -1,8 +1,9 @@
 """The command line: ``python -m daemonkit TARGET [options]``.
 
 ``python -m daemonkit bots BOTFILE ...`` runs bots instead (see
-:mod:`daemonkit.bots.cli`).
-``python -m daemonkit ctl COMMAND --control PATH`` talks to a running daemon (:mod:`daemonkit.ctl`).
+:mod:`daemonkit.cli.bots`).
+``python -m daemonkit ctl COMMAND --control PATH`` talks to a running daemon
+(:mod:`daemonkit.cli.ctl`).
 
 ``main(argv) -> int`` is the whole program and is what the tests call; the
 console script and ``python -m daemonkit`` wrap it. Every failure a user can
@@ -33,17 +34,17 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from daemonkit import __version__
-from daemonkit.argtypes import seconds, whole_number
+from daemonkit.cli.argtypes import seconds, whole_number
+from daemonkit.cli.loader import load_daemon_class
+from daemonkit.core.log import LEVELS, setup
+from daemonkit.core.reactor import BACKENDS, new_event_loop
 from daemonkit.daemon import Daemon, StartError, override_listen
 from daemonkit.errors import ConfigError, LoadError
-from daemonkit.loader import load_daemon_class
-from daemonkit.log import LEVELS, setup
-from daemonkit.memguard import parse_size
-from daemonkit.pidfile import AlreadyRunning, PidfileError
-from daemonkit.process import Deployment, DetachError
-from daemonkit.reactor import BACKENDS, new_event_loop
-from daemonkit.reloader import is_reload_child, supervise
-from daemonkit.upgrade import report_start_failure
+from daemonkit.ops.memguard import parse_size
+from daemonkit.ops.pidfile import AlreadyRunning, PidfileError
+from daemonkit.ops.process import Deployment, DetachError
+from daemonkit.ops.reloader import is_reload_child, supervise
+from daemonkit.ops.upgrade import report_start_failure
 
 __all__ = [
     "EXIT_ADDRESS_IN_USE",
@@ -157,11 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "bots":
-        from daemonkit.bots.cli import main as bots_main
+        from daemonkit.cli.bots import main as bots_main
 
         return bots_main(args_list[1:])
     if args_list and args_list[0] == "ctl":
-        from daemonkit.ctl import main as ctl_main
+        from daemonkit.cli.ctl import main as ctl_main
 
         return ctl_main(args_list[1:])
     if args_list and args_list[0] == "run":

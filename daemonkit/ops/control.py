@@ -11,7 +11,7 @@ unix stream socket that speaks one JSON object per line each way::
     <- {"ok": false, "error": "unknown command 'nope'; commands: status, ..."}
 
 Every line gets exactly one reply line, in order. The commands are listed
-in :data:`COMMANDS`; ``python -m daemonkit ctl`` (:mod:`daemonkit.ctl`) is
+in :data:`COMMANDS`; ``python -m daemonkit ctl`` (:mod:`daemonkit.cli.ctl`) is
 the client. ``Daemon.metrics = "tcp://127.0.0.1:9100"`` (or ``--metrics``)
 serves the same figures as Prometheus text on ``GET /metrics``.
 
@@ -30,7 +30,7 @@ Rules it keeps:
   :data:`CONTROL_MAX_CLIENTS` are served at once (the rest are closed at
   accept).
 * **Its connections are not the daemon's.** They run on daemonkit's own
-  :class:`~daemonkit.connection.Connection` and the reactor's listener, but
+  :class:`~daemonkit.core.connection.Connection` and the reactor's listener, but
   through hosts of their own, so they never appear in ``daemon.connections``
   or ``daemon.stats`` and never count against ``max_connections``.
 * **It dies with the daemon.** :class:`Operations` is registered with
@@ -52,14 +52,14 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from daemonkit.connection import CloseReason, Connection
+from daemonkit.core.connection import CloseReason, Connection
+from daemonkit.core.endpoints import Address, parse_endpoint
+from daemonkit.core.log import LEVELS
 from daemonkit.daemon import DEFAULT_WRITE_LOW_WATER, StartError
-from daemonkit.endpoints import Address, parse_endpoint
-from daemonkit.errors import ConfigError, FrameTooLarge, FramingError
+from daemonkit.errors import ConfigError, FrameTooLarge, FramingError, UpgradeError
 from daemonkit.framing import Framer, Lines
 from daemonkit.framing.http import HttpError, HttpRequest, HttpRequestFramer, encode_response
-from daemonkit.log import LEVELS
-from daemonkit.metrics import (
+from daemonkit.ops.metrics import (
     CONTENT_TYPE,
     DEFAULT_LAG_INTERVAL,
     DEFAULT_SLOW_CALLBACK,
@@ -69,11 +69,10 @@ from daemonkit.metrics import (
     render_prometheus,
     sample,
 )
-from daemonkit.upgrade import UpgradeError
 
 if TYPE_CHECKING:
+    from daemonkit.core.reactor import Listener, Reactor
     from daemonkit.daemon import Daemon
-    from daemonkit.reactor import Listener, Reactor
 
 __all__ = [
     "COMMANDS",
@@ -256,7 +255,7 @@ class _ServiceConnection(Connection):
 
 
 class _ServiceHost:
-    """The :class:`~daemonkit.connection.ConnectionHost` of an internal endpoint.
+    """The :class:`~daemonkit.core.connection.ConnectionHost` of an internal endpoint.
 
     Keeps its connections in its own books: the daemon's ``connections``,
     ``stats`` and ``max_connections`` never see them.
@@ -312,7 +311,7 @@ class _ServiceHost:
             self.bind_address,
             self._new_connection,
             admit=self._admit,
-            sock=self.daemon._inherited.pop(f"@{self.kind}", None),  # from an upgrade
+            sock=self.daemon.inherited_sockets.pop(f"@{self.kind}", None),  # from an upgrade
         )
 
     def close(self) -> None:
@@ -358,7 +357,7 @@ class _ServiceHost:
         return True
 
     def _new_connection(self) -> Connection:
-        return _ServiceConnection(self, next(self.daemon._ids), self.new_framer())
+        return _ServiceConnection(self, self.daemon.new_connection_id(), self.new_framer())
 
     # -- the ConnectionHost interface ------------------------------------
 
@@ -569,7 +568,7 @@ class Operations:
             ops._open()
         except BaseException:
             ops.close()
-            for host in daemon._hosts:
+            for host in daemon.endpoint_hosts:
                 host.close()
             daemon.listeners.clear()
             raise
@@ -631,7 +630,7 @@ class Operations:
     # -- commands ----------------------------------------------------------
 
     def sample(self) -> Sample:
-        """The daemon's figures now (see :func:`daemonkit.metrics.sample`)."""
+        """The daemon's figures now (see :func:`daemonkit.ops.metrics.sample`)."""
         hosts = [h for h in (self.control, self.metrics) if h is not None]
         return sample(
             self.daemon,
@@ -677,7 +676,7 @@ class Operations:
         ordered = sorted(conns, key=lambda c: c.id)
         entries = []
         for conn in ordered if limit is None else ordered[:limit]:
-            since = (conns._since or {}).get(conn.id)
+            since = conns.accepted_at(conn.id)
             endpoint = conn.endpoint
             entries.append(
                 {
@@ -720,7 +719,7 @@ class Operations:
             type(timeout) not in (int, float) or not math.isfinite(timeout) or timeout < 0
         ):
             raise RequestError(f"timeout must be seconds >= 0, not {timeout!r}")
-        if daemon._stopping:
+        if daemon.is_stopping():
             # Like a second SIGTERM: stop at once.
             self.log.warning("stop requested again: stopping now")
             self.reactor.call_soon(lambda: daemon.stop(now=True))
@@ -751,7 +750,7 @@ class Operations:
             raise RequestError(f"unknown log level {level!r}; choose one of {', '.join(LEVELS)}")
         log = self.daemon.log
         was = logging.getLevelName(log.getEffectiveLevel()).lower()
-        # The logger daemonkit.log.setup() configures: every daemon's logger is its child.
+        # The logger daemonkit.core.log.setup() configures: every daemon's logger is its child.
         logging.getLogger("daemonkit").setLevel(number)
         now = logging.getLevelName(log.getEffectiveLevel()).lower()
         self.log.warning("log level changed from %s to %s", was, now)

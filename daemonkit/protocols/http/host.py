@@ -37,7 +37,7 @@ The hand-over to WebSocket, a contract with :mod:`daemonkit.websocket`:
   after the request head (they belong to the WebSocket stream).
 * Before the call the connection stops being HTTP: its deadline timer is
   cancelled and its ``data_received`` becomes plain
-  :class:`~daemonkit.connection.Connection` behaviour. Reading is paused
+  :class:`~daemonkit.core.connection.Connection` behaviour. Reading is paused
   (the framer paused at the upgrade); the host resumes it after ``accept``
   returns if the connection was rehosted.
 * ``accept`` writes the ``101`` response (``conn.write``) and calls
@@ -67,11 +67,13 @@ import importlib
 import time
 from collections.abc import Callable, Mapping
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from daemonkit.connection import Connection
-from daemonkit.endpoints import DEFAULT_TLS_HANDSHAKE_TIMEOUT, Endpoint
+from daemonkit.core.connection import Connection
+from daemonkit.core.endpoints import DEFAULT_TLS_HANDSHAKE_TIMEOUT, Endpoint
 from daemonkit.errors import ConfigError
+from daemonkit.framework.handler import serve_handler
+from daemonkit.framework.hosts import EndpointOwner, StreamHost
 from daemonkit.framing.http import (
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_HEAD,
@@ -80,13 +82,8 @@ from daemonkit.framing.http import (
     HttpRequest,
     HttpRequestFramer,
 )
-from daemonkit.handler import Handler
-from daemonkit.hosts import StreamHost
-from daemonkit.http.connection import HttpConnection
-from daemonkit.http.response import Response
-
-if TYPE_CHECKING:
-    from daemonkit.daemon import Daemon
+from daemonkit.protocols.http.connection import HttpConnection
+from daemonkit.protocols.http.response import Response
 
 __all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_KEEPALIVE_TIMEOUT", "HttpHost"]
 
@@ -174,7 +171,7 @@ class HttpHost(StreamHost):
         | _websocket_options()
     )
 
-    def __init__(self, daemon: Daemon, endpoint: Endpoint) -> None:
+    def __init__(self, daemon: EndpointOwner, endpoint: Endpoint) -> None:
         self.max_head = DEFAULT_MAX_HEAD
         self.max_headers = DEFAULT_MAX_HEADERS
         self.max_body = DEFAULT_MAX_BODY
@@ -262,8 +259,7 @@ class HttpHost(StreamHost):
                 raise ConfigError(f"{endpoint}: websocket path {path!r} must start with '/'")
             if handler is None:
                 raise ConfigError(f"{endpoint}: websocket path {path!r} has no handler")
-            if isinstance(handler, Handler) and handler is not self.daemon:
-                handler.daemon = self.daemon
+            serve_handler(handler, self.daemon)
         self._websocket_routes = dict(routes)
 
     # -- what connections use ----------------------------------------------

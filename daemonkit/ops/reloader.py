@@ -4,7 +4,7 @@
 child running the same command line and, when a ``.py`` file under the
 watched directories changes, stops the child and starts a new one, as
 uvicorn's ``--reload`` does. For development only: clients are dropped at
-each restart (production has :mod:`daemonkit.upgrade`).
+each restart (production has :mod:`daemonkit.ops.upgrade`).
 
 Rules it keeps:
 

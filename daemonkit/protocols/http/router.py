@@ -48,10 +48,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from daemonkit.framing.http import HttpRequest
-from daemonkit.http.response import Response
+from daemonkit.protocols.http.response import Response
 
 if TYPE_CHECKING:
-    from daemonkit.http.connection import HttpConnection
+    from daemonkit.protocols.http.connection import HttpConnection
 
 __all__ = ["BoundRouter", "Router"]
 

@@ -7,7 +7,7 @@ The hot path is the one of every connection, with HTTP in the middle::
 
 One Python call into the handler per request, one ``transport.write`` per
 read however many pipelined requests it carried. What the connection adds
-to :class:`~daemonkit.connection.Connection`:
+to :class:`~daemonkit.core.connection.Connection`:
 
 * **Order.** One request is answered at a time (the *current* one). A
   handler that returns without answering will answer later (from a timer or
@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from daemonkit.connection import CloseReason, Connection
+from daemonkit.core.connection import CloseReason, Connection
 from daemonkit.errors import FramingError
 from daemonkit.framing.http import (
     LAST_CHUNK,
@@ -54,11 +54,11 @@ from daemonkit.framing.http import (
     encode_continue,
     encode_response,
 )
-from daemonkit.http.response import Headers, Response
+from daemonkit.protocols.http.response import Headers, Response
 
 if TYPE_CHECKING:
-    from daemonkit.http.host import HttpHost
-    from daemonkit.timers import Timer, TimerQueue
+    from daemonkit.core.timers import Timer, TimerQueue
+    from daemonkit.protocols.http.host import HttpHost
 
 __all__ = ["LINGER_TIMEOUT", "MAX_PIPELINE", "HttpConnection"]
 
@@ -146,7 +146,7 @@ class HttpConnection(Connection):
     requests that follow are held, and answered in order after it.
 
     ``conn.request`` is the request being answered (None between requests).
-    Everything else is a :class:`~daemonkit.connection.Connection`: ``log``,
+    Everything else is a :class:`~daemonkit.core.connection.Connection`: ``log``,
     ``state``, ``after()``, ``close()``...
     """
 
@@ -375,7 +375,7 @@ class HttpConnection(Connection):
         self._finish(keep)
 
     def close(self, timeout: float | None = None, *, code: int = 1000, reason: str = "") -> None:
-        """Close gracefully, like :meth:`Connection.close <daemonkit.connection.Connection.close>`.
+        """Close gracefully, like :meth:`Connection.close <daemonkit.Connection.close>`.
 
         After a WebSocket upgrade the close goes through the WebSocket
         protocol, with *code* and *reason*; they are ignored before.

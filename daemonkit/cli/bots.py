@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from daemonkit.argtypes import whole_number
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.procs import run_procs
 from daemonkit.bots.progress import Progress, choose_progress
@@ -42,10 +41,11 @@ from daemonkit.bots.runner import (
 )
 from daemonkit.bots.search import search_max_rate
 from daemonkit.bots.thresholds import Threshold, check_thresholds, parse_threshold
+from daemonkit.cli.argtypes import whole_number
+from daemonkit.cli.loader import load_bot_class
+from daemonkit.core.log import setup
+from daemonkit.core.reactor import BACKENDS
 from daemonkit.errors import ConfigError, LoadError
-from daemonkit.loader import load_bot_class
-from daemonkit.log import setup
-from daemonkit.reactor import BACKENDS
 
 __all__ = ["EXIT_NO_CONNECTION", "EXIT_THRESHOLD", "build_parser", "main", "parse_duration"]
 

@@ -3,7 +3,7 @@
 ``--max-memory 512M`` (the ``max_memory`` setting, in bytes) makes a running
 daemon sample its RSS every ``memory_check_interval`` seconds; past the
 limit it recycles itself with a zero-downtime upgrade
-(:mod:`daemonkit.upgrade` owns the timer and the upgrade). A leaking
+(:mod:`daemonkit.ops.upgrade` owns the timer and the upgrade). A leaking
 application is thereby replaced by a fresh process before the OOM killer
 takes it and its users down, as RoadRunner's ``max_worker_memory`` and
 PHP-FPM's ``pm.max_requests`` recycle workers.
@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from daemonkit.errors import ConfigError
-from daemonkit.metrics import resident_memory
+from daemonkit.daemon import DEFAULT_MEMORY_CHECK_INTERVAL, check_memory_settings
+from daemonkit.ops.metrics import resident_memory
 
 __all__ = [
     "DEFAULT_MEMORY_CHECK_INTERVAL",
@@ -30,11 +30,6 @@ __all__ = [
     "format_size",
     "parse_size",
 ]
-
-#: Seconds between two RSS samples. RoadRunner's supervisor samples every
-#: second (``watch_tick``); a leak grows over minutes to hours, and each
-#: sample is a read of /proc, so every 5 s is prompt and costs nothing.
-DEFAULT_MEMORY_CHECK_INTERVAL = 5.0
 
 #: Seconds before the guard triggers again while memory stays over the
 #: limit (after an upgrade that failed: broken new code fails again, and
@@ -71,19 +66,6 @@ def format_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def check_memory_settings(max_memory: object, interval: object) -> None:
-    """Refuse a bad ``max_memory`` or ``memory_check_interval`` with a :class:`ConfigError`."""
-    if max_memory is not None and (
-        not isinstance(max_memory, int) or isinstance(max_memory, bool) or max_memory <= 0
-    ):
-        raise ConfigError(
-            f"max_memory must be a number of bytes > 0 or None, not {max_memory!r} "
-            "(on the command line: --max-memory 512M)"
-        )
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or not interval > 0:
-        raise ConfigError(f"memory_check_interval must be seconds > 0, not {interval!r}")
 
 
 class MemoryGuard:

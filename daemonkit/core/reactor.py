@@ -11,8 +11,8 @@ tests can prove that a closed connection leaves nothing behind.
 Rules it keeps:
 
 * Timers are events like any other. All of them live in one
-  :class:`~daemonkit.timers.TimerQueue` armed on a single backend timer, so a
-  :class:`~daemonkit.timers.FakeClock` can drive every timer in tests.
+  :class:`~daemonkit.core.timers.TimerQueue` armed on a single backend timer, so a
+  :class:`~daemonkit.core.timers.FakeClock` can drive every timer in tests.
 * Signals arrive through the loop (``add_signal_handler``), never inside other
   work.
 * Accepting is done here, not by the backend, so both backends behave the
@@ -36,9 +36,15 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from daemonkit.endpoints import DEFAULT_BACKLOG, Address, address_of, bind_socket, parse_endpoint
+from daemonkit.core.endpoints import (
+    DEFAULT_BACKLOG,
+    Address,
+    address_of,
+    bind_socket,
+    parse_endpoint,
+)
+from daemonkit.core.timers import Clock, FakeClock, MonotonicClock, Timer, TimerQueue
 from daemonkit.errors import ConfigError
-from daemonkit.timers import Clock, FakeClock, MonotonicClock, Timer, TimerQueue
 
 __all__ = [
     "BACKENDS",
@@ -384,7 +390,7 @@ class Reactor:
 
     ``Reactor(backend="auto")`` creates and owns a new asyncio event loop
     (:func:`new_event_loop`). ``clock`` defaults to the monotonic clock; pass
-    a :class:`~daemonkit.timers.FakeClock` to drive every timer by hand in
+    a :class:`~daemonkit.core.timers.FakeClock` to drive every timer by hand in
     tests (then timers fire only on ``clock.advance()``).
 
     Use it from one thread. :meth:`run` blocks until :meth:`stop`;

@@ -1,0 +1,112 @@
+"""The composition root: build a reactor, attach operations to a daemon, serve.
+
+A :class:`~daemonkit.daemon.Daemon` knows nothing of operations. This module
+is the one place that wires them to it, through the daemon's documented
+interface (:meth:`~daemonkit.daemon.Daemon.add_lifecycle_hook`,
+:meth:`~daemonkit.daemon.Daemon.set_upgrade_handler`, its endpoints,
+listeners and connection set):
+
+* the zero-downtime **upgrade** hand-over (:mod:`daemonkit.ops.upgrade`):
+  adopts the listeners an old process handed over *before* the daemon binds,
+  answers :meth:`Daemon.upgrade <daemonkit.daemon.Daemon.upgrade>` and
+  SIGUSR2, tells the old process once this one is ready, and arms the
+  **memory guard** when ``max_memory`` is set;
+* the **control socket** and the **metrics** endpoint
+  (:mod:`daemonkit.ops.control`) when ``control`` or ``metrics`` is set,
+  opened once the listeners are bound, before ``on_start``.
+
+``Daemon.run()`` calls :func:`run`; the command line calls it through
+``Daemon.run()`` after :mod:`daemonkit.ops.process` added its own hooks
+(pidfile, privileges, detaching, systemd). An embedder that drives a reactor
+itself calls :func:`attach` before ``daemon.start(reactor)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from daemonkit.core.reactor import Listener, Reactor
+from daemonkit.core.timers import Clock
+from daemonkit.daemon import Daemon
+from daemonkit.ops.control import Operations
+from daemonkit.ops.upgrade import Upgrader
+
+__all__ = ["Attached", "attach", "run"]
+
+
+class Attached:
+    """What :func:`attach` put on a daemon: its upgrader and, once bound, its operations."""
+
+    __slots__ = ("daemon", "operations", "upgrader")
+
+    def __init__(self, daemon: Daemon, upgrader: Upgrader) -> None:
+        self.daemon = daemon
+        #: The daemon's side of zero-downtime upgrades (and the memory guard).
+        self.upgrader = upgrader
+        #: The control socket and metrics endpoint, when the settings ask for them.
+        self.operations: Operations | None = None
+
+    def service_listeners(self) -> list[tuple[str, Listener]]:
+        """The operations' open listeners, as an upgrade hands them over (``"@control"``...)."""
+        ops = self.operations
+        found = []
+        for name, service in (("control", ops and ops.control), ("metrics", ops and ops.metrics)):
+            listener = getattr(service, "listener", None)
+            if listener is not None and listener.active:
+                found.append((f"@{name}", listener))
+        return found
+
+    def _on_event(self, event: str) -> None:
+        daemon = self.daemon
+        if event == "bound":
+            if daemon.control is not None or daemon.metrics is not None:
+                daemon.connections.track_ages()  # for ``ctl connections``
+                # Binds; raises StartError/ConfigError (the start fails);
+                # registers its own cleanup, so it is released at stop.
+                self.operations = Operations.start(daemon, daemon.reactor)
+        elif event == "ready":
+            # Added after any pidfile/systemd hook, so the process we replace
+            # hears of us only once those name our pid.
+            daemon.set_upgrade_handler(self.upgrader.upgrade)
+            self.upgrader.start(daemon.reactor)
+
+
+def attach(daemon: Daemon) -> Attached:
+    """Attach the operations ``daemon``'s settings ask for; call before it starts.
+
+    Adopts the listeners handed over by an upgrading process now (before the
+    daemon binds), and hooks the rest onto the daemon's lifecycle events.
+    Raises :class:`~daemonkit.errors.ConfigError` when a handed-over
+    descriptor is not a socket.
+    """
+    attached = Attached(daemon, Upgrader(daemon))
+    attached.upgrader.service_listeners = attached.service_listeners
+    daemon.add_lifecycle_hook(attached._on_event)
+    return attached
+
+
+def run(
+    daemon: Daemon,
+    *,
+    backend: str = "auto",
+    clock: Clock | None = None,
+    install_signals: bool = True,
+    on_ready: Callable[[Daemon], object] | None = None,
+) -> None:
+    """Build a reactor, attach operations, start ``daemon`` and serve until it stops.
+
+    The body of :meth:`Daemon.run <daemonkit.daemon.Daemon.run>` (see there
+    for the arguments). Raises :class:`~daemonkit.daemon.StartError`; whatever
+    happens, the daemon's connections, hosts and cleanups are released and
+    the reactor is closed before it returns.
+    """
+    reactor = Reactor(backend, clock=clock, log=daemon.log)
+    try:
+        attach(daemon)
+        daemon.start(reactor, install_signals=install_signals)
+        if on_ready is not None:
+            reactor.call_soon(on_ready, daemon)
+        reactor.run()
+    finally:
+        daemon.release_after_run()
+        reactor.close()
