@@ -14,10 +14,18 @@ picks the host class from the endpoint's scheme.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from daemonkit.connection import CloseReason, Connection
+from daemonkit.connection import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    FRAME_IDLE_FACTOR,
+    CloseReason,
+    Connection,
+)
+from daemonkit.durations import check_optional_duration
 from daemonkit.endpoints import DEFAULT_TLS_HANDSHAKE_TIMEOUT, INHERIT, Address, Endpoint
 from daemonkit.errors import ConfigError
 from daemonkit.framing import Framer, Raw
@@ -29,7 +37,11 @@ if TYPE_CHECKING:
     from daemonkit.daemon import Daemon
     from daemonkit.reactor import Listener, Reactor
 
-__all__ = ["EndpointHost", "StreamHost", "framer_factory"]
+__all__ = ["MAX_SOCKET_BUFFER", "EndpointHost", "StreamHost", "framer_factory"]
+
+#: Largest ``sndbuf``/``rcvbuf`` endpoint option, in bytes: Linux keeps twice
+#: the size asked for in a C int, so 1 GiB is the most it can represent.
+MAX_SOCKET_BUFFER = 1 << 30
 
 
 def framer_factory(framing: Any) -> Callable[[], Framer] | None:
@@ -122,14 +134,26 @@ class StreamHost(EndpointHost):
     #: The Connection class this host's connections are made of.
     connection_class: ClassVar[type[Connection]] = Connection
 
+    #: Seconds from a frame's first byte to its last, or None (no framer, or
+    #: HTTP, whose requests have ``header_timeout``); see :meth:`read_deadlines`.
+    frame_timeout: float | None = None
+    #: Seconds a connection whose writing is paused may see its peer take nothing, or None.
+    send_timeout: float | None = None
+
     def __init__(self, daemon: Daemon, endpoint: Endpoint) -> None:
         super().__init__(daemon, endpoint)
         framing = daemon.framing if endpoint.framing is INHERIT else endpoint.framing
         self._framer_factory: Callable[[], Framer] | None = framer_factory(framing)
         idle = daemon.idle_timeout if endpoint.idle_timeout is INHERIT else endpoint.idle_timeout
-        if idle is not None and (not isinstance(idle, int | float) or idle < 0):
-            raise ConfigError(f"{endpoint}: idle_timeout must be seconds >= 0 or None")
+        if endpoint.address.http and idle is DEFAULT_IDLE_TIMEOUT:
+            # Left at the default (the very object, not an equal number someone
+            # set): HTTP's own keepalive_timeout and header_timeout are its idle
+            # deadlines, and a long response to a silent client is no idleness.
+            idle = None
+        idle = check_optional_duration(f"{endpoint}: idle_timeout", idle)
         self.idle_timeout: float | None = idle
+        #: (option, bytes) pairs set on every accepted socket (``sndbuf``/``rcvbuf``).
+        self._buffers: tuple[tuple[int, int], ...] = ()
         self.write_high_water: int = daemon.write_high_water
         self.write_low_water: int = daemon.write_low_water
         self.max_write_buffer: int = daemon.max_write_buffer
@@ -148,10 +172,54 @@ class StreamHost(EndpointHost):
         self.listener: Listener | None = None
         self.tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
         self.check_options()
+        self.read_deadlines()
         endpoint.ssl_context()  # load the certificate now: a bad file fails --check too
 
     #: The endpoint options this host reads (subclasses add theirs).
-    OPTIONS: ClassVar[frozenset[str]] = frozenset({"tls_handshake_timeout"})
+    OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"tls_handshake_timeout", "frame_timeout", "send_timeout", "sndbuf", "rcvbuf"}
+    )
+
+    def read_deadlines(self) -> None:
+        """Read ``frame_timeout``, ``send_timeout``, ``sndbuf`` and ``rcvbuf``.
+
+        Each comes from the endpoint's options, else the daemon's setting.
+        ``frame_timeout=None`` means automatic: :data:`DEFAULT_FRAME_TIMEOUT`,
+        or :data:`FRAME_IDLE_FACTOR` idle timeouts when that is shorter, so an
+        idle timeout bounds a trickler too; ``0`` turns a deadline off.
+        Raises :class:`ConfigError` naming the endpoint and the setting.
+        """
+        daemon, endpoint = self.daemon, self.endpoint
+        options = endpoint.options
+        where = f"{endpoint}: "
+        frame = check_optional_duration(
+            where + "frame_timeout", options.get("frame_timeout", daemon.frame_timeout)
+        )
+        if self._framer_factory is None or endpoint.address.http:
+            frame = None  # raw bytes have no frames; HTTP has header_timeout
+        elif frame is None:
+            frame = DEFAULT_FRAME_TIMEOUT
+            if self.idle_timeout:
+                frame = min(frame, FRAME_IDLE_FACTOR * self.idle_timeout)
+        self.frame_timeout = frame or None
+        send = check_optional_duration(
+            where + "send_timeout", options.get("send_timeout", daemon.send_timeout)
+        )
+        self.send_timeout = send or None
+        buffers = []
+        for name, option in (("sndbuf", socket.SO_SNDBUF), ("rcvbuf", socket.SO_RCVBUF)):
+            size = options.get(name)
+            if size is None:
+                continue
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ConfigError(f"{where}{name} must be a whole number of bytes, not {size!r}")
+            if size > MAX_SOCKET_BUFFER:
+                raise ConfigError(
+                    f"{where}{name}={size} is more than the {MAX_SOCKET_BUFFER} bytes "
+                    "a socket buffer may have"
+                )
+            buffers.append((option, size))
+        self._buffers = tuple(buffers)
 
     def check_options(self) -> None:
         """Read the options this host knows and refuse the others, naming them."""
@@ -206,7 +274,21 @@ class StreamHost(EndpointHost):
 
     # -- the ConnectionHost interface ------------------------------------------
 
+    def _set_buffers(self, conn: Connection) -> None:
+        """Apply the ``sndbuf``/``rcvbuf`` options to the accepted socket."""
+        t = conn.transport
+        sock = t.get_extra_info("socket") if t is not None else None
+        if sock is None:
+            return
+        for option, size in self._buffers:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+            except OSError as exc:  # e.g. the peer already reset the connection
+                conn.log.debug("cannot set the socket buffer size: %s", exc)
+
     def _on_connection_made(self, conn: Connection) -> None:
+        if self._buffers:
+            self._set_buffers(conn)
         daemon = self.daemon
         daemon.connections._add(conn)
         daemon.stats["accepted"] += 1

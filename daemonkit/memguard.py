@@ -16,9 +16,11 @@ keeps failing is not retried on every sample.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
+from daemonkit.durations import check_duration
 from daemonkit.errors import ConfigError
 from daemonkit.metrics import resident_memory
 
@@ -57,7 +59,10 @@ def parse_size(text: str) -> int:
     if match is None:
         raise ValueError(f"{text!r} is not a size; write e.g. 512M, 1G or 1048576 (bytes)")
     number, unit = match.groups()
-    value = int(float(number) * _UNITS[unit.upper()])
+    amount = float(number) * _UNITS[unit.upper()]
+    if not math.isfinite(amount):  # hundreds of digits: int() would raise OverflowError
+        raise ValueError(f"{text!r} is too large for a size; write e.g. 512M or 2G")
+    value = int(amount)
     if value <= 0:
         raise ValueError(f"{text!r} must be more than 0 bytes")
     return value
@@ -82,8 +87,7 @@ def check_memory_settings(max_memory: object, interval: object) -> None:
             f"max_memory must be a number of bytes > 0 or None, not {max_memory!r} "
             "(on the command line: --max-memory 512M)"
         )
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or not interval > 0:
-        raise ConfigError(f"memory_check_interval must be seconds > 0, not {interval!r}")
+    check_duration("memory_check_interval", interval, positive=True)
 
 
 class MemoryGuard:
