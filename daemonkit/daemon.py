@@ -14,16 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import logging
 import resource
 import signal
 import socket
+import struct
+import termios
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from daemonkit.core.connection import CloseReason, Connection
-from daemonkit.core.endpoints import Address, Endpoint
+from daemonkit.core.connection import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT,
+    CloseReason,
+    Connection,
+)
+from daemonkit.core.durations import check_duration, check_optional_duration
+from daemonkit.core.endpoints import INHERIT, Address, Endpoint, parse_endpoint
 from daemonkit.core.reactor import Listener, Reactor
 from daemonkit.core.timers import Clock, Timer
 from daemonkit.errors import ConfigError, DaemonkitError, UpgradeError
@@ -77,6 +86,9 @@ DEFAULT_MEMORY_CHECK_INTERVAL = 5.0
 #: Seconds an immediate stop waits for aborted connections to report
 #: connection_lost (they do so on the next loop turn; this only guards a bug).
 STOP_BACKSTOP = 2.0
+#: Seconds between two looks, during a graceful stop, for connections that
+#: have read what their clients sent (upgrade's attach poll is as short).
+SHUTDOWN_READ_POLL = 0.005
 
 
 def check_memory_settings(max_memory: object, interval: object) -> None:
@@ -88,8 +100,7 @@ def check_memory_settings(max_memory: object, interval: object) -> None:
             f"max_memory must be a number of bytes > 0 or None, not {max_memory!r} "
             "(on the command line: --max-memory 512M)"
         )
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or not interval > 0:
-        raise ConfigError(f"memory_check_interval must be seconds > 0, not {interval!r}")
+    check_duration("memory_check_interval", interval, positive=True)
 
 
 class StartError(DaemonkitError):
@@ -176,9 +187,9 @@ class Daemon(Handler):
 
     Settings (class attributes; instance keyword arguments and the CLI
     override them): ``listen``, ``framing``, ``max_connections``,
-    ``idle_timeout``, ``write_high_water``, ``write_low_water``,
-    ``max_write_buffer``, ``close_timeout``, ``shutdown_timeout``, ``name``,
-    ``signals``.
+    ``idle_timeout``, ``frame_timeout``, ``send_timeout``, ``write_high_water``,
+    ``write_low_water``, ``max_write_buffer``, ``close_timeout``,
+    ``shutdown_timeout``, ``name``, ``signals``.
 
     Callbacks are plain methods, never ``async``, all optional. The legal
     order, as a grammar::
@@ -208,7 +219,14 @@ class Daemon(Handler):
     listen: ClassVar[str | Endpoint | Sequence[str | Endpoint]] = "tcp://127.0.0.1:7000"
     framing: ClassVar[Any] = None
     max_connections: int | None = None
-    idle_timeout: float | None = None
+    #: Seconds without input before ``on_timeout``; None: never. HTTP
+    #: endpoints take it only when set (their keepalive_timeout is theirs).
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    #: Seconds from a frame's first byte to its last on framed stream
+    #: endpoints; None: automatic (60 s, or 2 idle timeouts if shorter); 0: none.
+    frame_timeout: float | None = None
+    #: Seconds a client may take nothing while writing to it is paused; None: never.
+    send_timeout: float | None = DEFAULT_SEND_TIMEOUT
     write_high_water: int = DEFAULT_WRITE_HIGH_WATER
     write_low_water: int = DEFAULT_WRITE_LOW_WATER
     max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER
@@ -234,6 +252,8 @@ class Daemon(Handler):
         "framing",
         "max_connections",
         "idle_timeout",
+        "frame_timeout",
+        "send_timeout",
         "write_high_water",
         "write_low_water",
         "max_write_buffer",
@@ -270,6 +290,11 @@ class Daemon(Handler):
         self._stopped = False
         self._drain_timer: Timer | None = None
         self._backstop: asyncio.TimerHandle | None = None
+        # A graceful stop's sweep (see _sweep), whether on_stop ran, and the
+        # connections it has closed.
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._stop_called = False
+        self._shut: set[int] = set()
         self._on_log_reopen: Callable[[], object] | None = None
         #: The endpoints, in ``listen`` order, each with its (unique) name.
         self.endpoints: list[Endpoint] = self._validate()
@@ -278,6 +303,7 @@ class Daemon(Handler):
         #: callback ``errors``. Read them, e.g. for a stats line; do not write.
         self.stats = {"accepted": 0, "closed": 0, "rejected": 0, "errors": 0}
         self._hosts: list[EndpointHost] = [_host_for(self, e) for e in self.endpoints]
+        _check_endpoint_durations(self.endpoints)  # after the hosts' own checks of type
         self._groups: dict[str, Group] = {}
         self._inherited: dict[str, socket.socket] = {}
         # Operations' hooks (add_lifecycle_hook), called with each lifecycle event.
@@ -506,14 +532,22 @@ class Daemon(Handler):
                 count += 1
         return count
 
-    def stop(self, *, now: bool = False) -> None:
+    def stop(self, *, now: bool = False, keep_backlog: bool = False) -> None:
         """Stop the daemon: gracefully, or with ``now=True`` at once.
 
-        Graceful: stop accepting, ``on_stop``, flush and close every
-        connection, wait up to ``shutdown_timeout``, abort the rest, run the
-        cleanups, then leave the loop. With ``now=True`` (or a second call
-        with it, as a second SIGTERM does) connections are aborted instead of
-        drained. Either way every connection still gets its ``on_close``.
+        Graceful: stop accepting, then accept the clients already waiting in
+        the listen backlog (closing a listener would reset them; they are
+        let in whatever ``max_connections`` says, since they connected before
+        the stop and the backlog bounds them), ``on_stop`` once they are
+        set up, then close every connection as soon as it has read what its
+        client had sent (answered by the usual callbacks), wait up to
+        ``shutdown_timeout``, abort the rest, run the cleanups, then leave
+        the loop. ``keep_backlog=True`` leaves the clients queued in the
+        backlog to the process that shares the listeners: an upgrade's old
+        process stops that way, and the new one accepts them. With
+        ``now=True`` (or a second call with it, as a second SIGTERM does)
+        connections are aborted instead of drained.
+        Either way every connection still gets its ``on_close``.
         """
         if self._reactor is None or self._stopped:
             return
@@ -524,18 +558,14 @@ class Daemon(Handler):
             for host in self._hosts:
                 host.pause()
             for listener in self.listeners:
-                listener.close()
-            try:
-                self.on_stop()
-            except Exception:
-                self.log.exception("on_stop failed")
-            for conn in self.connections:
-                conn._close(CloseReason.SHUTDOWN, self.shutdown_timeout)
+                listener.close(drain=not (now or keep_backlog))
             if not now:
                 self._drain_timer = self.reactor.call_later(
                     self.shutdown_timeout, self._drain_expired
                 )
+                self._sweep()
         if now:
+            self._call_on_stop()
             for conn in self.connections:
                 conn._abort(CloseReason.SHUTDOWN)
             # Aborted transports report connection_lost on the next loop turns;
@@ -545,8 +575,50 @@ class Daemon(Handler):
                 self._backstop = self.reactor.loop.call_later(STOP_BACKSTOP, self._finish)
         self._maybe_finish()
 
+    def _call_on_stop(self) -> None:
+        if not self._stop_called:
+            self._stop_called = True
+            try:
+                self.on_stop()
+            except Exception:
+                self.log.exception("on_stop failed")
+
+    def _sweep(self) -> None:
+        """A graceful stop's step: on_stop, then close each connection that read its input.
+
+        Closing a socket whose input was not read sends a reset, which
+        destroys the answer to a request the client sent before the stop.
+        So a connection is closed once the kernel holds none of its input
+        (the backend read it, the handler answered). Runs again every
+        :data:`SHUTDOWN_READ_POLL` on the loop's own clock while something
+        is left; ``shutdown_timeout`` bounds it.
+        """
+        self._sweeper = None
+        if self._stopped:
+            return
+        waiting = sum(listener.pending for listener in self.listeners)
+        if not waiting:
+            self._call_on_stop()  # every client let in has had its on_accept
+            for conn in self.connections:
+                if conn.id in self._shut:
+                    continue
+                if _unread_bytes(conn):
+                    waiting += 1
+                    continue
+                self._shut.add(conn.id)
+                conn._close(CloseReason.SHUTDOWN, self.shutdown_timeout)
+        if waiting and not self._stopped:
+            self._sweeper = self.reactor.loop.call_later(SHUTDOWN_READ_POLL, self._sweep)
+        self._maybe_finish()
+
     def _maybe_finish(self) -> None:
-        if self._stopping and not self._stopped and len(self.connections) == 0:
+        if (
+            self._stopping
+            and not self._stopped
+            and len(self.connections) == 0
+            and self._stop_called
+            and not any(listener.pending for listener in self.listeners)
+        ):
             self._finish()
 
     # -- running ---------------------------------------------------------
@@ -735,6 +807,9 @@ class Daemon(Handler):
         if self._backstop is not None:
             self._backstop.cancel()
             self._backstop = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for host in self._hosts:
             host.close()
         self._run_cleanups()
@@ -786,14 +861,10 @@ class Daemon(Handler):
             raise ConfigError("write_low_water must not exceed write_high_water")
         if self.max_write_buffer < self.write_high_water:
             raise ConfigError("max_write_buffer must be at least write_high_water")
-        for key in ("idle_timeout",):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int | float) or value < 0):
-                raise ConfigError(f"{key} must be seconds >= 0 or None, not {value!r}")
+        for key in ("idle_timeout", "frame_timeout", "send_timeout"):
+            check_optional_duration(key, getattr(self, key))
         for key in ("close_timeout", "shutdown_timeout"):
-            value = getattr(self, key)
-            if not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"{key} must be seconds >= 0, not {value!r}")
+            check_duration(key, getattr(self, key))
         check_memory_settings(self.max_memory, self.memory_check_interval)
         mc = self.max_connections
         if mc is not None and (not isinstance(mc, int) or mc < 1):
@@ -806,6 +877,40 @@ class Daemon(Handler):
             if isinstance(host, StreamHost):
                 return host.new_connection()
         raise ConfigError(f"{type(self).__name__} has no stream endpoint")
+
+
+def _unread_bytes(conn: Connection) -> int:
+    """Bytes the kernel holds for ``conn`` that its transport has not read (FIONREAD)."""
+    transport = conn.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0  # closed meanwhile, or not a socket (a test transport)
+    return int(struct.unpack("i", raw)[0])
+
+
+def _check_endpoint_durations(endpoints: list[Endpoint]) -> None:
+    """Refuse a per-endpoint duration that is not finite or longer than 30 days.
+
+    Every endpoint option named ``*_timeout`` or ``*_interval`` (a protocol's
+    ``header_timeout``, ``ping_interval``, ``tls_handshake_timeout``... and
+    any it adds later) and the endpoint's ``idle_timeout`` go through
+    :func:`~daemonkit.core.durations.check_optional_duration`, whichever host
+    reads them: ``inf`` there broke every connection at ``connection_made``.
+    """
+    for endpoint in endpoints:
+        durations = {
+            key: value
+            for key, value in endpoint.options.items()
+            if key.endswith(("_timeout", "_interval"))
+        }
+        if endpoint.idle_timeout is not INHERIT:
+            durations["idle_timeout"] = endpoint.idle_timeout
+        for key, value in durations.items():
+            check_optional_duration(f"{endpoint}: {key}", value)
 
 
 def _name_endpoints(endpoints: list[Endpoint]) -> list[Endpoint]:
@@ -835,8 +940,10 @@ def override_listen(
     ``NAME=URL`` moves the endpoint named NAME to URL and keeps its framing,
     handler and options. Plain URLs replace the endpoints in order when
     there are as many; with one endpoint, each URL gets a copy of it.
-    Raises :class:`~daemonkit.errors.ConfigError` otherwise, naming the
-    endpoints there are.
+    Either way an endpoint with settings of its own moves only to a URL of
+    its kind (tcp/unix, tls, http/ws, https/wss, udp), since another
+    protocol cannot use them. Raises :class:`~daemonkit.errors.ConfigError`
+    otherwise, naming the endpoints there are.
     """
     current = _name_endpoints(
         [
@@ -861,15 +968,53 @@ def override_listen(
         unknown = sorted(set(named) - {str(e.name) for e in current})
         if unknown:
             raise ConfigError(f"--listen: no endpoint named {unknown[0]!r}; there are: {names}")
-        return [e.replace(named[str(e.name)]) if e.name in named else e for e in current]
+        return [_move(e, named[str(e.name)], "") if e.name in named else e for e in current]
     if len(current) == 1:
-        return [current[0].replace(url, name=None) for url in plain]
+        return [_move(current[0], url, "", name=None) for url in plain]
     if len(plain) == len(current):
-        return [e.replace(url) for e, url in zip(current, plain, strict=True)]
+        hint = (
+            f"; plain --listen URLs replace the endpoints in order ({names}): "
+            "name the one you move instead, --listen NAME=URL"
+        )
+        return [_move(e, url, hint) for e, url in zip(current, plain, strict=True)]
     raise ConfigError(
         f"--listen: the daemon has {len(current)} endpoints ({names}); "
         "move them by name, e.g. --listen NAME=tcp://0.0.0.0:7000"
     )
+
+
+# Schemes that can take each other's place under an endpoint's settings: the
+# same protocol, with or without TLS alike (a TLS endpoint carries its files).
+_SCHEME_KINDS = (("tcp", "unix"), ("tls",), ("http", "ws"), ("https", "wss"), ("udp",))
+
+
+def _move(endpoint: Endpoint, url: str, hint: str, **changes: Any) -> Endpoint:
+    """``endpoint`` at ``url``, keeping its settings; ConfigError if ``url``'s protocol differs.
+
+    A bare endpoint (a URL with nothing of its own) may change protocol:
+    there is nothing to lose. ``hint`` ends the error message.
+    """
+    scheme = parse_endpoint(url).scheme
+    old = endpoint.address.scheme
+    kind = next((k for k in _SCHEME_KINDS if old in k), (old,))
+    own = [
+        label
+        for label, present in (
+            ("framing", endpoint.framing is not INHERIT),
+            ("handler", endpoint.handler is not None),
+            ("TLS files", endpoint.address.tls),
+            ("idle_timeout", endpoint.idle_timeout is not INHERIT),
+            *((f"option {key}", True) for key in sorted(endpoint.options)),
+        )
+        if present
+    ]
+    if scheme not in kind and own:
+        raise ConfigError(
+            f"--listen {url}: endpoint {endpoint.name!r} ({endpoint}) has settings for "
+            f"{'/'.join(kind)} ({', '.join(own)}) that a {scheme} endpoint cannot use; "
+            f"give it a URL starting {' or '.join(s + '://' for s in kind)}{hint}"
+        )
+    return endpoint.replace(url, **changes)
 
 
 def _host_for(daemon: Daemon, endpoint: Endpoint) -> EndpointHost:

@@ -146,6 +146,127 @@ def test_ambiguous_file_needs_a_class_name(
     assert cli.main([f"{path}:B", "--check"]) == cli.EXIT_OK
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "1e308", "-1"])
+@pytest.mark.parametrize(
+    ("flag", "setting"),
+    [("--idle-timeout", "idle_timeout"), ("--shutdown-timeout", "shutdown_timeout")],
+)
+def test_check_refuses_a_duration_the_daemon_cannot_use(
+    flag: str, setting: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """inf passed --check, then broke every connection (idle) or stop() (shutdown)."""
+    code = cli.main([ECHO, "--check", "--listen", "tcp://127.0.0.1:0", flag, value])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE, err
+    assert f"argument {flag}: {setting}" in err
+    assert "Traceback" not in err
+
+
+def test_a_size_too_large_for_a_float_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """400 digits made float() return inf and int() raise OverflowError: a traceback."""
+    code = cli.main([ECHO, "--check", "--max-memory", "9" * 400 + "G"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE, err
+    assert "argument --max-memory: " in err and "too large" in err
+    assert "Traceback" not in err
+
+
+def _world_writable_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "open"
+    path.mkdir()
+    path.chmod(0o777)
+    return path
+
+
+# Each passed --check and then failed the real start: (arguments, message).
+START_CHECKS = {
+    "control-world-writable": (
+        lambda tmp: ["--control", str(_world_writable_dir(tmp) / "ctl.sock")],
+        "is world-writable",
+    ),
+    "control-dir-missing": (
+        lambda tmp: ["--control", str(tmp / "missing" / "ctl.sock")],
+        "does not exist",
+    ),
+    "pidfile-dir-missing": (
+        lambda tmp: ["--pidfile", str(tmp / "missing" / "app.pid")],
+        "does not exist",
+    ),
+    "unknown-user": (lambda tmp: ["--user", "no_such_user_dk"], "unknown user 'no_such_user_dk'"),
+    "metrics-udp": (lambda tmp: ["--metrics", "udp://127.0.0.1:0"], "metrics endpoint"),
+}
+
+
+@pytest.mark.parametrize("case", list(START_CHECKS))
+def test_check_runs_the_checks_the_start_runs(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_args, message = START_CHECKS[case]
+    args = [ECHO, "--listen", "tcp://127.0.0.1:0", *make_args(tmp_path)]
+    assert cli.main([*args, "--check"]) == cli.EXIT_CONFIG
+    checked = capsys.readouterr().err
+    assert message in checked
+    assert checked.count("\n") == 1 and "Traceback" not in checked
+    # The real start refuses with the very same line: one check, shared.
+    code, started = finish(spawn(*args))
+    assert code == cli.EXIT_CONFIG, started
+    assert checked.strip() in started
+
+
+def test_check_passes_with_usable_control_and_pidfile_dirs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    argv = [ECHO, "--check", "--listen", "tcp://127.0.0.1:0", "--control", str(run_dir / "c")]
+    argv += ["--pidfile", str(run_dir / "app.pid"), "--metrics", "tcp://127.0.0.1:0"]
+    assert cli.main(argv) == cli.EXIT_OK, capsys.readouterr().err
+    assert list(run_dir.iterdir()) == []  # --check creates nothing
+
+
+WS_CHAT = str(ROOT / "examples" / "ws_chat.py")
+
+
+def test_plain_listen_urls_keep_each_endpoints_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """ws_chat has web (http, websocket options) and lines (tcp, Lines framing)."""
+    from daemonkit.cli.loader import load_daemon_class
+    from daemonkit.daemon import override_listen
+
+    listen = load_daemon_class(WS_CHAT).listen
+    moved = override_listen(listen, ["ws://127.0.0.1:0", "unix:///tmp/x.sock"])
+    assert [e.name for e in moved] == ["web", "lines"]
+    assert moved[0].options["websocket"] == "/ws" and moved[1].framing is not None
+    argv = [WS_CHAT, "--check", "--listen", "http://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0"]
+    assert cli.main(argv) == cli.EXIT_OK, capsys.readouterr().err
+
+
+def test_plain_listen_url_of_another_protocol_says_to_name_the_endpoint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It used to say "unknown endpoint option(s): max_message, websocket"."""
+    argv = [WS_CHAT, "--check", "--listen", "tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0"]
+    assert cli.main(argv) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "unknown endpoint option" not in err
+    assert "endpoint 'web' (http://127.0.0.1:8000)" in err
+    assert "--listen NAME=URL" in err and err.count("\n") == 1
+    # By name, the same mistake gets the same explanation, minus the hint.
+    assert cli.main([WS_CHAT, "--check", "--listen", "web=tcp://127.0.0.1:0"]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "endpoint 'web' (http://127.0.0.1:8000)" in err and "unknown endpoint" not in err
+
+
+def test_exit_codes_in_the_docs_match_the_code() -> None:
+    """docs/cli.md lists every EXIT_* constant of the cli module, with its number."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    codes = {name: getattr(cli, name) for name in cli.__all__ if name.startswith("EXIT_")}
+    for name, number in codes.items():
+        assert f"`{name}`" in text, name
+        assert re.search(rf"^\| {number} \|", text, re.MULTILINE), (name, number)
+
+
 # -- real processes ---------------------------------------------------------------
 
 

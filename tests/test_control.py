@@ -357,6 +357,25 @@ def test_stop_is_graceful_and_takes_a_timeout(run_daemon: Any, sock_path: Path) 
     assert not sock_path.exists()
 
 
+def test_stop_with_a_timeout_too_long_is_refused_and_the_daemon_serves_on(
+    run_daemon: Any, sock_path: Path
+) -> None:
+    """1e308 passed the old check; stop() then raised half-way and the daemon never exited."""
+    d, runner = start(run_daemon, sock_path)
+    with runner.connect() as user, Client(sock_path) as c:
+        reply = c.ask({"cmd": "stop", "timeout": 1e308})
+        assert reply["ok"] is False
+        assert reply["error"].startswith("timeout=1e+308 is longer than"), reply
+        user.sendall(b"still there\n")
+        assert recv_until(user, b"\n") == b"still there\n"
+        assert c.ask({"cmd": "status"})["status"]["state"] == "running"
+    assert runner.call(lambda: (d._stopping, d.shutdown_timeout)) == (False, 10.0)
+    # A good stop still works afterwards.
+    with Client(sock_path) as c:
+        assert c.ask({"cmd": "stop", "timeout": 1})["ok"] is True
+    runner.stop()
+
+
 class Flooder(Echo):
     """Answers ``go`` with 16 MiB: more than loopback's buffers take for a client not reading."""
 
@@ -432,10 +451,12 @@ def test_metrics_command(run_daemon: Any, sock_path: Path) -> None:
         (b"[1, 2]\n", "must be a JSON object"),
         (b'{"cmd": "launch"}\n', "unknown command 'launch'; commands: status, connections"),
         (b'{"cmd": "status", "verbose": true}\n', "status does not take 'verbose'"),
-        (b'{"cmd": "stop", "timeout": -1}\n', "timeout must be seconds >= 0"),
-        (b'{"cmd": "stop", "timeout": "soon"}\n', "timeout must be seconds >= 0"),
-        (b'{"cmd": "stop", "timeout": NaN}\n', "timeout must be seconds >= 0"),
-        (b'{"cmd": "stop", "timeout": true}\n', "timeout must be seconds >= 0"),
+        (b'{"cmd": "stop", "timeout": -1}\n', "timeout must be at least 0 seconds, not -1"),
+        (b'{"cmd": "stop", "timeout": "soon"}\n', "timeout must be a number of seconds"),
+        (b'{"cmd": "stop", "timeout": NaN}\n', "timeout must be a finite number of seconds"),
+        (b'{"cmd": "stop", "timeout": Infinity}\n', "timeout must be a finite number of seconds"),
+        (b'{"cmd": "stop", "timeout": 1e308}\n', "timeout=1e+308 is longer than"),
+        (b'{"cmd": "stop", "timeout": true}\n', "timeout must be a number of seconds"),
         (b'{"cmd": "connections", "limit": 1.5}\n', "limit must be a whole number"),
         (b'{"cmd": "log-level", "level": 10}\n', "unknown log level 10"),
     ],
@@ -678,6 +699,24 @@ def test_ctl_other_commands_and_exit_codes(
     assert d.shutdown_timeout == 3.0
     assert ctl.main(["status"]) == ctl.EXIT_CANNOT_CONNECT
     assert "cannot connect to the control socket" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e308", "-1"])
+@pytest.mark.parametrize(
+    ("argv", "prefix"),
+    [
+        (["stop", "VALUE"], "shutdown_timeout"),
+        (["status", "--timeout", "VALUE"], "argument --timeout: timeout"),
+    ],
+)
+def test_ctl_refuses_durations_before_sending(
+    argv: list[str], prefix: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No socket is needed: the client refuses them as the daemon would."""
+    argv = [value if a == "VALUE" else a for a in argv]
+    assert ctl.main([*argv, "--control", "/nonexistent/ctl.sock"]) == ctl.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert prefix in err and "Traceback" not in err
 
 
 def test_ctl_needs_a_path(

@@ -713,8 +713,8 @@ def test_idle_timeout_property_follows_set_idle_timeout(run_daemon: Any) -> None
 class Keeper(Recorder):
     """Keeps the connections it accepted, for tests that look inside one."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
         self.live: list[Connection] = []
 
     def on_accept(self, conn: Connection) -> None:
@@ -728,8 +728,12 @@ class Keeper(Recorder):
 
 
 def test_an_idle_connection_carries_no_extras(run_daemon: Any) -> None:
-    """Memory per idle connection is a target: the rarely used parts are made on demand."""
-    d = Keeper()
+    """Memory per idle connection is a target: the rarely used parts are made on demand.
+
+    With ``idle_timeout=None``: the default idle timeout (DEFAULT_IDLE_TIMEOUT)
+    is one of those parts, and costs its timer (~224 bytes) on every connection.
+    """
+    d = Keeper(idle_timeout=None)
     runner = run_daemon(d)
     with runner.connect() as sock:
         conn = d.echoed(sock, b"hello")
@@ -762,3 +766,56 @@ def test_a_read_flushes_what_was_written_before_it_in_the_same_turn(run_daemon: 
         assert recv_until(sock, b"late;") == b"late;"
         sock.sendall(b"2")
         assert recv_until(sock, b"2") == b"2"
+
+
+# -- durations: refused where they enter (issue 10, item 4) ------------------------
+
+# Each breaks the daemon later if let in: inf and 1e308 make every timer fail
+# ("timer delay must be a finite number"), nan compares false with everything.
+BAD_DURATIONS = [float("inf"), float("nan"), 1e308, -1]
+
+
+@pytest.mark.parametrize("value", BAD_DURATIONS, ids=repr)
+@pytest.mark.parametrize(
+    "setting", ["idle_timeout", "close_timeout", "shutdown_timeout", "memory_check_interval"]
+)
+def test_duration_settings_refuse_inf_nan_huge_and_negative(setting: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=rf"^{setting}\b.* s"):
+        Recorder(**{setting: value})
+
+
+@pytest.mark.parametrize("value", BAD_DURATIONS, ids=repr)
+@pytest.mark.parametrize(
+    ("url", "option"),
+    [
+        ("tcp://127.0.0.1:0", "idle_timeout"),
+        ("tcp://127.0.0.1:0", "tls_handshake_timeout"),
+        ("http://127.0.0.1:0", "idle_timeout"),
+        ("http://127.0.0.1:0", "header_timeout"),
+        ("http://127.0.0.1:0", "keepalive_timeout"),
+        ("ws://127.0.0.1:0", "ping_interval"),
+        ("ws://127.0.0.1:0", "ping_timeout"),
+        ("ws://127.0.0.1:0", "close_timeout"),
+    ],
+)
+def test_endpoint_durations_refuse_inf_nan_huge_and_negative(
+    url: str, option: str, value: float
+) -> None:
+    from daemonkit import Endpoint
+
+    with pytest.raises(ConfigError, match=rf"^{url}.*\b{option}\b"):
+        Recorder(listen=Endpoint(url, **{option: value}))
+
+
+def test_the_longest_durations_allowed_still_work() -> None:
+    """30 days is the ceiling (daemonkit.core.durations.MAX_DURATION); None still means none."""
+    from daemonkit import Endpoint
+    from daemonkit.core.durations import MAX_DURATION
+
+    d = Recorder(
+        listen=Endpoint("ws://127.0.0.1:0", ping_interval=MAX_DURATION, ping_timeout=None),
+        idle_timeout=MAX_DURATION,
+        shutdown_timeout=0,
+        close_timeout=MAX_DURATION,
+    )
+    assert d.idle_timeout == MAX_DURATION

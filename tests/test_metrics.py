@@ -422,9 +422,9 @@ def test_metrics_keep_alive_head_and_errors(run_daemon: Any) -> None:
     _, address = metrics_daemon(run_daemon)
     pipelined = (
         b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"HEAD /metrics HTTP/1.1\r\n\r\n"
-        b"GET /other HTTP/1.1\r\n\r\n"
-        b"POST /metrics HTTP/1.1\r\nConnection: close\r\ncontent-length: 2\r\n\r\nhi"
+        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\ncontent-length: 2\r\n\r\nhi"
     )
     response = http(address, pipelined)
     statuses = re.findall(rb"HTTP/1.1 (\d+) ", response)

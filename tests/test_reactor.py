@@ -8,14 +8,20 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import warnings
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+import trustme
 
 from daemonkit import READ, TIMEOUT, WRITE, FakeClock, Reactor
 from daemonkit.core.reactor import Watch, new_event_loop
 from daemonkit.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -355,3 +361,165 @@ def test_a_signal_before_the_loop_runs_is_delivered_once_it_does(backend: str) -
     finally:
         r.close()
     assert signal.set_wakeup_fd(-1) == -1  # close() put the wakeup fd back
+
+
+# -- outbound connect: what the scheme says, or refused -------------------------------
+
+
+class _Recorder(asyncio.Protocol):
+    """Server side: echoes, and remembers whether the connection was TLS."""
+
+    tls: list[bool] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        _Recorder.tls.append(transport.get_extra_info("ssl_object") is not None)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def ca_and_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[trustme.CA, ssl.SSLContext]:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    return ca, server
+
+
+def _run(reactor: Reactor, coro: Coroutine[Any, Any, T]) -> T:
+    return reactor.run_until_complete(asyncio.wait_for(coro, 10))
+
+
+def test_connect_tls_does_a_real_handshake_that_verifies(
+    reactor: Reactor, ca_and_server: tuple[trustme.CA, ssl.SSLContext]
+) -> None:
+    ca, server_context = ca_and_server
+    _Recorder.tls = []
+    listener = reactor.listen("tls://127.0.0.1:0", _Recorder, ssl=server_context)
+    url = f"tls://127.0.0.1:{listener.address.port}"
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    got: list[bytes] = []
+
+    class Client(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            got.append(data)
+
+    async def go() -> None:
+        transport, _ = await reactor.connect(url, Client, ssl=client_context)
+        assert transport.get_extra_info("ssl_object") is not None
+        transport.write(b"secret")  # type: ignore[attr-defined]
+        for _ in range(500):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        transport.close()
+
+    _run(reactor, go())
+    assert got == [b"secret"] and _Recorder.tls == [True]
+    # The default context verifies: the test CA is not trusted, so no session.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _run(reactor, reactor.connect(url, Client))
+
+
+@pytest.mark.parametrize(
+    ("url", "advice"),
+    [
+        ("http://127.0.0.1:80", "tcp://"),
+        ("ws://127.0.0.1:80", "tcp://"),
+        ("https://127.0.0.1:443", "tls://"),
+        ("wss://127.0.0.1:443", "tls://"),
+        ("udp://127.0.0.1:53", "create_datagram_endpoint"),
+    ],
+)
+def test_connect_refuses_schemes_it_cannot_honour(reactor: Reactor, url: str, advice: str) -> None:
+    with pytest.raises(ConfigError, match=f"connect\\({url}\\).*{advice}"):
+        _run(reactor, reactor.connect(url, asyncio.Protocol))
+
+
+def test_connect_checks_its_options(reactor: Reactor) -> None:
+    with pytest.raises(ConfigError, match="ssl= is for tls:// endpoints"):
+        _run(
+            reactor,
+            reactor.connect(
+                "tcp://127.0.0.1:1", asyncio.Protocol, ssl=ssl.create_default_context()
+            ),
+        )
+    for bad in (float("inf"), -1, 0, "5"):
+        with pytest.raises(ConfigError, match="timeout"):
+            _run(reactor, reactor.connect("tcp://127.0.0.1:1", asyncio.Protocol, timeout=bad))
+
+
+def test_connect_times_out_naming_the_endpoint(reactor: Reactor) -> None:
+    # A listener with backlog 0 that never accepts, filled by one client: the
+    # kernel drops the next SYN, so a connect neither succeeds nor is refused.
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            url = f"tcp://127.0.0.1:{port}"
+            with pytest.raises(TimeoutError, match=f"connecting to {url}: no answer within 0.2s"):
+                _run(reactor, reactor.connect(url, asyncio.Protocol, timeout=0.2))
+
+
+def test_connect_plain_unix(reactor: Reactor, tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+
+    class Hangup(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transport.close()
+
+    reactor.listen(f"unix://{path}", Hangup)
+    transport, _ = _run(reactor, reactor.connect(f"unix://{path}", asyncio.Protocol))
+    assert transport.get_extra_info("ssl_object") is None
+    transport.close()
+    _run(reactor, asyncio.sleep(0.05))  # a few turns: both ends finish closing
+
+
+# -- a unix socket file belongs to the listener that bound it ---------------------------
+
+
+def test_a_listener_removes_only_the_socket_file_it_bound(reactor: Reactor, tmp_path: Path) -> None:
+    path = str(tmp_path / "app.sock")
+    mine = reactor.listen(f"unix://{path}", asyncio.Protocol)
+    # The same socket given to a second listener (inherited, as in an upgrade):
+    # it did not bind the path, so closing it leaves the file to the first.
+    borrowed = reactor.listen(f"unix://{path}", asyncio.Protocol, sock=mine.sock.dup())
+    borrowed.close()
+    assert os.path.exists(path)
+    mine.close()
+    assert not os.path.exists(path)
+
+
+def test_a_listener_leaves_a_file_that_names_another_socket(
+    reactor: Reactor, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "app.sock")
+    first = reactor.listen(f"unix://{path}", asyncio.Protocol)
+    os.unlink(path)  # e.g. an operator, or another process that took the path over
+    with socket.socket(socket.AF_UNIX) as other:
+        other.bind(path)
+        other.listen(1)
+        first.close()
+        assert os.path.exists(path)  # still the other socket's
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+
+
+def test_a_claimed_file_is_removed_a_released_one_kept(reactor: Reactor, tmp_path: Path) -> None:
+    path = str(tmp_path / "app.sock")
+    old = reactor.listen(f"unix://{path}", asyncio.Protocol)
+    identity = old.socket_file
+    assert identity is not None and identity[0] == path
+    new = reactor.listen(f"unix://{path}", asyncio.Protocol, sock=old.sock.dup())
+    assert new.socket_file is None
+    new.claim_socket_file(identity)  # the hand-over succeeded
+    old.release_socket_file()
+    old.close()
+    assert os.path.exists(path)
+    new.close()
+    assert not os.path.exists(path)

@@ -288,7 +288,6 @@ def test_tls_needs_certificates_and_a_positive_handshake_timeout(certs: Certs) -
 
 
 def test_https(run_daemon: Any, certs: Certs) -> None:
-    pytest.importorskip("daemonkit.http.host", reason="the HTTP layer is not there yet")
     import http.client
     import json
 

@@ -34,7 +34,8 @@ from daemonkit.ops.upgrade import (
 from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until, wait_for_port
 
 # The daemon under test: a Lines echo that answers "PID LINE", refuses to
-# import while FLAG exists (a broken release) and allocates on "alloc MB".
+# import while FLAG exists (a broken release), fails on_start while
+# FLAG.start exists, and allocates on "alloc MB".
 DAEMON = """
 import os
 from daemonkit import Daemon, Lines
@@ -47,6 +48,10 @@ class Echo(Daemon):
     framing = Lines
     memory_check_interval = 0.05
     hog = []
+
+    def on_start(self):
+        if os.path.exists({flag!r} + ".start"):
+            raise RuntimeError("on_start fails (flag file)")
 
     def on_read(self, conn, line):
         if line.startswith(b"alloc "):
@@ -81,6 +86,7 @@ class Served:
 
     def __init__(self, tmp: Path, *args: str, backend: str = "uvloop") -> None:
         self.flag = tmp / "broken"
+        self.start_flag = tmp / "broken.start"
         self.path = tmp / "echo_daemon.py"
         self.path.write_text(textwrap.dedent(DAEMON.format(flag=str(self.flag))))
         self.log_path = tmp / "daemon.log"
@@ -310,6 +316,41 @@ def test_ctl_upgrade_hands_over_the_control_and_unix_sockets(served: Any) -> Non
         assert reply["status"]["pid"] == new != old
         log = d.log
         assert "upgrade requested" in log
+
+
+def _ask_unix(path: str, line: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(line + b"\n")
+        return recv_until(sock, b"\n")
+
+
+def test_a_failed_upgrade_leaves_the_old_process_its_socket_files(served: Any) -> None:
+    with tempfile.TemporaryDirectory(prefix="dk-") as tmp:
+        control = os.path.join(tmp, "ctl.sock")
+        app = os.path.join(tmp, "app.sock")
+        d = served("--listen", f"unix://{app}", "--control", control)
+        old = d.proc.pid
+        d.wait_log("control socket at")
+        d.start_flag.touch()  # the new process binds nothing, then its on_start fails
+        d.proc.send_signal(signal.SIGUSR2)
+        log = d.wait_log("upgrade failed")
+        (new,) = d.new_pids()
+        assert "on_start fails (flag file)" in log
+        _wait(lambda: _gone(new))
+        # Both files still name the old process's sockets: operators and clients reach it.
+        assert request(control, {"cmd": "status"})["status"]["pid"] == old
+        assert _ask_unix(app, b"still") == b"%d still\n" % old
+        # Fixed: the next upgrade hands both files over, and the last owner removes them.
+        d.start_flag.unlink()
+        d.proc.send_signal(signal.SIGUSR2)
+        assert d.proc.wait(WAIT) == 0, d.log
+        newer = d.new_pids()[-1]
+        assert request(control, {"cmd": "status"})["status"]["pid"] == newer
+        assert _ask_unix(app, b"newer") == b"%d newer\n" % newer
+        _kill_by_pid(newer)  # SIGTERM: a graceful stop of the last owner
+        assert not os.path.exists(app) and not os.path.exists(control)
 
 
 def test_memory_guard_recycles_a_leaking_process(served: Any) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["seconds", "whole_number"]
+from daemonkit.core.durations import check_duration
+from daemonkit.errors import ConfigError
+
+__all__ = ["duration", "seconds", "whole_number"]
 
 
 def whole_number(minimum: int = 1) -> Callable[[str], int]:
@@ -29,12 +32,35 @@ def whole_number(minimum: int = 1) -> Callable[[str], int]:
     return parse
 
 
+def duration(name: str, *, positive: bool = False) -> Callable[[str], float]:
+    """An argparse type: seconds for the setting ``name`` (``30`` or ``30s``).
+
+    The number goes through :func:`daemonkit.core.durations.check_duration`, so
+    ``inf``, ``nan``, ``1e308`` and negative numbers are refused here, with
+    the setting's name, as they are in a class attribute or on the control
+    socket. ``positive`` refuses 0 as well.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text.removesuffix("s"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        try:
+            return check_duration(name, value, positive=positive)
+        except ConfigError as exc:  # a ValueError: argparse would drop its message
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = "seconds"  # what argparse names in its errors
+    return parse
+
+
 def seconds(text: str) -> float:
-    """An argparse type: seconds >= 0, optionally ending in ``s`` (``30`` or ``30s``)."""
-    try:
-        value = float(text.removesuffix("s"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
-    return value
+    """An argparse type: seconds >= 0, optionally ending in ``s`` (``30`` or ``30s``).
+
+    Prefer :func:`duration`, whose errors name the setting.
+    """
+    return _any_duration(text)
+
+
+_any_duration = duration("the duration")

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,11 +44,19 @@ from daemonkit.bots.search import search_max_rate
 from daemonkit.bots.thresholds import Threshold, check_thresholds, parse_threshold
 from daemonkit.cli.argtypes import whole_number
 from daemonkit.cli.loader import load_bot_class
-from daemonkit.core.log import setup
+from daemonkit.core.durations import check_duration
+from daemonkit.core.log import LEVELS, setup
 from daemonkit.core.reactor import BACKENDS
 from daemonkit.errors import ConfigError, LoadError
 
-__all__ = ["EXIT_NO_CONNECTION", "EXIT_THRESHOLD", "build_parser", "main", "parse_duration"]
+__all__ = [
+    "EXIT_NO_CONNECTION",
+    "EXIT_THRESHOLD",
+    "MAX_RATE",
+    "build_parser",
+    "main",
+    "parse_duration",
+]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -58,6 +67,12 @@ EXIT_CONFIG = 4
 EXIT_THRESHOLD = 8
 #: Not one bot connected: the run measured nothing.
 EXIT_NO_CONNECTION = 9
+
+#: The highest ``--rate`` and ``--spawn-rate`` taken, per second. wrk, in C,
+#: peaks at a few million requests a second on a whole machine, and one bots
+#: process sends far fewer, so a larger figure is a typo; 1e308 once made the
+#: open model's schedule loop without end.
+MAX_RATE = 10_000_000.0
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -73,24 +88,46 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _positive_duration(text: str) -> float:
-    value = parse_duration(text)
-    if not 0 < value <= MAX_DURATION:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 24h")
-    return value
+def _duration(name: str, *, positive: bool = True) -> Callable[[str], float]:
+    """An argparse type: a duration for ``name``, checked by ``check_duration``, at most 24 h."""
+
+    def parse(text: str) -> float:
+        value = parse_duration(text)
+        try:
+            check_duration(name, value, positive=positive)
+        except ConfigError as exc:  # a ValueError: argparse would drop its message
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if value > MAX_DURATION:
+            raise argparse.ArgumentTypeError(f"{name} must be at most 24h, not {text}")
+        return value
+
+    parse.__name__ = "duration"  # what argparse names in its errors
+    return parse
 
 
-def _rate(text: str) -> float:
-    body = text.strip().removesuffix("/s")
-    try:
-        value = float(body)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a rate; write e.g. 500 or 500/s"
-        ) from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
-    return value
+def _rate(name: str) -> Callable[[str], float]:
+    """An argparse type: ``N`` or ``N/s``, finite, more than 0, at most :data:`MAX_RATE`."""
+
+    def parse(text: str) -> float:
+        body = text.strip().removesuffix("/s")
+        try:
+            value = float(body)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a rate; write e.g. 500 or 500/s"
+            ) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number, not {text}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{name} must be more than 0, not {text}")
+        if value > MAX_RATE:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be at most {MAX_RATE:,.0f} per second, not {text}"
+            )
+        return value
+
+    parse.__name__ = "rate"
+    return parse
 
 
 def _threshold(text: str) -> Threshold:
@@ -114,18 +151,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--bots", type=whole_number(1), default=10, metavar="N", help="bots (default 10)"
     )
     p.add_argument(
-        "--spawn-rate", type=_rate, metavar="N", help="bots started per second (default: all)"
+        "--spawn-rate",
+        type=_rate("spawn_rate"),
+        metavar="N",
+        help="bots started per second (default: all)",
     )
     p.add_argument(
         "--duration",
-        type=_positive_duration,
+        type=_duration("duration"),
         default=10.0,
         metavar="TIME",
         help="how long to load, e.g. 30s or 2m (default 10s; counted from the first spawn)",
     )
     p.add_argument(
         "--rate",
-        type=_rate,
+        type=_rate("rate"),
         metavar="N/s",
         help="open model: N requests per second in all, on a fixed schedule, latency "
         "measured from the scheduled time (default: closed model)",
@@ -154,13 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="find the highest --rate that keeps p99 under --p99 (each step runs --duration)",
     )
-    p.add_argument("--p99", type=parse_duration, metavar="TIME", help="p99 target of the search")
-    p.add_argument("--connect-timeout", type=_positive_duration, default=DEFAULT_CONNECT_TIMEOUT)
-    p.add_argument("--stop-timeout", type=parse_duration, default=DEFAULT_STOP_TIMEOUT)
+    p.add_argument("--p99", type=_duration("p99"), metavar="TIME", help="p99 target of the search")
+    p.add_argument(
+        "--connect-timeout", type=_duration("connect_timeout"), default=DEFAULT_CONNECT_TIMEOUT
+    )
+    p.add_argument(
+        "--stop-timeout",
+        type=_duration("stop_timeout", positive=False),
+        default=DEFAULT_STOP_TIMEOUT,
+    )
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no live progress")
-    p.add_argument("--log-level", default="warning", type=str.lower)
+    p.add_argument("--log-level", default="warning", type=str.lower, choices=list(LEVELS))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
     return p
@@ -176,7 +222,13 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.max_rate_search and args.p99 is None:
         return _fail(EXIT_USAGE, "--max-rate-search needs --p99, e.g. --p99 10ms")
-    log_config = setup(args.log_level, color=args.color)
+    unwritable = _unwritable_report(args)
+    if unwritable is not None:
+        return _fail(EXIT_CONFIG, unwritable)
+    try:
+        log_config = setup(args.log_level, color=args.color)
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, f"cannot set up logging: {exc}")
     try:
         return _run(args, stream)
     finally:
@@ -186,6 +238,17 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 def _fail(code: int, message: str) -> int:
     print(f"daemonkit bots: error: {message}", file=sys.stderr)
     return code
+
+
+def _unwritable_report(args: argparse.Namespace) -> str | None:
+    """Why a report file could not be written after the run, checked before it; or None."""
+    for option, value in (("--json", args.json), ("--csv", args.csv), ("--html", args.html)):
+        if value is None:
+            continue
+        directory = os.path.dirname(os.path.abspath(value))
+        if not os.path.isdir(directory):
+            return f"{option} {value}: the directory {directory} does not exist"
+    return None
 
 
 def _run(args: argparse.Namespace, stream: TextIO) -> int:
@@ -298,7 +361,10 @@ def _search(
     if search.best is None:
         return _fail(EXIT_THRESHOLD, "no rate kept p99 under the target")
     if args.json:
-        Path(args.json).write_text(json.dumps(search.to_dict(), indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(search.to_dict(), indent=2))
+        except OSError as exc:
+            return _fail(EXIT_CONFIG, f"cannot write the report: {exc}")
         print(f"wrote {args.json}", file=stream)
     return EXIT_OK
 

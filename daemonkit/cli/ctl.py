@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from daemonkit.cli.argtypes import seconds, whole_number
+from daemonkit.cli.argtypes import duration, whole_number
 from daemonkit.core.log import LEVELS
 from daemonkit.errors import DaemonkitError
 from daemonkit.ops.control import COMMANDS, CONTROL_MAX_REPLY
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--timeout",
-        type=seconds,
+        type=duration("timeout", positive=True),
         metavar="SECONDS",
         default=argparse.SUPPRESS,
         help=f"how long to wait for the daemon (default: {DEFAULT_TIMEOUT:g})",
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "shutdown_timeout",
                 nargs="?",
-                type=seconds,
+                type=duration("shutdown_timeout"),
                 metavar="SECONDS",
                 help="how long to let connections drain (default: the daemon's shutdown_timeout)",
             )

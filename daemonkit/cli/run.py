@@ -34,15 +34,16 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from daemonkit import __version__
-from daemonkit.cli.argtypes import seconds, whole_number
+from daemonkit.cli.argtypes import duration, whole_number
 from daemonkit.cli.loader import load_daemon_class
 from daemonkit.core.log import LEVELS, setup
 from daemonkit.core.reactor import BACKENDS, new_event_loop
 from daemonkit.daemon import Daemon, StartError, override_listen
 from daemonkit.errors import ConfigError, LoadError
+from daemonkit.ops.control import check_operations
 from daemonkit.ops.memguard import parse_size
-from daemonkit.ops.pidfile import AlreadyRunning, PidfileError
-from daemonkit.ops.process import Deployment, DetachError
+from daemonkit.ops.pidfile import AlreadyRunning, PidfileError, check_pidfile_dir
+from daemonkit.ops.process import Deployment, DetachError, resolve_credentials
 from daemonkit.ops.reloader import is_reload_child, supervise
 from daemonkit.ops.upgrade import report_start_failure
 
@@ -111,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="colour the log (auto: on a terminal unless NO_COLOR is set)",
     )
     parser.add_argument("--max-connections", type=whole_number(1), metavar="N")
-    parser.add_argument("--idle-timeout", type=seconds, metavar="SECONDS")
-    parser.add_argument("--shutdown-timeout", type=seconds, metavar="SECONDS")
+    parser.add_argument("--idle-timeout", type=duration("idle_timeout"), metavar="SECONDS")
+    parser.add_argument("--frame-timeout", type=duration("frame_timeout"), metavar="SECONDS")
+    parser.add_argument("--send-timeout", type=duration("send_timeout"), metavar="SECONDS")
+    parser.add_argument("--shutdown-timeout", type=duration("shutdown_timeout"), metavar="SECONDS")
     parser.add_argument("--control", metavar="PATH", help="open a control socket at PATH")
     parser.add_argument("--metrics", metavar="ENDPOINT", help="serve Prometheus metrics here")
     parser.add_argument("--pidfile", metavar="PATH", help="record the pid here, locked")
@@ -199,7 +202,15 @@ def _run(args: argparse.Namespace, log_config: Any) -> int:
             return _fail(EXIT_CONFIG, str(exc))
     if args.max_memory is not None:
         overrides["max_memory"] = args.max_memory
-    for key in ("max_connections", "idle_timeout", "shutdown_timeout", "control", "metrics"):
+    for key in (
+        "max_connections",
+        "idle_timeout",
+        "frame_timeout",
+        "send_timeout",
+        "shutdown_timeout",
+        "control",
+        "metrics",
+    ):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -212,7 +223,10 @@ def _run(args: argparse.Namespace, log_config: Any) -> int:
 
     if args.check:
         try:
+            _start_checks(daemon, args)
             loop, backend = new_event_loop(args.backend)
+        except PidfileError as exc:
+            return _pidfile_failure(exc)
         except ConfigError as exc:
             return _fail(EXIT_CONFIG, str(exc))
         loop.close()
@@ -226,15 +240,35 @@ def _run(args: argparse.Namespace, log_config: Any) -> int:
     )
     try:
         return deployment.run(daemon, lambda: _serve(daemon, args))
-    except AlreadyRunning as exc:
-        return _fail(EXIT_RUNNING, str(exc))
     except PidfileError as exc:
-        denied = isinstance(exc.__cause__, PermissionError)
-        return _fail(EXIT_PERMISSION if denied else EXIT_CONFIG, str(exc))
+        return _pidfile_failure(exc)
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, str(exc))
     except DetachError as exc:
         return _fail(EXIT_ERROR, str(exc))
+
+
+def _start_checks(daemon: Daemon, args: argparse.Namespace) -> None:
+    """For ``--check``: what the start checks before it binds, by the code the start runs.
+
+    The user and group (:func:`~daemonkit.ops.process.resolve_credentials`),
+    the pidfile's directory (:func:`~daemonkit.ops.pidfile.check_pidfile_dir`,
+    which ``Pidfile.acquire`` calls) and the control socket and metrics
+    settings (:func:`~daemonkit.ops.control.check_operations`, which the start
+    of the control socket calls). Raises what the start would raise.
+    """
+    resolve_credentials(args.user, args.group)
+    if args.pidfile is not None:
+        check_pidfile_dir(args.pidfile)
+    check_operations(daemon.control, daemon.metrics)
+
+
+def _pidfile_failure(exc: PidfileError) -> int:
+    """Report a pidfile error with its exit code (already running, no permission, other)."""
+    if isinstance(exc, AlreadyRunning):
+        return _fail(EXIT_RUNNING, str(exc))
+    denied = isinstance(exc.__cause__, PermissionError)
+    return _fail(EXIT_PERMISSION if denied else EXIT_CONFIG, str(exc))
 
 
 def _serve(daemon: Daemon, args: argparse.Namespace) -> int:

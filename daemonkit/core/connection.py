@@ -17,13 +17,27 @@ until ``on_drain``); past the hard cap the connection is aborted with the
 reason "output buffer overflow", because asyncio's own ``write()`` never
 refuses data. ``close()`` flushes, then aborts when the close deadline passes,
 so a peer that never reads cannot keep a closing connection alive for ever.
+
+Deadlines against slow peers, none of which costs a timer operation per read
+(each timer is armed once and re-checks its condition when it comes due):
+
+* idle: no input for ``idle_timeout`` seconds calls ``on_timeout``;
+* frame: a frame begun and not finished within ``frame_timeout`` seconds (a
+  peer trickling one byte a second keeps the idle timer happy, not this one)
+  closes with :attr:`CloseReason.FRAME_TIMEOUT`. The framer stays sans-IO: the
+  connection only asks it whether it holds part of a frame (``buffered``);
+* send: writing paused by backpressure while the peer takes nothing for
+  ``send_timeout`` seconds aborts with :attr:`CloseReason.SEND_TIMEOUT`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import socket
+import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -36,7 +50,30 @@ if TYPE_CHECKING:
     from daemonkit.core.timers import Timer
     from daemonkit.framing import Framer
 
-__all__ = ["CloseReason", "Connection", "ConnectionHost"]
+__all__ = [
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_SEND_TIMEOUT",
+    "FRAME_IDLE_FACTOR",
+    "CloseReason",
+    "Connection",
+    "ConnectionHost",
+]
+
+#: Seconds a stream connection may send nothing before ``on_timeout`` (which
+#: closes it by default): 5 minutes, RFC 5321's SMTP server timeout and
+#: Postfix's smtpd_timeout (nginx keeps an idle HTTP keep-alive 75 s, HAProxy
+#: configurations commonly use 30-60 s for ``timeout client``).
+DEFAULT_IDLE_TIMEOUT = 300.0
+#: Seconds from a frame's first byte to its last: nginx's
+#: client_header_timeout and client_body_timeout, and Node's headersTimeout, are 60 s.
+DEFAULT_FRAME_TIMEOUT = 60.0
+#: Without a frame_timeout of its own, a frame may take at most this many idle
+#: timeouts: with ``idle_timeout=5`` a trickler is closed 10 s into its frame.
+#: Two, because one would close a peer whose frame straddles one quiet period.
+FRAME_IDLE_FACTOR = 2
+#: Seconds a peer may take nothing while our output waits for it: nginx's send_timeout.
+DEFAULT_SEND_TIMEOUT = 60.0
 
 
 class CloseReason(str, enum.Enum):
@@ -56,6 +93,8 @@ class CloseReason(str, enum.Enum):
     OVERFLOW = "output buffer overflow"
     CONNECTION_ERROR = "connection error"
     CLOSE_TIMEOUT = "close timeout"
+    FRAME_TIMEOUT = "frame timeout"
+    SEND_TIMEOUT = "send timeout"
 
     def __str__(self) -> str:
         return self.value
@@ -68,6 +107,11 @@ class ConnectionHost(Protocol):
     accepted connections; a :class:`~daemonkit.bots.Bot` is the host of its one
     outbound connection. The ``_``-prefixed members are the framework's
     dispatch points (they isolate errors and count), not user API.
+
+    Two settings are optional (a host without them sets no such deadline):
+    ``frame_timeout`` (seconds allowed from a frame's first byte to its
+    last, or None) and ``send_timeout`` (seconds a peer may take nothing
+    while writing is paused, or None).
     """
 
     write_high_water: int
@@ -92,6 +136,10 @@ class ConnectionHost(Protocol):
     def _on_connection_lost(self, conn: Connection, reason: CloseReason) -> None: ...
 
 
+# SO_LINGER on, 0 s: close() resets the connection and drops what is queued.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
 def _format_address(addr: Any) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         host, port = addr[0], addr[1]
@@ -111,11 +159,17 @@ class _Extras:
 
     __slots__ = (
         "close_timer",
+        "frame",
+        "frame_since",
+        "frame_timer",
         "idle",
         "idle_timer",
         "last_read",
         "log",
         "reason",
+        "send_since",
+        "send_taken",
+        "send_timer",
         "state",
         "timers",
         "want_drain",
@@ -123,6 +177,11 @@ class _Extras:
 
     def __init__(self) -> None:
         self.close_timer: Timer | None = None
+        # The frame deadline in force (None: none), when the partial frame
+        # the framer holds began (-1.0: it holds none), and its lazy timer.
+        self.frame: float | None = None
+        self.frame_since = -1.0
+        self.frame_timer: Timer | None = None
         self.idle: float | None = None
         self.idle_timer: Timer | None = None
         self.last_read = 0.0
@@ -132,6 +191,11 @@ class _Extras:
         self.timers: list[Timer] | None = None
         # write() returned False: call on_drain once the buffer empties.
         self.want_drain = False
+        # Writing paused: since when the peer has taken nothing, the bytes it
+        # had taken then (bytes_out less the transport's buffer), the timer.
+        self.send_since = 0.0
+        self.send_taken = 0
+        self.send_timer: Timer | None = None
 
 
 class Connection(asyncio.Protocol):
@@ -173,6 +237,7 @@ class Connection(asyncio.Protocol):
         # The high-water mark write() compares against; -1 while the
         # transport has paused writing, so one comparison covers both.
         self._high = 0
+        self._x: _Extras | None = None
         self._rehost(host, framer)
         self.transport: asyncio.Transport | None = None
         self.bytes_in = 0
@@ -187,7 +252,6 @@ class Connection(asyncio.Protocol):
         # queues a flush), True (inside data_received, which flushes at its
         # end), or False (queued with the reactor's end-of-turn flushes).
         self._flushing: bool | None = None
-        self._x: _Extras | None = None
 
     def _rehost(self, host: ConnectionHost, framer: Framer | None) -> None:
         """Serve this connection with another host and framer from now on.
@@ -200,6 +264,12 @@ class Connection(asyncio.Protocol):
         self._framer = framer
         if self._high >= 0:
             self._high = host.write_high_water
+        x = self._x
+        if x is not None and x.frame is not None:
+            # The frame deadline is the host's: a WebSocket session has none
+            # (its keepalive pings watch the peer).
+            x.frame = getattr(host, "frame_timeout", None) if framer is not None else None
+            x.frame_since = -1.0
 
     def _extras(self) -> _Extras:
         x = self._x
@@ -540,6 +610,94 @@ class Connection(asyncio.Protocol):
             x.last_read = now
             x.idle_timer = reactor.timers.call_at(now + x.idle, self._check_idle)
 
+    def _frame_began(self, x: _Extras, frame: float) -> None:
+        """The framer holds the start of a new frame: its deadline runs from now.
+
+        Called once per frame that does not arrive whole, never per read; the
+        one timer is armed only if none is, and re-checks when it comes due.
+        """
+        if x.idle is not None:
+            now = x.frame_since = x.last_read  # this read's time, already taken
+        else:
+            now = x.frame_since = self._host.reactor.clock.now()
+        if x.frame_timer is None:
+            x.frame_timer = self._host.reactor.timers.call_at(now + frame, self._check_frame)
+
+    def _check_frame(self) -> None:
+        x = self._extras()
+        x.frame_timer = None
+        frame = x.frame
+        if frame is None or x.frame_since < 0 or self._closing:
+            return  # the frame was finished (or the connection is going): re-armed on the next
+        reactor = self._host.reactor
+        due = x.frame_since + frame
+        if reactor.time() < due:
+            x.frame_timer = reactor.timers.call_at(due, self._check_frame)
+            return
+        held = self._framer.buffered if self._framer is not None else 0
+        self.log.info(
+            "frame not complete within frame_timeout=%gs (%d bytes held); closing", frame, held
+        )
+        self._close(CloseReason.FRAME_TIMEOUT)
+
+    def _send_paused(self, timeout: float) -> None:
+        """Writing paused: the send deadline runs until the peer takes something."""
+        t = self.transport
+        if t is None:
+            return
+        x = self._extras()
+        reactor = self._host.reactor
+        now = x.send_since = reactor.clock.now()
+        x.send_taken = self.bytes_out - t.get_write_buffer_size()
+        if x.send_timer is None:
+            x.send_timer = reactor.timers.call_at(now + timeout, self._check_send)
+
+    def _check_send(self) -> None:
+        """The send deadline came due: abort if the peer took nothing since, else re-arm.
+
+        Progress is seen here, lazily (the transports report none): a peer
+        that stops reading is aborted between one and two ``send_timeout``
+        after the last byte it took.
+        """
+        x = self._extras()
+        x.send_timer = None
+        t = self.transport
+        timeout = getattr(self._host, "send_timeout", None)
+        if not timeout or t is None or self._closing or self._high >= 0:
+            return  # writing resumed: the next pause_writing starts a new deadline
+        reactor = self._host.reactor
+        now = reactor.time()
+        buffered = t.get_write_buffer_size()
+        taken = self.bytes_out - buffered
+        if taken != x.send_taken:
+            x.send_taken = taken
+            x.send_since = now
+        due = x.send_since + timeout
+        if now < due:
+            x.send_timer = reactor.timers.call_at(due, self._check_send)
+            return
+        self.log.info(
+            "peer took nothing of %d buffered bytes for send_timeout=%gs; aborting",
+            buffered + self._wsize,
+            timeout,
+        )
+        self._reset_on_close()
+        self._abort(CloseReason.SEND_TIMEOUT)
+
+    def _reset_on_close(self) -> None:
+        """Make the coming close reset the connection (SO_LINGER 0), dropping its queue.
+
+        As nginx's ``reset_timedout_connection`` does. A plain close leaves
+        the socket orphaned in FIN-WAIT-1, still holding every byte the peer
+        did not take (megabytes), until the kernel gives up probing a zero
+        window minutes later; a reset frees it at once.
+        """
+        t = self.transport
+        sock = t.get_extra_info("socket") if t is not None else None
+        if sock is not None and sock.family != socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+
     def _framing_error(self, exc: FramingError) -> None:
         reason = (
             CloseReason.FRAME_TOO_LARGE
@@ -559,6 +717,9 @@ class Connection(asyncio.Protocol):
         t.set_write_buffer_limits(host.write_high_water, host.write_low_water)
         if host.idle_timeout:
             self.set_idle_timeout(host.idle_timeout)
+        frame = getattr(host, "frame_timeout", None)
+        if frame and self._framer is not None:
+            self._extras().frame = frame
         host._on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
@@ -603,6 +764,14 @@ class Connection(asyncio.Protocol):
                         break  # type: ignore[unreachable]  # on_read may close
             if bad is not None and not self._closing:
                 self._framing_error(bad)
+            x = self._x
+            if x is not None and x.frame is not None and not self._closing:
+                # A comparison or two per read; a timer only when a frame starts.
+                if framer.buffered:
+                    if frames or x.frame_since < 0:
+                        self._frame_began(x, x.frame)
+                elif x.frame_since >= 0:
+                    x.frame_since = -1.0
         self._flushing = None
         buf = self._wbuf
         if buf is not None:
@@ -630,8 +799,14 @@ class Connection(asyncio.Protocol):
         return keep_open
 
     def pause_writing(self) -> None:
-        """Backend callback: the transport's buffer passed the high-water mark."""
+        """Backend callback: the transport's buffer passed the high-water mark.
+
+        Starts the send deadline (the host's ``send_timeout``), if any.
+        """
         self._high = -1
+        timeout = getattr(self._host, "send_timeout", None)
+        if timeout and not self._closing:
+            self._send_paused(timeout)
 
     def resume_writing(self) -> None:
         """Backend callback: the transport's buffer fell below the low-water mark."""
@@ -652,10 +827,10 @@ class Connection(asyncio.Protocol):
             reason = CloseReason.PEER_CLOSED if exc is None else CloseReason.CONNECTION_ERROR
         if x is not None:
             x.reason = reason
-            for timer in (x.idle_timer, x.close_timer):
+            for timer in (x.idle_timer, x.close_timer, x.frame_timer, x.send_timer):
                 if timer is not None:
                     timer.cancel()
-            x.idle_timer = x.close_timer = None
+            x.idle_timer = x.close_timer = x.frame_timer = x.send_timer = None
             if x.timers:
                 for timer in x.timers:
                     timer.cancel()

@@ -185,7 +185,11 @@ class Endpoint:
     * ``idle_timeout`` — overrides the daemon's for this endpoint.
     * ``options`` — protocol settings (e.g. ``max_body`` for HTTP,
       ``max_datagram`` for UDP), checked by the protocol when the daemon is
-      created.
+      created. Every stream endpoint (``tcp``, ``unix``, ``tls``, HTTP) takes
+      ``send_timeout`` (overrides the daemon's), ``sndbuf`` and ``rcvbuf``
+      (bytes: ``SO_SNDBUF``/``SO_RCVBUF`` of each accepted socket, which
+      bound what the kernel queues for one client); the framed ones take
+      ``frame_timeout`` (HTTP bounds a request with ``header_timeout``).
 
     ``str(endpoint)`` is its address; ``conn.endpoint`` is the Endpoint a
     connection came in on.
@@ -242,6 +246,11 @@ class Endpoint:
             )
         if self.address.http and framing is not INHERIT:
             raise ConfigError(f"{url}: an HTTP endpoint frames HTTP itself; drop framing=")
+        if self.address.http and "frame_timeout" in options:
+            raise ConfigError(
+                f"{url}: an HTTP endpoint bounds a request head with header_timeout; "
+                "drop frame_timeout="
+            )
         if self.address.datagram and framing is not INHERIT:
             raise ConfigError(f"{url}: a udp endpoint receives whole datagrams; drop framing=")
 

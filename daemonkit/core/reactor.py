@@ -19,23 +19,33 @@ Rules it keeps:
   same when the process runs out of descriptors: the listener closes the
   reserve descriptor, accepts and closes what is pending, reports it at most
   once a second, and never spins.
+* A unix socket's file belongs to the listener that bound it (or that was
+  handed it by an upgrade), and is removed only while it still names that
+  socket: a listener never unlinks a path another process serves.
+* Closing a listening socket resets every client in its accept queue, so a
+  graceful stop closes with ``drain=True``: new clients are kept out first,
+  then the queue is accepted, then the socket closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import os
 import signal
 import socket
 import ssl as ssl_module
+import struct
+import sys
 import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from daemonkit.core.durations import check_duration
 from daemonkit.core.endpoints import (
     DEFAULT_BACKLOG,
     Address,
@@ -48,6 +58,7 @@ from daemonkit.errors import ConfigError
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_CONNECT_TIMEOUT",
     "READ",
     "TIMEOUT",
     "WRITE",
@@ -81,7 +92,67 @@ ACCEPT_RETRY_DELAY = 0.5
 # are counted and reported in the next line.
 ACCEPT_LOG_INTERVAL = 1.0
 
+#: Seconds :meth:`Reactor.connect` waits for a connection (and its TLS
+#: handshake) before it gives up: Twisted's ``connectTCP`` default, 30 s.
+#: (Node and curl leave it to the kernel, which retries SYNs for ~2 minutes.)
+DEFAULT_CONNECT_TIMEOUT = 30.0
+
+# The most clients a draining close accepts from one listener's queue: the
+# kernel caps a backlog at net.core.somaxconn, at most 65535 on Linux.
+DRAIN_ACCEPT_LIMIT = 65536
+
 _FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+# Linux's SO_ATTACH_FILTER (asm-generic/socket.h), which the socket module does not name.
+_SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+# One classic-BPF instruction, ``ret #0``: accept no packet.
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+
+# What :meth:`Reactor.connect` says instead of a scheme it cannot honour.
+_CONNECT_INSTEAD = {
+    "http": "connect to tcp://HOST:PORT and speak HTTP over it",
+    "ws": "connect to tcp://HOST:PORT and speak WebSocket over it",
+    "https": "connect to tls://HOST:PORT and speak HTTP over it",
+    "wss": "connect to tls://HOST:PORT and speak WebSocket over it",
+    "udp": "use reactor.loop.create_datagram_endpoint() for datagrams",
+}
+
+# A unix socket file as its listener bound it: (path, st_dev, st_ino).
+_SocketFile = tuple[str, int, int]
+
+
+def _socket_file(path: str) -> _SocketFile | None:
+    """The identity of the file at ``path`` now, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, st.st_dev, st.st_ino)
+
+
+def _remove_socket_file(file: _SocketFile) -> None:
+    """Unlink ``file``'s path only while it still names that file (not a successor's)."""
+    if _socket_file(file[0]) == file:
+        with contextlib.suppress(OSError):
+            os.unlink(file[0])
+
+
+def _keep_out_new_clients(sock: socket.socket) -> None:
+    """Make a TCP listener drop new SYNs, so its accept queue can only shrink.
+
+    A socket filter that accepts nothing runs on every packet for the
+    listener (not on its already-established children): handshakes not yet
+    complete never finish, and the clients see a refusal once the socket is
+    closed. Best effort: without it a client may still slip in between the
+    last accept and the close.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    code = ctypes.create_string_buffer(_DROP_ALL)
+    program = struct.pack("HP", 1, ctypes.addressof(code))
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
+
 
 T = TypeVar("T")
 
@@ -238,10 +309,14 @@ class Listener:
         scheme: str = "tcp",
         ssl: ssl_module.SSLContext | None = None,
         ssl_handshake_timeout: float | None = None,
+        socket_file: _SocketFile | None = None,
     ) -> None:
         self._reactor: Reactor | None = reactor
         self.sock = sock
         self.address: Address = address_of(sock, scheme)
+        #: The unix socket file this listener owns and removes at close
+        #: (path, st_dev, st_ino), or None: one it did not bind, or handed over.
+        self.socket_file = socket_file
         self._ssl = ssl
         self._ssl_timeout = ssl_handshake_timeout
         self._factory = protocol_factory
@@ -276,21 +351,66 @@ class Listener:
             reactor.loop.remove_reader(self.sock.fileno())
             self._reading = False
 
-    def close(self) -> None:
-        """Stop accepting and close the socket (a unix socket's file is removed); idempotent."""
+    def claim_socket_file(self, file: _SocketFile) -> None:
+        """Own ``file`` (path, st_dev, st_ino) from now on: :meth:`close` removes it.
+
+        For the new process of an upgrade once it took over: the old one
+        bound the file and hands it over with the socket.
+        """
+        self.socket_file = file
+
+    def release_socket_file(self) -> None:
+        """Leave the socket file alone at :meth:`close`: another process serves it now."""
+        self.socket_file = None
+
+    def close(self, *, drain: bool = False) -> None:
+        """Stop accepting and close the socket; idempotent.
+
+        The unix socket file is removed if this listener owns it
+        (:attr:`socket_file`) and the path still names it. With ``drain``
+        (a graceful stop of the last process holding the socket) the
+        clients already in the accept queue are not reset: new ones are kept
+        out first (a TCP listener drops their SYNs, a unix one's file is
+        removed), then every queued client is accepted into
+        ``protocol_factory()`` without asking ``admit()`` (they connected,
+        and maybe sent a request, before the stop), then the socket closes.
+        Never drain a socket another process still accepts from (an
+        upgrade): its queue survives this close.
+        """
         reactor = self._reactor
         if reactor is None:
             return
         self.pause()
+        file, self.socket_file = self.socket_file, None
+        if drain:
+            if self._tcp:
+                _keep_out_new_clients(self.sock)
+            elif file is not None:
+                _remove_socket_file(file)
+                file = None
+            self._accept_queued(reactor)
         self._reactor = None
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
         reactor._listeners.discard(self)
-        if self.address.scheme == "unix":
-            with contextlib.suppress(OSError):
-                os.unlink(self.address.path)
+        if file is not None:
+            _remove_socket_file(file)
         self.sock.close()
+
+    def _accept_queued(self, reactor: Reactor) -> None:
+        """Accept every client queued now, bypassing ``admit`` (a draining close)."""
+        for _ in range(DRAIN_ACCEPT_LIMIT):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._report(reactor, "accept() on %s while stopping failed: %s", exc)
+                return
+            self._set_up(reactor, conn)
 
     def _on_readable(self) -> None:
         reactor = self._reactor
@@ -315,12 +435,15 @@ class Listener:
                 self.rejected += 1
                 conn.close()
                 continue
-            self.accepted += 1
-            conn.setblocking(False)
-            if self._tcp:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.pending += 1
-            reactor.spawn(self._attach(reactor, conn))
+            self._set_up(reactor, conn)
+
+    def _set_up(self, reactor: Reactor, conn: socket.socket) -> None:
+        self.accepted += 1
+        conn.setblocking(False)
+        if self._tcp:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pending += 1
+        reactor.spawn(self._attach(reactor, conn))
 
     async def _attach(self, reactor: Reactor, conn: socket.socket) -> None:
         """Hand an accepted socket to the backend; a peer gone meanwhile is not an error."""
@@ -670,13 +793,18 @@ class Reactor:
         set up; a refused one is closed at once. With ``start=False`` call
         ``listener.start()`` later. ``sock`` is a listening socket to use
         instead of binding (one inherited from systemd or from the process
-        being upgraded); the listener owns it from then on. With ``ssl`` (a
-        server-side context) each connection is TLS; a handshake not done
-        within ``ssl_handshake_timeout`` seconds drops the connection.
+        being upgraded); the listener owns it from then on, but not its unix
+        socket file, which it did not bind (see :meth:`Listener.claim_socket_file`).
+        With ``ssl`` (a server-side context) each connection is TLS; a
+        handshake not done within ``ssl_handshake_timeout`` seconds drops the
+        connection.
         """
         address = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+        file: _SocketFile | None = None
         if sock is None:
             sock = bind_socket(address, backlog=backlog)
+            if address.scheme == "unix":
+                file = _socket_file(address.path)  # ours: we just bound it
         else:
             sock.setblocking(False)  # an inherited listening socket, already bound
         self._ensure_reserve()
@@ -688,6 +816,7 @@ class Reactor:
             scheme=address.scheme,
             ssl=ssl,
             ssl_handshake_timeout=ssl_handshake_timeout,
+            socket_file=file,
         )
         self._listeners.add(listener)
         if start:
@@ -698,17 +827,56 @@ class Reactor:
         self,
         endpoint: str | Address,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
-        """Open an outbound connection to a ``tcp://`` or ``unix://`` endpoint.
+        """Open an outbound connection to a ``tcp://``, ``tls://`` or ``unix://`` endpoint.
 
         A coroutine: ``await`` it from spawned code, or ``reactor.spawn()`` it.
-        Returns the backend's ``(transport, protocol)``; raises ``OSError``
-        (refused, unreachable) for the caller to handle.
+        ``tcp`` and ``unix`` are plain. ``tls`` is TLS that verifies the
+        server's certificate and name (``ssl.create_default_context()``, the
+        endpoint's host as server name); pass ``ssl`` (a client context, e.g.
+        one trusting a private CA) to change that. Other schemes raise
+        :class:`~daemonkit.errors.ConfigError` saying what to use instead,
+        as does ``ssl`` with a scheme that is not ``tls``.
+
+        Returns the backend's ``(transport, protocol)``. Raises ``OSError``
+        (refused, unreachable), ``ssl.SSLError`` (verification failed), or
+        ``TimeoutError`` naming the endpoint when the connection and its
+        handshake are not done within ``timeout`` seconds
+        (:data:`DEFAULT_CONNECT_TIMEOUT`), for the caller to handle.
         """
         address = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+        seconds = check_duration("connect timeout", timeout, positive=True)
+        instead = _CONNECT_INSTEAD.get(address.scheme)
+        if instead is not None:
+            raise ConfigError(
+                f"connect({address}): {address.scheme}:// is not supported; {instead}"
+            )
+        if ssl is not None and address.scheme != "tls":
+            raise ConfigError(f"connect({address}): ssl= is for tls:// endpoints only")
         if address.scheme == "unix":
-            return await self.loop.create_unix_connection(protocol_factory, address.path)
-        return await self.loop.create_connection(protocol_factory, address.host, address.port)
+            opening = self.loop.create_unix_connection(protocol_factory, address.path)
+        elif address.scheme == "tls":
+            if not address.host:
+                raise ConfigError(f"connect({address}): a tls endpoint needs a host to verify")
+            context = ssl if ssl is not None else ssl_module.create_default_context()
+            opening = self.loop.create_connection(
+                protocol_factory,
+                address.host,
+                address.port,
+                ssl=context,
+                server_hostname=address.host,
+            )
+        else:
+            opening = self.loop.create_connection(protocol_factory, address.host, address.port)
+        try:
+            return await asyncio.wait_for(opening, seconds)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"connecting to {address}: no answer within {seconds:g}s (timeout=)"
+            ) from None
 
     def _ensure_reserve(self) -> None:
         if self._reserve_fd is None:

@@ -19,7 +19,14 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from daemonkit.core.connection import CloseReason, Connection
+from daemonkit.core.connection import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    FRAME_IDLE_FACTOR,
+    CloseReason,
+    Connection,
+)
+from daemonkit.core.durations import check_optional_duration
 from daemonkit.core.endpoints import DEFAULT_TLS_HANDSHAKE_TIMEOUT, INHERIT, Address, Endpoint
 from daemonkit.errors import ConfigError
 from daemonkit.framework.handler import Handler, serve_handler
@@ -30,7 +37,12 @@ if TYPE_CHECKING:
 
     from daemonkit.core.reactor import Listener, Reactor
 
-__all__ = ["EndpointHost", "EndpointOwner", "StreamHost", "framer_factory"]
+#: Largest ``sndbuf``/``rcvbuf`` endpoint option, in bytes: Linux keeps twice
+#: the size asked for in a C int, so 1 GiB is the most it can represent.
+MAX_SOCKET_BUFFER = 1 << 30
+
+
+__all__ = ["MAX_SOCKET_BUFFER", "EndpointHost", "EndpointOwner", "StreamHost", "framer_factory"]
 
 
 class EndpointOwner(Protocol):
@@ -82,6 +94,14 @@ class EndpointOwner(Protocol):
     @property
     def close_timeout(self) -> float:
         """Seconds a graceful close waits for the peer."""
+
+    @property
+    def frame_timeout(self) -> float | None:
+        """Seconds from a frame's first byte to its last (None: automatic)."""
+
+    @property
+    def send_timeout(self) -> float | None:
+        """Seconds a paused writer's peer may take nothing, or None."""
 
     def admit_connection(self) -> bool:
         """May one more client be accepted now?"""
@@ -191,14 +211,26 @@ class StreamHost(EndpointHost):
     #: The Connection class this host's connections are made of.
     connection_class: ClassVar[type[Connection]] = Connection
 
+    #: Seconds from a frame's first byte to its last, or None (no framer, or
+    #: HTTP, whose requests have ``header_timeout``); see :meth:`read_deadlines`.
+    frame_timeout: float | None = None
+    #: Seconds a connection whose writing is paused may see its peer take nothing, or None.
+    send_timeout: float | None = None
+
     def __init__(self, daemon: EndpointOwner, endpoint: Endpoint) -> None:
         super().__init__(daemon, endpoint)
         framing = daemon.framing if endpoint.framing is INHERIT else endpoint.framing
         self._framer_factory: Callable[[], Framer] | None = framer_factory(framing)
         idle = daemon.idle_timeout if endpoint.idle_timeout is INHERIT else endpoint.idle_timeout
-        if idle is not None and (not isinstance(idle, int | float) or idle < 0):
-            raise ConfigError(f"{endpoint}: idle_timeout must be seconds >= 0 or None")
+        if endpoint.address.http and idle is DEFAULT_IDLE_TIMEOUT:
+            # Left at the default (the very object, not an equal number someone
+            # set): HTTP's own keepalive_timeout and header_timeout are its idle
+            # deadlines, and a long response to a silent client is no idleness.
+            idle = None
+        idle = check_optional_duration(f"{endpoint}: idle_timeout", idle)
         self.idle_timeout: float | None = idle
+        #: (option, bytes) pairs set on every accepted socket (``sndbuf``/``rcvbuf``).
+        self._buffers: tuple[tuple[int, int], ...] = ()
         self.write_high_water: int = daemon.write_high_water
         self.write_low_water: int = daemon.write_low_water
         self.max_write_buffer: int = daemon.max_write_buffer
@@ -217,10 +249,54 @@ class StreamHost(EndpointHost):
         self.listener: Listener | None = None
         self.tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
         self.check_options()
+        self.read_deadlines()
         endpoint.ssl_context()  # load the certificate now: a bad file fails --check too
 
     #: The endpoint options this host reads (subclasses add theirs).
-    OPTIONS: ClassVar[frozenset[str]] = frozenset({"tls_handshake_timeout"})
+    OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"tls_handshake_timeout", "frame_timeout", "send_timeout", "sndbuf", "rcvbuf"}
+    )
+
+    def read_deadlines(self) -> None:
+        """Read ``frame_timeout``, ``send_timeout``, ``sndbuf`` and ``rcvbuf``.
+
+        Each comes from the endpoint's options, else the daemon's setting.
+        ``frame_timeout=None`` means automatic: :data:`DEFAULT_FRAME_TIMEOUT`,
+        or :data:`FRAME_IDLE_FACTOR` idle timeouts when that is shorter, so an
+        idle timeout bounds a trickler too; ``0`` turns a deadline off.
+        Raises :class:`ConfigError` naming the endpoint and the setting.
+        """
+        daemon, endpoint = self.daemon, self.endpoint
+        options = endpoint.options
+        where = f"{endpoint}: "
+        frame = check_optional_duration(
+            where + "frame_timeout", options.get("frame_timeout", daemon.frame_timeout)
+        )
+        if self._framer_factory is None or endpoint.address.http:
+            frame = None  # raw bytes have no frames; HTTP has header_timeout
+        elif frame is None:
+            frame = DEFAULT_FRAME_TIMEOUT
+            if self.idle_timeout:
+                frame = min(frame, FRAME_IDLE_FACTOR * self.idle_timeout)
+        self.frame_timeout = frame or None
+        send = check_optional_duration(
+            where + "send_timeout", options.get("send_timeout", daemon.send_timeout)
+        )
+        self.send_timeout = send or None
+        buffers = []
+        for name, option in (("sndbuf", socket.SO_SNDBUF), ("rcvbuf", socket.SO_RCVBUF)):
+            size = options.get(name)
+            if size is None:
+                continue
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ConfigError(f"{where}{name} must be a whole number of bytes, not {size!r}")
+            if size > MAX_SOCKET_BUFFER:
+                raise ConfigError(
+                    f"{where}{name}={size} is more than the {MAX_SOCKET_BUFFER} bytes "
+                    "a socket buffer may have"
+                )
+            buffers.append((option, size))
+        self._buffers = tuple(buffers)
 
     def check_options(self) -> None:
         """Read the options this host knows and refuse the others, naming them."""
@@ -275,7 +351,21 @@ class StreamHost(EndpointHost):
 
     # -- the ConnectionHost interface ------------------------------------------
 
+    def _set_buffers(self, conn: Connection) -> None:
+        """Apply the ``sndbuf``/``rcvbuf`` options to the accepted socket."""
+        t = conn.transport
+        sock = t.get_extra_info("socket") if t is not None else None
+        if sock is None:
+            return
+        for option, size in self._buffers:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+            except OSError as exc:  # e.g. the peer already reset the connection
+                conn.log.debug("cannot set the socket buffer size: %s", exc)
+
     def _on_connection_made(self, conn: Connection) -> None:
+        if self._buffers:
+            self._set_buffers(conn)
         self.daemon.connection_opened(conn)
         try:
             self._on_accept(conn)

@@ -32,6 +32,9 @@ error, whatever the reads were.
 Rules this framer keeps beyond the :mod:`~daemonkit.framing.base` contract:
 
 * ``feed()`` returns :class:`HttpRequest` objects, not ``bytes``.
+* A request carries one valid ``Host`` field (RFC 9112 3.2): an HTTP/1.1
+  request without one, any request with two, or a value that is not RFC
+  3986 ``host[:port]`` is a 400, whatever the target's form.
 * Errors are :class:`HttpError` (a :class:`~daemonkit.errors.ProtocolError`)
   with the ``status`` to answer with before closing: 400, 413, 414, 431,
   501 or 505. ``frames`` holds the requests completed before the bad input.
@@ -50,6 +53,7 @@ Rules this framer keeps beyond the :mod:`~daemonkit.framing.base` contract:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
@@ -153,8 +157,9 @@ class HttpRequest:
       ``Expect: 100-continue``.
     * ``upgrade``: the lower-cased ``Upgrade`` value (``"websocket"``) when
       the request asks to switch protocols (``Connection: upgrade`` and
-      ``Upgrade``), else ``None``. The framer has paused; the body of such a
-      request is not read (it starts :attr:`HttpRequestFramer.trailing`).
+      ``Upgrade``), else ``None``. Its body, if any, has been read like any
+      other (the protocol switches after the whole request, RFC 9110 7.8);
+      the framer has paused after it.
     * ``trailers``: the trailer fields of a chunked body, like ``headers``.
 
     Requests compare equal when all of the above are equal.
@@ -307,6 +312,17 @@ _LF = 10
 _METHODS: dict[bytes, str] = {}
 # llhttp reasons that mean "a version this server does not speak".
 _VERSION_REASONS = ("Invalid HTTP version", "Pause on PRI/Upgrade")
+# A Host field value (RFC 9112 3.2, RFC 9110 7.2): RFC 3986 host [":" port],
+# the host an IP-literal in brackets (IPv6, checked again by _valid_host, or
+# IPvFuture) or a reg-name, which also matches an IPv4 address; possibly
+# empty. No userinfo, path or whitespace inside.
+_REG_NAME = rb"[-A-Za-z0-9._~!$&'()*+,;=]*(?:%[0-9A-Fa-f]{2}[-A-Za-z0-9._~!$&'()*+,;=]*)*"
+_IP_LITERAL = rb"\[(?:[0-9A-Fa-f:.]+|[vV][0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+)\]"
+_HOST = re.compile(rb"(?:%b|%b)(?::[0-9]*)?" % (_IP_LITERAL, _REG_NAME))
+# A synthetic head fed to llhttp to read the body of an upgrade request
+# (see HttpRequestFramer._read_upgrade_body); %d is the Content-Length.
+_REPLAY_LENGTH = b"PUT / HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
+_REPLAY_CHUNKED = b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 def _method(raw: bytes) -> str:
@@ -316,6 +332,32 @@ def _method(raw: bytes) -> str:
         raise HttpError("CONNECT is not supported: this is not a proxy", 501)
     method = _METHODS[raw] = raw.decode("ascii")
     return method
+
+
+def _valid_host(value: bytes) -> bool:
+    """Return whether *value* (OWS stripped) is a valid Host field value."""
+    if _HOST.fullmatch(value) is None:
+        return False
+    if value[:1] != b"[" or value[1:2] in (b"v", b"V"):
+        return True
+    # The regex let any hex digits, colons and dots through the brackets.
+    try:
+        ipaddress.IPv6Address(value[1 : value.index(b"]")].decode("ascii"))
+    except ValueError:
+        return False
+    return True
+
+
+def _host_error(count: int, value: bytes, version: str) -> HttpError:
+    """Return the 400 for a head with *count* Host fields, the last one *value*."""
+    why = "RFC 9112 3.2"
+    if not count:
+        return HttpError(f"HTTP/{version} request without a Host header field ({why} requires one)")
+    if count > 1:
+        return HttpError(f"{count} Host header fields in one request ({why} allows one)")
+    text = value.decode("latin1")
+    shown = repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
+    return HttpError(f"invalid Host header field {shown}: not host[:port] ({why}, RFC 3986 3.2.2)")
 
 
 def _check_limit(name: str, value: int) -> int:
@@ -368,7 +410,10 @@ class HttpRequestFramer(Framer):
         "_body_total",
         "_continue",
         "_fields",
+        "_good_host",
         "_head_len",
+        "_host",
+        "_hosts",
         "_in_head",
         "_line_open",
         "_max_body",
@@ -385,6 +430,7 @@ class HttpRequestFramer(Framer):
         "_state",
         "_stop",
         "_trailing",
+        "_upgrade_body",
         "_url",
         "_version",
     )
@@ -430,6 +476,14 @@ class HttpRequestFramer(Framer):
         self._continue: HttpRequest | None = None
         self._stop = False
         self._paused_by: HttpRequest | None = None
+        # The Host fields of the head being read: how many, the last one;
+        # and the last value found valid (a client sends the same one on
+        # every request: a comparison instead of a regex). "" is valid.
+        self._hosts = 0
+        self._host = b""
+        self._good_host = b""
+        # An upgrade request's body is being read: see _read_upgrade_body.
+        self._upgrade_body = False
         self._trailing = bytearray()
         # Bytes of the current request fed to llhttp; the requests completed
         # in the current feed() call.
@@ -519,13 +573,13 @@ class HttpRequestFramer(Framer):
         """Decline the upgrade that paused the framer and parse :attr:`trailing` as HTTP.
 
         For a server that answers an ``Upgrade`` request normally (RFC 9110
-        7.8 lets it ignore the header, e.g. ``h2c``). Returns the requests
-        the trailing bytes complete, like :meth:`feed`.
+        7.8 lets it ignore the header, e.g. ``h2c``): the request, body
+        included, was an ordinary one. Returns the requests the trailing
+        bytes complete, like :meth:`feed`, and raises :class:`HttpError`
+        like it.
 
         Raises :class:`RuntimeError` if the framer is not paused by a
-        keep-alive upgrade request, and :class:`HttpError` (400) if that
-        request announced a body: llhttp hands over right after the head of
-        an upgrade request, so its body was never read.
+        keep-alive upgrade request.
         """
         request = self._paused_by
         if self._state != _PAUSED or request is None or request.upgrade is None:
@@ -536,9 +590,6 @@ class HttpRequestFramer(Framer):
         self._trailing.clear()
         self._state = _HEAD
         self._paused_by = None
-        length = request.header("content-length")
-        if request.header("transfer-encoding") is not None or (length or "0").strip() != "0":
-            self._fail(HttpError("cannot carry on after an upgrade request with a body"), [])
         return self.feed(data)
 
     # -- feeding ---------------------------------------------------------------
@@ -658,7 +709,7 @@ class HttpRequestFramer(Framer):
         end of the head it fed.
         """
         if isinstance(exc, httptools.HttpParserUpgrade):
-            if exc.args[0] != len(chunk) or not self._stop:
+            if exc.args[0] != len(chunk) or not (self._stop or self._upgrade_body):
                 raise HttpError("malformed upgrade request") from None
             return
         if isinstance(exc, httptools.HttpParserCallbackError):
@@ -877,6 +928,9 @@ class HttpRequestFramer(Framer):
     def on_header(self, name: bytes, value: bytes) -> None:
         """llhttp callback: one header (or trailer) field, whole; decoded when needed."""
         self._fields.append((name, value))
+        if len(name) == 4 and name.lower() == b"host":
+            self._hosts += 1
+            self._host = value
 
     def on_headers_complete(self) -> None:
         """llhttp callback: the head is complete; build the request, check the limits.
@@ -884,6 +938,12 @@ class HttpRequestFramer(Framer):
         What frames the body is read after llhttp returns, and only if the
         request has one (llhttp then waits for it): see :meth:`_framing`.
         """
+        if self._upgrade_body:
+            # The synthetic head of _read_upgrade_body: no request of its own.
+            self._upgrade_body = False
+            self._url.clear()
+            self._fields.clear()
+            return
         self._in_head = False
         parser = self._parser
         version = self._version
@@ -899,6 +959,11 @@ class HttpRequestFramer(Framer):
         fields = self._fields
         if len(fields) > self._max_headers:
             raise HttpError(f"more than max_headers={self._max_headers} header fields", 431)
+        # RFC 9112 3.2 (on_header counted the Host fields): the common case,
+        # one Host with the value of the last request, costs one comparison.
+        if self._hosts != 1 or self._host != self._good_host:
+            self._check_host(version)
+        self._hosts = 0
         self._fields = []  # collects the trailers, if any
         request = self._request = HttpRequest(
             method,
@@ -916,6 +981,26 @@ class HttpRequestFramer(Framer):
             upgrade = request.header("upgrade")
             if upgrade is not None:
                 request.upgrade = upgrade.lower()
+                # httptools makes llhttp skip the body of an upgrade request
+                # and end it here; the body is read all the same (RFC 9110
+                # 7.8: the protocol switches after the whole request).
+                length = request.header("content-length")
+                if request.header("transfer-encoding") is not None or int(length or 0) > 0:
+                    self._upgrade_body = True
+
+    def _check_host(self, version: str) -> None:
+        """Raise the 400 unless the head has one valid Host field (none in HTTP/1.0).
+
+        RFC 9112 3.2; the value is RFC 3986 ``host[:port]`` (see ``_HOST``).
+        """
+        count = self._hosts
+        if count == 1:
+            value = self._host.rstrip(b" \t")  # llhttp strips the OWS before it
+            if not _valid_host(value):
+                raise _host_error(count, value, version)
+            self._good_host = self._host
+        elif count or version == _V11:
+            raise _host_error(count, b"", version)
 
     def _framing(self, request: HttpRequest) -> None:
         """Read what frames the body of *request* (llhttp waits for one) and check it.
@@ -952,6 +1037,20 @@ class HttpRequestFramer(Framer):
             if expect is not None and expect.lower() == "100-continue":
                 request.expect_continue = True
                 self._continue = request
+        if self._upgrade_body:
+            self._read_upgrade_body(self._state == _CHUNK_SIZE)
+
+    def _read_upgrade_body(self, chunked: bool) -> None:
+        """Make llhttp read the body of the pending upgrade request, as for any request.
+
+        llhttp ended that request at its head and now waits for the next
+        one, so it is fed a synthetic head with the same body framing, which
+        :meth:`on_headers_complete` drops; the body that follows completes
+        the upgrade request, with llhttp's checks (chunk syntax, trailers).
+        The bytes of the synthetic head count towards no limit.
+        """
+        self._parser.feed_data(_REPLAY_CHUNKED if chunked else _REPLAY_LENGTH % self._body_left)
+        assert not self._upgrade_body  # on_headers_complete saw it
 
     def on_body(self, body: bytes) -> None:
         """llhttp callback: part of the body, chunked decoding done."""
@@ -959,6 +1058,8 @@ class HttpRequestFramer(Framer):
 
     def on_message_complete(self) -> None:
         """llhttp callback: the request is complete; hand it out."""
+        if self._upgrade_body:
+            return  # llhttp's end of an upgrade request's head: the body is to come
         request = self._request
         assert request is not None
         self._request = None
@@ -972,6 +1073,7 @@ class HttpRequestFramer(Framer):
                 raise HttpError(f"more than max_headers={self._max_headers} trailer fields", 431)
             request.trailers = _decode_fields(fields)
             fields.clear()
+            self._hosts = 0  # on_header counted any Host among them
         self._out.append(request)
         self._seen = 0
         self._state = _HEAD

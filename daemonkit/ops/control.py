@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import socket
 import stat
@@ -53,6 +52,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from daemonkit.core.connection import CloseReason, Connection
+from daemonkit.core.durations import check_duration
 from daemonkit.core.endpoints import Address, parse_endpoint
 from daemonkit.core.log import LEVELS
 from daemonkit.daemon import DEFAULT_WRITE_LOW_WATER, StartError
@@ -85,6 +85,7 @@ __all__ = [
     "METRICS_MAX_CLIENTS",
     "Operations",
     "RequestError",
+    "check_operations",
     "check_socket_dir",
     "parse_request",
 ]
@@ -221,6 +222,33 @@ def check_socket_dir(path: str) -> None:
             f"control socket directory {directory} belongs to uid {info.st_uid}, not to the "
             f"daemon's user (uid {uid}) or root: that user could replace the socket"
         )
+
+
+def check_operations(control: object, metrics: object) -> tuple[str | None, Address | None]:
+    """Check the ``control`` and ``metrics`` settings as the start does; what they name.
+
+    Returns the control socket path (or None) and the metrics address (or
+    None). Raises :class:`~daemonkit.errors.ConfigError` for a control path
+    that is not a string or whose directory fails :func:`check_socket_dir`,
+    and for a metrics endpoint that does not parse or is not tcp/http/unix.
+    The start calls it before binding and ``daemonkit --check`` calls it
+    alone, so a setting that would fail the start fails the check too.
+    """
+    path: str | None = None
+    if control is not None:
+        given = os.fspath(control) if isinstance(control, str | os.PathLike) else control
+        if not isinstance(given, str) or not given:
+            raise ConfigError(f"control must be a socket path, not {control!r}")
+        path = given.removeprefix("unix://")
+        check_socket_dir(path)
+    address: Address | None = None
+    if metrics is not None:
+        address = parse_endpoint(str(metrics))
+        if address.scheme not in ("tcp", "http", "unix"):
+            raise ConfigError(
+                f"metrics endpoint {metrics}: use tcp://HOST:PORT (served as HTTP) or unix:///path"
+            )
+    return path, address
 
 
 def _peer_credentials(conn: Connection) -> tuple[int, int, int] | None:
@@ -579,11 +607,9 @@ class Operations:
 
     def _open(self) -> None:
         daemon = self.daemon
-        if daemon.control is not None:
-            path = os.fspath(daemon.control)
-            if not isinstance(path, str) or not path:
-                raise ConfigError(f"control must be a socket path, not {daemon.control!r}")
-            self.control = _ControlHost(self, path.removeprefix("unix://"))
+        path, address = check_operations(daemon.control, daemon.metrics)
+        if path is not None:
+            self.control = _ControlHost(self, path)
             try:
                 self.control.open()
             except OSError as exc:
@@ -591,13 +617,7 @@ class Operations:
                     f"cannot open the control socket {self.control.path}: {exc.strerror or exc}"
                 ) from exc
             self.log.info("control socket at %s", self.control.path)
-        if daemon.metrics is not None:
-            address = parse_endpoint(str(daemon.metrics))
-            if address.scheme not in ("tcp", "http", "unix"):
-                raise ConfigError(
-                    f"metrics endpoint {daemon.metrics}: use tcp://HOST:PORT (served as HTTP) "
-                    "or unix:///path"
-                )
+        if address is not None:
             self.metrics = _MetricsHost(self, address)
             try:
                 self.metrics.open()
@@ -715,10 +735,11 @@ class Operations:
     def _cmd_stop(self, request: dict[str, Any]) -> dict[str, Any]:
         daemon = self.daemon
         timeout = request.get("timeout")
-        if timeout is not None and (
-            type(timeout) not in (int, float) or not math.isfinite(timeout) or timeout < 0
-        ):
-            raise RequestError(f"timeout must be seconds >= 0, not {timeout!r}")
+        if timeout is not None:
+            try:  # 1e308 let in here once made stop() raise half-way
+                timeout = check_duration("timeout", timeout)
+            except ConfigError as exc:
+                raise RequestError(str(exc)) from None
         if daemon.is_stopping():
             # Like a second SIGTERM: stop at once.
             self.log.warning("stop requested again: stopping now")
@@ -730,7 +751,7 @@ class Operations:
                 "connections": len(daemon.connections),
             }
         if timeout is not None:
-            daemon.shutdown_timeout = float(timeout)
+            daemon.shutdown_timeout = timeout
         self.log.info(
             "stop requested: stopping gracefully (shutdown_timeout=%gs)", daemon.shutdown_timeout
         )

@@ -16,6 +16,7 @@ keeps failing is not retried on every sample.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -52,7 +53,10 @@ def parse_size(text: str) -> int:
     if match is None:
         raise ValueError(f"{text!r} is not a size; write e.g. 512M, 1G or 1048576 (bytes)")
     number, unit = match.groups()
-    value = int(float(number) * _UNITS[unit.upper()])
+    amount = float(number) * _UNITS[unit.upper()]
+    if not math.isfinite(amount):  # hundreds of digits: int() would raise OverflowError
+        raise ValueError(f"{text!r} is too large for a size; write e.g. 512M or 2G")
+    value = int(amount)
     if value <= 0:
         raise ValueError(f"{text!r} must be more than 0 bytes")
     return value

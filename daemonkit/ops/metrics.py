@@ -508,7 +508,10 @@ def sample(
                 fd_exhausted=int(getattr(listener, "exhausted", 0)),
             )
         )
-    reactor = daemon._reactor
+    try:
+        reactor: Reactor | None = daemon.reactor
+    except RuntimeError:  # sampled before the start or after the stop
+        reactor = None
     stats = reactor.stats() if reactor is not None else None
     now = time.monotonic()
     histogram = lag.histogram if lag is not None else LagHistogram()

@@ -29,6 +29,7 @@ reliable. Nothing is fsync'ed: a pidfile must not outlive a reboot anyway.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import tempfile
@@ -42,6 +43,7 @@ __all__ = [
     "AlreadyRunning",
     "Pidfile",
     "PidfileError",
+    "check_pidfile_dir",
     "read_pid",
 ]
 
@@ -94,6 +96,38 @@ def read_pid(path: str | os.PathLike[str]) -> int | None:
         return None
 
 
+def check_pidfile_dir(path: str | os.PathLike[str]) -> None:
+    """Refuse a pidfile path whose directory is missing, not a directory or not writable.
+
+    Raises :class:`PidfileError` with the same message (and ``__cause__``)
+    the start would give. :meth:`Pidfile.acquire` calls it first, and
+    ``daemonkit --check`` calls it alone, so a pidfile that would fail the
+    start fails the check too. Writes nothing.
+    """
+    path = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        code = errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
+        raise _cannot_write(path, OSError(code, os.strerror(code), directory))
+    effective = os.access in os.supports_effective_ids  # the euid, as open() uses
+    if not os.access(directory, os.W_OK | os.X_OK, effective_ids=effective):
+        raise _cannot_write(path, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+
+
+def _cannot_write(path: str, exc: OSError) -> PidfileError:
+    """The error for a pidfile whose directory refused a new file with ``exc``."""
+    directory = os.path.dirname(path)
+    if exc.errno == errno.ENOENT:
+        message = f"cannot write the pidfile {path}: the directory {directory} does not exist"
+    else:
+        message = f"cannot write the pidfile {path}: {exc.strerror} in {directory}"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            message += " (use a directory this user may write, e.g. systemd's RuntimeDirectory=)"
+    error = PidfileError(message)
+    error.__cause__ = exc
+    return error
+
+
 def _parse_pid(text: bytes) -> int | None:
     try:
         pid = int(text.strip())
@@ -141,6 +175,7 @@ class Pidfile:
         """
         if self._fd is not None:
             raise RuntimeError(f"the pidfile {self.path} is already held")
+        check_pidfile_dir(self.path)
         fd, temp = self._locked_temp(os.getpid())
         try:
             for _ in range(_ATTEMPTS):
@@ -267,19 +302,8 @@ class Pidfile:
             fd, temp = tempfile.mkstemp(
                 prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=directory
             )
-        except FileNotFoundError as exc:
-            raise PidfileError(
-                f"cannot write the pidfile {self.path}: the directory {directory} does not exist"
-            ) from exc
-        except OSError as exc:
-            raise PidfileError(
-                f"cannot write the pidfile {self.path}: {exc.strerror} in {directory}"
-                + (
-                    " (use a directory this user may write, e.g. systemd's RuntimeDirectory=)"
-                    if isinstance(exc, PermissionError)
-                    else ""
-                )
-            ) from exc
+        except OSError as exc:  # the directory changed since check_pidfile_dir()
+            raise _cannot_write(self.path, exc) from exc
         try:
             os.write(fd, f"{pid}\n".encode())
             os.fchmod(fd, PIDFILE_MODE)

@@ -17,6 +17,8 @@ What the new process finds in its environment::
 
     DAEMONKIT_INHERIT=tcp:5,admin:6,@control:7   listeners by endpoint name
                                                  (@control, @metrics: the operations endpoints)
+    DAEMONKIT_INHERIT_FILES=@control:64769:1234  the unix socket files the old process
+                                                 bound, by name, as st_dev:st_ino
     DAEMONKIT_UPGRADE_FD=9                       the write end of the readiness pipe
     DAEMONKIT_UPGRADE_PID=4242                   the old process: the variables
                                                  count only for its own child
@@ -36,6 +38,14 @@ descriptors are inherited rather than bound again.
 exit status and, when the new process ran the CLI, its one-line error
 (:func:`report_start_failure` sends it through the pipe). A new process
 that is not ready in time is killed.
+
+**Who removes a unix socket file.** Only the process that owns it, and only
+while the path still names the socket it bound (st_dev/st_ino). The old
+process owns the files it bound; a new process owns none until it has said
+it is ready: then it claims them (identified by ``DAEMONKIT_INHERIT_FILES``)
+and the old one releases them. A new process that fails therefore leaves
+the files of the control socket and the ``unix://`` endpoints to the
+process that goes on serving them.
 """
 
 from __future__ import annotations
@@ -48,7 +58,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from daemonkit.core.reactor import READ
@@ -63,6 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV_INHERIT",
+    "ENV_INHERIT_FILES",
     "ENV_PARENT",
     "ENV_READY_FD",
     "LAUNCH_DIR",
@@ -77,6 +87,8 @@ __all__ = [
 
 #: The listeners handed over, as ``NAME:FD`` pairs separated by commas.
 ENV_INHERIT = "DAEMONKIT_INHERIT"
+#: The unix socket files handed over, as ``NAME:DEV:INO`` separated by commas.
+ENV_INHERIT_FILES = "DAEMONKIT_INHERIT_FILES"
 #: The write end of the readiness pipe.
 ENV_READY_FD = "DAEMONKIT_UPGRADE_FD"
 #: The pid of the process being replaced; the other variables count only when it is our parent.
@@ -177,15 +189,17 @@ def _parse_inherit(value: str) -> dict[str, int]:
     return found
 
 
-def _keep_socket_file(listener: Listener) -> None:
-    """Make closing ``listener`` leave its unix socket file alone: the new process serves it.
-
-    ``Listener.close()`` removes a unix socket's file; pointing its address
-    at no path makes that removal a no-op, and the descriptor is closed
-    as usual.
-    """
-    if listener.address.scheme == "unix":
-        listener.address = replace(listener.address, path="")
+def _parse_files(value: str) -> dict[str, tuple[int, int]]:
+    found: dict[str, tuple[int, int]] = {}
+    for item in filter(None, value.split(",")):
+        name, _, rest = item.partition(":")
+        dev, _, ino = rest.partition(":")
+        if not name or not dev.isdigit() or not ino.isdigit():
+            raise ConfigError(
+                f"{ENV_INHERIT_FILES}={value!r} is malformed: expected NAME:DEV:INO,..."
+            )
+        found[name] = (int(dev), int(ino))
+    return found
 
 
 class Upgrader:
@@ -237,6 +251,8 @@ class Upgrader:
         #: ``("@control", listener)``, ``("@metrics", listener)``; the runner
         #: sets it when it opens them (none by default).
         self.service_listeners: Callable[[], list[tuple[str, Listener]]] = list
+        # The unix socket files the old process handed over, claimed once ready.
+        self._files: dict[str, tuple[int, int]] = {}
         self._adopt()
 
     # -- the new process ---------------------------------------------------------
@@ -248,7 +264,7 @@ class Upgrader:
         if upgrading_from(env) is None:
             # Meant for another process (ours exec'd through a wrapper that
             # forked?): like systemd's LISTEN_PID, ignore them, and pass them on to nobody.
-            for key in (ENV_INHERIT, ENV_READY_FD, ENV_PARENT):
+            for key in (ENV_INHERIT, ENV_INHERIT_FILES, ENV_READY_FD, ENV_PARENT):
                 env.pop(key, None)
             return
         ready = env.get(ENV_READY_FD, "")
@@ -256,6 +272,7 @@ class Upgrader:
             with contextlib.suppress(OSError):
                 os.set_inheritable(int(ready), False)  # not for our own children
         fds = _parse_inherit(env.pop(ENV_INHERIT, ""))
+        self._files = _parse_files(env.pop(ENV_INHERIT_FILES, ""))
         for name, fd in fds.items():
             try:
                 sock = socket.socket(fileno=fd)
@@ -292,6 +309,11 @@ class Upgrader:
         old = upgrading_from(self._env)
         if _write_ready_pipe(self._env, b"ready\n"):
             self.log.info("upgrade: ready; the old process (pid %d) stops now", old)
+            for name, listener in self._listeners():
+                identity = self._files.get(name)
+                if identity is not None and listener.address.scheme == "unix":
+                    listener.claim_socket_file((listener.address.path, *identity))
+        self._files = {}
         if daemon.max_memory is not None:
             self.guard = MemoryGuard(daemon.max_memory, reactor.time)
             reactor.call_every(daemon.memory_check_interval, self._check_memory)
@@ -329,6 +351,11 @@ class Upgrader:
         read_fd, write_fd = os.pipe()
         env = dict(self._env)
         env[ENV_INHERIT] = ",".join(f"{name}:{s.fileno()}" for name, s in sockets.items())
+        env[ENV_INHERIT_FILES] = ",".join(
+            f"{name}:{listener.socket_file[1]}:{listener.socket_file[2]}"
+            for name, listener in self._listeners()
+            if listener.socket_file is not None
+        )
         env[ENV_READY_FD] = str(write_fd)
         env[ENV_PARENT] = str(os.getpid())
         try:
@@ -374,6 +401,14 @@ class Upgrader:
         for name, listener in self.service_listeners():
             found[name] = listener.sock
         return found
+
+    def _listeners(self) -> list[tuple[str, Listener]]:
+        """The stream listeners by endpoint name, the operations ones (``@control``) too."""
+        found = []
+        for host in self.daemon.endpoint_hosts:
+            if isinstance(host, StreamHost) and host.listener is not None:
+                found.append((str(host.endpoint.name), host.listener))
+        return found + self.service_listeners()
 
     def _on_pipe(self, watch: Watch, what: int) -> None:
         pipe = self._pipe
@@ -432,12 +467,11 @@ class Upgrader:
         if pending and reactor.time() < deadline:
             reactor.call_later(_ATTACH_POLL, self._stop_when_attached, deadline)
             return
-        for listener in daemon.listeners:
-            _keep_socket_file(listener)
+        for _, listener in self._listeners():
+            listener.release_socket_file()  # the new process owns the file now
         for _, listener in self.service_listeners():
-            _keep_socket_file(listener)
             listener.close()  # operators now reach the new process
-        daemon.stop()
+        daemon.stop(keep_backlog=True)  # the new process accepts from the same queues
 
     def _on_timeout(self) -> None:
         self._deadline = None

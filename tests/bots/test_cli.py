@@ -174,3 +174,51 @@ def test_parse_duration() -> None:
 
 
 Runner = Callable[..., tuple[int, str]]
+
+
+# -- messages, not tracebacks (issue 10, items 4 and 11) -----------------------------
+
+HUGE = "1" + "0" * 308  # 1e308 in the digits the duration syntax takes
+OVERFLOW = "9" * 400  # float() makes it inf
+TARGET = "tcp://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--log-level", "bogus"], "argument --log-level: invalid choice: 'bogus'"),
+        (["--duration", HUGE], "argument --duration: duration"),
+        (["--duration", OVERFLOW], "argument --duration: duration"),
+        (["--connect-timeout", HUGE], "argument --connect-timeout: connect_timeout"),
+        (["--stop-timeout", HUGE], "argument --stop-timeout: stop_timeout"),
+        (["--stop-timeout", OVERFLOW], "argument --stop-timeout: stop_timeout"),
+        (["--max-rate-search", "--p99", "0"], "argument --p99: p99 must be more than 0"),
+        (["--max-rate-search", "--p99", OVERFLOW], "argument --p99: p99"),
+        (["--rate", "inf"], "argument --rate: rate must be a finite number"),
+        (["--rate", "nan"], "argument --rate: rate must be"),
+        (["--rate", "1e308"], "argument --rate: rate must be at most"),
+        (["--spawn-rate", "inf"], "argument --spawn-rate: spawn_rate must be a finite number"),
+    ],
+)
+def test_bad_values_are_usage_errors_naming_the_option(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each was a traceback (log level, p99 0), a hang (rate 1e308) or let through."""
+    assert bots_cli.main([ECHO_BOT, "--target", TARGET, *extra], out=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("option", ["--json", "--csv", "--html"])
+def test_a_report_that_cannot_be_written_is_refused_before_the_run(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not after minutes of load: the directory is checked first (and --max-rate-search too)."""
+    missing = str(tmp_path / "missing" / "report")
+    for extra in ([], ["--max-rate-search", "--p99", "10ms"]):
+        argv = [ECHO_BOT, "--target", TARGET, "--duration", "0.2s", option, missing, *extra]
+        assert bots_cli.main(argv, out=io.StringIO()) == bots_cli.EXIT_CONFIG
+        err = capsys.readouterr().err
+        assert f"{option} {missing}: the directory {tmp_path / 'missing'} does not exist" in err
+        assert err.count("\n") == 1 and "Traceback" not in err

@@ -64,7 +64,6 @@ def free_udp_port() -> int:
 @pytest.fixture
 def daemon() -> Iterator[tuple[int, int]]:
     """The example as a real process on free ports: yields (udp port, http port)."""
-    pytest.importorskip("daemonkit.http.host", reason="the HTTP layer is not there yet")
     udp_port, http_port = free_udp_port(), free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
     env.pop("PYTHONASYNCIODEBUG", None)

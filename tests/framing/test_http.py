@@ -57,17 +57,62 @@ def run(framer: HttpRequestFramer, chunks: Iterable[bytes]) -> Outcome:
 
 
 def req(method: str, target: str, *headers: tuple[str, str], **kwargs: Any) -> HttpRequest:
-    return HttpRequest(method, target, kwargs.pop("version", "1.1"), list(headers), **kwargs)
+    """The expected request; an HTTP/1.1 one starts with ``Host: example.com`` unless given one.
+
+    RFC 9112 3.2 makes every HTTP/1.1 request carry a Host, so the streams
+    below have ``Host: example.com`` right after the request line.
+    """
+    version = kwargs.pop("version", "1.1")
+    if version == "1.1" and not any(name == "host" for name, _ in headers):
+        headers = (H, *headers)
+    return HttpRequest(method, target, version, list(headers), **kwargs)
 
 
 H = ("host", "example.com")
 HOST = b"Host: example.com\r\n"
 CHUNKED = b"Transfer-Encoding: chunked\r\n"
+# Host values RFC 9112 3.2 accepts (RFC 3986 host [":" port]) and refuses.
+GOOD_HOSTS = [
+    b"example.com",
+    b"example.com:8080",
+    b"EXAMPLE.com:",
+    b"127.0.0.1",
+    b"127.0.0.1:80",
+    b"[::1]",
+    b"[::1]:8080",
+    b"[2001:db8::ff00:42:8329]",
+    b"[::ffff:192.0.2.1]:443",
+    b"[v1.fe:x]",
+    b"",
+    b"xn--bcher-kva.example",
+    b"a%20b",
+    b"under_score.example",
+    b"!$&'()*+,;=-._~",
+]
+BAD_HOSTS = [
+    ("space", b"a b"),
+    ("tab", b"a\tb"),
+    ("port-not-digits", b"a:b"),
+    ("two-ports", b"a:80:80"),
+    ("userinfo", b"user@example.com"),
+    ("path", b"example.com/"),
+    ("query", b"example.com?"),
+    ("fragment", b"example.com#"),
+    ("bad-percent", b"a%zz"),
+    ("bare-ipv6", b"::1"),
+    ("open-bracket", b"[::1"),
+    ("junk-after-bracket", b"[::1]x"),
+    ("not-ipv6", b"[zz]"),
+    ("short-ipv6", b"[1:2:3]"),
+    ("zone-id", b"[fe80::1%25eth0]"),
+    ("obs-text", b"caf\xe9"),
+    ("quote", b'"example.com"'),
+]
 
 # (name, stream, requests): streams that end on a request boundary.
 GOOD: list[tuple[str, bytes, list[HttpRequest]]] = [
     ("get", b"GET / HTTP/1.1\r\n" + HOST + b"\r\n", [req("GET", "/", H)]),
-    ("no-headers", b"GET /x HTTP/1.1\r\n\r\n", [req("GET", "/x")]),
+    ("no-headers", b"GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n", [req("GET", "/x")]),
     ("head", b"HEAD /a?b=c HTTP/1.1\r\n" + HOST + b"\r\n", [req("HEAD", "/a?b=c", H)]),
     (
         "post-content-length",
@@ -76,7 +121,7 @@ GOOD: list[tuple[str, bytes, list[HttpRequest]]] = [
     ),
     (
         "content-length-zero",
-        b"PUT /z HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        b"PUT /z HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n",
         [req("PUT", "/z", ("content-length", "0"))],
     ),
     (
@@ -97,20 +142,20 @@ GOOD: list[tuple[str, bytes, list[HttpRequest]]] = [
     ),
     (
         "chunked-plain",
-        b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n" + CHUNKED + b"\r\n3\r\nabc\r\n0\r\n\r\n",
         [req("POST", "/", ("transfer-encoding", "chunked"), body=b"abc")],
     ),
     (
         "chunked-empty",
-        b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n" + CHUNKED + b"\r\n0\r\n\r\n",
         [req("POST", "/", ("transfer-encoding", "chunked"))],
     ),
     (
         "pipelined",
         b"GET /1 HTTP/1.1\r\n" + HOST + b"\r\n"
-        b"POST /2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
-        b"POST /3 HTTP/1.1\r\n" + CHUNKED + b"\r\n1\r\nx\r\n0\r\n\r\n"
-        b"GET /4 HTTP/1.1\r\n\r\n",
+        b"POST /2 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\r\nabc"
+        b"POST /3 HTTP/1.1\r\nHost: example.com\r\n" + CHUNKED + b"\r\n1\r\nx\r\n0\r\n\r\n"
+        b"GET /4 HTTP/1.1\r\nHost: example.com\r\n\r\n",
         [
             req("GET", "/1", H),
             req("POST", "/2", ("content-length", "3"), body=b"abc"),
@@ -120,7 +165,8 @@ GOOD: list[tuple[str, bytes, list[HttpRequest]]] = [
     ),
     (
         "empty-lines-before-requests",
-        b"\r\n\r\n\nGET /1 HTTP/1.1\r\n\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
+        b"\r\n\r\n\nGET /1 HTTP/1.1\r\nHost: example.com\r\n"
+        b"\r\n\r\nGET /2 HTTP/1.1\r\nHost: example.com\r\n\r\n",
         [req("GET", "/1"), req("GET", "/2")],
     ),
     (
@@ -139,7 +185,8 @@ GOOD: list[tuple[str, bytes, list[HttpRequest]]] = [
     ),
     (
         "connection-close",
-        b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: example.com\r\n"
+        b"\r\nGET /b HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
         [req("GET", "/a"), req("GET", "/b", ("connection", "close"), keep_alive=False)],
     ),
     (
@@ -160,12 +207,13 @@ GOOD: list[tuple[str, bytes, list[HttpRequest]]] = [
     ),
     (
         "upgrade-header-alone-is-no-upgrade",
-        b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\r\n",
         [req("GET", "/", ("upgrade", "websocket"))],
     ),
     (
         "expect-continue",
-        b"PUT /f HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+        b"PUT /f HTTP/1.1\r\nHost: example.com\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
         [
             req(
                 "PUT",
@@ -194,7 +242,8 @@ GOOD: list[tuple[str, bytes, list[HttpRequest]]] = [
     ),
     (
         "header-values",
-        b"GET / HTTP/1.1\r\nX-A:   spaced out \t\r\nX-Latin: caf\xe9\r\nX-Empty:\r\n"
+        b"GET / HTTP/1.1\r\nHost: example.com\r\n"
+        b"X-A:   spaced out \t\r\nX-Latin: caf\xe9\r\nX-Empty:\r\n"
         b"x-a: again\r\nMiXeD-CaSe: Kept\r\n\r\n",
         [
             req(
@@ -210,18 +259,77 @@ GOOD: list[tuple[str, bytes, list[HttpRequest]]] = [
     ),
     (
         "targets",
-        b"OPTIONS * HTTP/1.1\r\n\r\nGET http://example.com/p?q=1 HTTP/1.1\r\n\r\n"
-        b"GET /a%20b/%C3%A9?x=%2F&y#frag HTTP/1.1\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: example.com\r\n"
+        b"\r\nGET http://example.com/p?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        b"GET /a%20b/%C3%A9?x=%2F&y#frag HTTP/1.1\r\nHost: example.com\r\n\r\n",
         [
             req("OPTIONS", "*"),
             req("GET", "http://example.com/p?q=1"),
             req("GET", "/a%20b/%C3%A9?x=%2F&y#frag"),
         ],
     ),
+    # RFC 9112 3.2.2: an absolute-form target comes with a Host all the same.
+    (
+        "absolute-form-with-host",
+        b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        [req("GET", "http://x/", ("host", "x"))],
+    ),
+    # RFC 3986 host[:port]: reg-name (empty too, RFC 9110 7.2), IPv4, IP-literal.
+    (
+        "host-forms",
+        b"".join(b"GET / HTTP/1.1\r\nHost: %b\r\n\r\n" % host for host in GOOD_HOSTS)
+        + b"GET / HTTP/1.1\r\nHost: spaced \t\r\n\r\n"
+        + b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        [
+            *(req("GET", "/", ("host", host.decode())) for host in GOOD_HOSTS),
+            req("GET", "/", ("host", "spaced")),
+            req("GET", "/", ("connection", "keep-alive"), version="1.0"),
+        ],
+    ),
+    # An upgrade request with a body: the body is part of the request (RFC
+    # 9110 7.8: the switch happens after it); the framer pauses after it.
+    (
+        "upgrade-with-content-length-body",
+        b"POST /up HTTP/1.1\r\n" + HOST + b"Connection: upgrade\r\nUpgrade: foo\r\n"
+        b"Content-Length: 5\r\n\r\nhello",
+        [
+            req(
+                "POST",
+                "/up",
+                H,
+                ("connection", "upgrade"),
+                ("upgrade", "foo"),
+                ("content-length", "5"),
+                body=b"hello",
+                upgrade="foo",
+            )
+        ],
+    ),
+    (
+        "upgrade-with-chunked-body",
+        b"POST /up HTTP/1.1\r\n"
+        + HOST
+        + b"Connection: upgrade\r\nUpgrade: foo\r\n"
+        + CHUNKED
+        + b"\r\n5\r\nhello\r\n1;x=y\r\n!\r\n0\r\nX-T: 1\r\n\r\n",
+        [
+            req(
+                "POST",
+                "/up",
+                H,
+                ("connection", "upgrade"),
+                ("upgrade", "foo"),
+                ("transfer-encoding", "chunked"),
+                body=b"hello!",
+                upgrade="foo",
+                trailers=[("x-t", "1")],
+            )
+        ],
+    ),
 ]
 
 # What follows each good stream in the third way.
-FOLLOW = b"GET /next HTTP/1.1\r\n\r\n"
+FOLLOW = b"GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n"
 FOLLOW_REQUEST = req("GET", "/next")
 NOT_HTTP = b"\x81\x05hello\x00\xff not http"
 
@@ -269,7 +377,7 @@ def small(**limits: int) -> HttpRequestFramer:
     return HttpRequestFramer(**limits)
 
 
-OK_GET = b"GET /ok HTTP/1.1\r\n\r\n"
+OK_GET = b"GET /ok HTTP/1.1\r\nHost: example.com\r\n\r\n"
 OK = req("GET", "/ok")
 HEADERS_101 = b"".join(b"X-%d: v\r\n" % i for i in range(101))
 
@@ -277,13 +385,13 @@ HEADERS_101 = b"".join(b"X-%d: v\r\n" % i for i in range(101))
 BAD: list[tuple[str, HttpRequestFramer, bytes, list[HttpRequest], int]] = [
     ("garbage", small(), b"\x00\x01\x02\x03\r\n\r\n", [], 400),
     ("not-a-request-line", small(), b"hello world\r\n\r\n", [], 400),
-    ("lower-case-method", small(), b"get / HTTP/1.1\r\n\r\n", [], 400),
+    ("lower-case-method", small(), b"get / HTTP/1.1\r\nHost: example.com\r\n\r\n", [], 400),
     ("rtsp", small(), b"GET / RTSP/1.0\r\n\r\n", [], 400),
     ("bare-lf", small(), b"GET / HTTP/1.1\nHost: a\n\n", [], 400),
     ("space-before-colon", small(), b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", [], 400),
-    ("obs-fold", small(), b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", [], 400),
-    ("nul-in-value", small(), b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", [], 400),
-    ("bad-url-char", small(), b"GET /\x7f HTTP/1.1\r\n\r\n", [], 400),
+    ("obs-fold", small(), b"GET / HTTP/1.1\r\nHost: example.com\r\nX: a\r\n b\r\n\r\n", [], 400),
+    ("nul-in-value", small(), b"GET / HTTP/1.1\r\nHost: example.com\r\nX: a\x00b\r\n\r\n", [], 400),
+    ("bad-url-char", small(), b"GET /\x7f HTTP/1.1\r\nHost: example.com\r\n\r\n", [], 400),
     ("http-2.0", small(), b"GET / HTTP/2.0\r\n\r\n", [], 505),
     ("http-1.2", small(), b"GET / HTTP/1.2\r\n\r\n", [], 505),
     ("http-0.9-declared", small(), b"GET / HTTP/0.9\r\n\r\n", [], 505),
@@ -292,25 +400,67 @@ BAD: list[tuple[str, HttpRequestFramer, bytes, list[HttpRequest], int]] = [
     ("bad-version-digits", small(), b"GET / HTTP/a.b\r\n\r\n", [], 400),
     # 414: a request line that cannot hold a target of max_target bytes,
     # raised before the line ends; and a target just over it.
-    ("line-too-long", small(), b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", [], 414),
+    (
+        "line-too-long",
+        small(),
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        [],
+        414,
+    ),
     ("line-endless", small(), b"GET /" + b"a" * 9000, [], 414),
-    ("target-too-long", small(max_target=10), b"GET /0123456789 HTTP/1.1\r\n\r\n", [], 414),
+    (
+        "target-too-long",
+        small(max_target=10),
+        b"GET /0123456789 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        [],
+        414,
+    ),
     # 431: the head, the number of fields.
-    ("head-too-long", small(), b"GET / HTTP/1.1\r\nX: " + b"a" * DEFAULT_MAX_HEAD, [], 431),
-    ("head-one-over", small(max_head=22), b"GET / HTTP/1.1\r\nX: ab\r\n\r\n", [], 431),
-    ("line-over-max-head", small(max_head=10), b"GET /abcdefgh HTTP/1.1\r\n\r\n", [], 431),
-    ("too-many-headers", small(), b"GET / HTTP/1.1\r\n" + HEADERS_101 + b"\r\n", [], 431),
+    (
+        "head-too-long",
+        small(),
+        b"GET / HTTP/1.1\r\nHost: example.com\r\nX: " + b"a" * DEFAULT_MAX_HEAD,
+        [],
+        431,
+    ),
+    (
+        "head-one-over",
+        small(max_head=22),
+        b"GET / HTTP/1.1\r\nHost: example.com\r\nX: ab\r\n\r\n",
+        [],
+        431,
+    ),
+    (
+        "line-over-max-head",
+        small(max_head=10),
+        b"GET /abcdefgh HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        [],
+        431,
+    ),
+    (
+        "too-many-headers",
+        small(),
+        b"GET / HTTP/1.1\r\nHost: example.com\r\n" + HEADERS_101 + b"\r\n",
+        [],
+        431,
+    ),
     (
         "too-many-trailers",
         small(max_headers=2),
-        b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\n0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n"
+        + CHUNKED
+        + b"\r\n0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
         [],
         431,
     ),
     (
         "trailers-too-long",
         small(max_head=64),
-        b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\n0\r\nA: " + b"a" * 70 + b"\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n"
+        + CHUNKED
+        + b"\r\n0\r\nA: "
+        + b"a" * 70
+        + b"\r\n\r\n",
         [],
         431,
     ),
@@ -318,21 +468,25 @@ BAD: list[tuple[str, HttpRequestFramer, bytes, list[HttpRequest], int]] = [
     (
         "content-length-over",
         small(),
-        b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 1048577\r\n\r\n",
         [],
         413,
     ),
     (
         "chunked-over",
         small(max_body=10),
-        b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\n8\r\n12345678\r\n3\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n" + CHUNKED + b"\r\n8\r\n12345678\r\n3\r\n",
         [],
         413,
     ),
     (
         "chunk-line-too-long",
         small(),
-        b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\n1;x=" + b"y" * MAX_CHUNK_LINE + b"\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n"
+        + CHUNKED
+        + b"\r\n1;x="
+        + b"y" * MAX_CHUNK_LINE
+        + b"\r\n",
         [],
         413,
     ),
@@ -340,34 +494,48 @@ BAD: list[tuple[str, HttpRequestFramer, bytes, list[HttpRequest], int]] = [
     (
         "content-length-and-chunked",
         small(),
-        b"POST / HTTP/1.1\r\nContent-Length: 3\r\n" + CHUNKED + b"\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n" + CHUNKED + b"\r\nabc",
         [],
         400,
     ),
     (
         "chunked-and-content-length",
         small(),
-        b"POST / HTTP/1.1\r\n" + CHUNKED + b"Content-Length: 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n" + CHUNKED + b"Content-Length: 3\r\n\r\nabc",
         [],
         400,
     ),
     (
         "two-content-lengths",
         small(),
-        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n"
+        b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         [],
         400,
     ),
-    ("bad-content-length", small(), b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", [], 400),
+    (
+        "bad-content-length",
+        small(),
+        b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: -1\r\n\r\n",
+        [],
+        400,
+    ),
     (
         "unknown-coding",
         small(),
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n"
+        b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         [],
         501,
     ),
     # RFC 9112 6.3: chunked must come last, else 400.
-    ("chunked-not-last", small(), b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", [], 400),
+    (
+        "chunked-not-last",
+        small(),
+        b"POST / HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: gzip\r\n\r\n",
+        [],
+        400,
+    ),
     (
         "chunked-in-http10",
         small(),
@@ -375,23 +543,54 @@ BAD: list[tuple[str, HttpRequestFramer, bytes, list[HttpRequest], int]] = [
         [],
         400,
     ),
-    ("bad-chunk-size", small(), b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\nzz\r\n", [], 400),
     (
-        "chunk-data-too-long",
+        "bad-chunk-size",
         small(),
-        b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\n2\r\nabc\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n" + CHUNKED + b"\r\nzz\r\n",
         [],
         400,
     ),
-    ("connect", small(), b"CONNECT example.com:443 HTTP/1.1\r\n\r\n", [], 501),
+    (
+        "chunk-data-too-long",
+        small(),
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n" + CHUNKED + b"\r\n2\r\nabc\r\n0\r\n\r\n",
+        [],
+        400,
+    ),
+    ("connect", small(), b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", [], 501),
     # The requests before the bad input are delivered.
-    ("after-good-ones", small(), OK_GET + OK_GET + b"BAD\x00 / HTTP/1.1\r\n\r\n", [OK, OK], 400),
+    (
+        "after-good-ones",
+        small(),
+        OK_GET + OK_GET + b"BAD\x00 / HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        [OK, OK],
+        400,
+    ),
     (
         "after-a-body",
         small(),
-        b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET / HTTP/3.0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 1\r\n\r\nxGET / HTTP/3.0\r\n\r\n",
         [req("POST", "/", ("content-length", "1"), body=b"x")],
         505,
+    ),
+    # RFC 9112 3.2: no Host in HTTP/1.1, more than one, or an invalid one: 400.
+    ("no-host", small(), b"GET / HTTP/1.1\r\nX: y\r\n\r\n", [], 400),
+    ("no-host-absolute-form", small(), b"GET http://x/ HTTP/1.1\r\n\r\n", [], 400),
+    ("two-hosts", small(), b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", [], 400),
+    ("two-hosts-http10", small(), b"GET / HTTP/1.0\r\nHost: a\r\nHOST: b\r\n\r\n", [], 400),
+    ("bad-host-http10", small(), b"GET / HTTP/1.0\r\nHost: a b\r\n\r\n", [], 400),
+    # Refused at the head, before its body is read or measured.
+    (
+        "no-host-with-a-body",
+        small(),
+        b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n",
+        [],
+        400,
+    ),
+    ("no-host-after-a-good-one", small(), OK_GET + b"GET /2 HTTP/1.1\r\n\r\n", [OK], 400),
+    *(
+        (f"host-{label}", small(), b"GET / HTTP/1.1\r\nHost: " + value + b"\r\n\r\n", [], 400)
+        for label, value in BAD_HOSTS
     ),
 ]
 
@@ -435,28 +634,56 @@ def test_http_error_is_a_protocol_error() -> None:
 
 def test_error_messages_name_the_limit() -> None:
     cases = [
-        (small(max_head=20), b"GET / HTTP/1.1\r\nX: 123456\r\n\r\n", "max_head=20"),
-        (small(max_headers=1), b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n", "max_headers=1"),
-        (small(max_body=5), b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\n", "max_body=5"),
-        (small(max_target=3), b"GET /abcd HTTP/1.1\r\n\r\n", "max_target=3"),
+        (
+            small(max_head=20),
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nX: 123456\r\n\r\n",
+            "max_head=20",
+        ),
+        (
+            small(max_headers=1),
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nA: 1\r\nB: 2\r\n\r\n",
+            "max_headers=1",
+        ),
+        (
+            small(max_body=5),
+            b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 6\r\n\r\n",
+            "max_body=5",
+        ),
+        (small(max_target=3), b"GET /abcd HTTP/1.1\r\nHost: example.com\r\n\r\n", "max_target=3"),
     ]
     for framer, stream, limit in cases:
         with pytest.raises(HttpError, match=limit):
             framer.feed(stream)
 
 
+@pytest.mark.parametrize(
+    ("stream", "reason"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 request without a Host header field"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "2 Host header fields"),
+        (b"GET / HTTP/1.1\r\nHost: a b:80\r\n\r\n", "invalid Host header field 'a b:80'"),
+        (b"GET / HTTP/1.1\r\nHost: " + b"a" * 300 + b"/ \r\n\r\n", "'" + "a" * 60 + "'..."),
+    ],
+)
+def test_host_errors_say_what_is_wrong(stream: bytes, reason: str) -> None:
+    with pytest.raises(HttpError, match=reason.replace(".", r"\.")) as info:
+        HttpRequestFramer().feed(stream)
+    assert info.value.status == 400
+    assert "RFC 9112 3.2" in str(info.value)
+
+
 def test_content_length_over_the_limit_raises_before_the_body() -> None:
     framer = small(max_body=100)
-    assert framer.feed(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n") == []
+    assert framer.feed(b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n") == []
     framer = small(max_body=100)
     with pytest.raises(HttpError) as info:
-        framer.feed(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n")
+        framer.feed(b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 101\r\n\r\n")
     assert info.value.status == 413
 
 
 def test_chunked_over_the_limit_raises_at_the_size_line() -> None:
     framer = small(max_body=10)
-    head = b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\n"
+    head = b"POST / HTTP/1.1\r\nHost: example.com\r\n" + CHUNKED + b"\r\n"
     assert framer.feed(head + b"6\r\nabcdef\r\n4\r\nabcd\r\n") == []
     with pytest.raises(HttpError) as info:
         framer.feed(b"1\r\n")  # 11 bytes announced: no data needed to know
@@ -465,14 +692,18 @@ def test_chunked_over_the_limit_raises_at_the_size_line() -> None:
 
 def test_a_body_of_exactly_max_body_passes() -> None:
     framer = small(max_body=4)
-    stream = b"POST / HTTP/1.1\r\n" + CHUNKED + b"\r\n2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"
+    stream = (
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n"
+        + CHUNKED
+        + b"\r\n2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"
+    )
     assert [r.body for r in framer.feed(stream)] == [b"abcd"]
-    stream = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd"
+    stream = b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\n\r\nabcd"
     assert [r.body for r in framer.feed(stream)] == [b"abcd"]
 
 
 def test_a_head_of_exactly_max_head_passes() -> None:
-    stream = b"GET / HTTP/1.1\r\nX: ab\r\n\r\n"
+    stream = b"GET / HTTP/1.1\r\nHost: example.com\r\nX: ab\r\n\r\n"
     assert small(max_head=len(stream)).feed(stream) == [req("GET", "/", ("x", "ab"))]
     with pytest.raises(HttpError):
         small(max_head=len(stream) - 1).feed(stream)
@@ -480,21 +711,24 @@ def test_a_head_of_exactly_max_head_passes() -> None:
 
 def test_a_head_too_long_raises_before_it_ends() -> None:
     framer = small(max_head=100)
-    assert framer.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * 80) == []
+    assert framer.feed(b"GET / HTTP/1.1\r\nHost: example.com\r\nX: " + b"a" * 55) == []
     with pytest.raises(HttpError) as info:
         framer.feed(b"a" * 10)
     assert info.value.status == 431
 
 
 def test_exactly_max_headers_pass() -> None:
-    stream = b"GET / HTTP/1.1\r\n" + HEADERS_101[: HEADERS_101.index(b"X-100")] + b"\r\n"
+    # Host and 99 more.
+    stream = b"GET / HTTP/1.1\r\n" + HOST + HEADERS_101[: HEADERS_101.index(b"X-99")] + b"\r\n"
     (request,) = small().feed(stream)
     assert len(request.headers) == DEFAULT_MAX_HEADERS
 
 
 # -- Expect: 100-continue -----------------------------------------------------------
 
-EXPECTING = b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+EXPECTING = (
+    b"POST /up HTTP/1.1\r\nHost: example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+)
 
 
 def test_continue_is_signalled_when_the_head_is_in_and_the_body_is_not() -> None:
@@ -522,7 +756,7 @@ def test_continue_is_not_signalled_when_the_body_came_along() -> None:
 
 def test_continue_for_a_chunked_body_and_a_pipelined_request() -> None:
     framer = HttpRequestFramer()
-    head = b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\n" + CHUNKED + b"\r\n"
+    head = b"POST / HTTP/1.1\r\nHost: example.com\r\nExpect: 100-Continue\r\n" + CHUNKED + b"\r\n"
     assert framer.feed(OK_GET + head) == [OK]
     # Answer OK first, then send 100 Continue.
     pending = framer.take_continue()
@@ -535,8 +769,10 @@ def test_continue_for_a_chunked_body_and_a_pipelined_request() -> None:
     "stream",
     [
         b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",  # ignored in 1.0
-        b"POST / HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n",
-        b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n",  # no body, head not complete
+        b"POST / HTTP/1.1\r\nHost: example.com\r\n"
+        b"Expect: something-else\r\nContent-Length: 5\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: example.com\r\n"
+        b"Expect: 100-continue\r\n",  # no body, head not complete
     ],
 )
 def test_no_continue(stream: bytes) -> None:
@@ -547,7 +783,9 @@ def test_no_continue(stream: bytes) -> None:
 
 # -- pausing: upgrade and close -------------------------------------------------------
 
-UPGRADE = b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: example.com\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+)
 
 
 @pytest.mark.parametrize("way", WAYS.values(), ids=WAYS.keys())
@@ -564,37 +802,67 @@ def test_upgrade_stops_parsing_and_keeps_the_rest(way: Way) -> None:
 
 def test_resume_after_declining_an_upgrade() -> None:
     framer = HttpRequestFramer()
-    h2c = b"GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
+    h2c = (
+        b"GET / HTTP/1.1\r\n"
+        + HOST
+        + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
+    )
     assert [r.upgrade for r in framer.feed(h2c + OK_GET + b"GET /x")] == ["h2c"]
     assert framer.resume() == [OK]
     assert not framer.paused
     assert framer.trailing == b""
-    assert framer.feed(b" HTTP/1.1\r\n\r\n") == [req("GET", "/x")]
+    assert framer.feed(b" HTTP/1.1\r\nHost: example.com\r\n\r\n") == [req("GET", "/x")]
 
 
 def test_resume_refusals() -> None:
     with pytest.raises(RuntimeError):
         HttpRequestFramer().resume()
     closed = HttpRequestFramer()
-    closed.feed(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    closed.feed(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
     with pytest.raises(RuntimeError):
         closed.resume()
-    # llhttp does not read the body of an upgrade request: HTTP cannot go on.
-    with_body = HttpRequestFramer()
-    stream = (
-        b"POST / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\nabc"
-    )
-    (request,) = with_body.feed(stream)
-    assert (request.upgrade, request.body, with_body.trailing) == ("h2c", b"", b"abc")
-    with pytest.raises(HttpError):
-        with_body.resume()
-    with pytest.raises(HttpError):
-        with_body.feed(OK_GET)
+
+
+UPGRADE_POST = b"POST / HTTP/1.1\r\n" + HOST + b"Connection: upgrade\r\nUpgrade: h2c\r\n"
+
+
+@pytest.mark.parametrize("way", WAYS.values(), ids=WAYS.keys())
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        (b"Content-Length: 3\r\n\r\n", b"abc"),
+        (CHUNKED + b"\r\n", b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"),
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_resume_after_an_upgrade_request_with_a_body(framing: bytes, body: bytes, way: Way) -> None:
+    # The body is read before the framer pauses: declined, HTTP goes on after it.
+    framer = HttpRequestFramer()
+    requests, error = run(framer, way(UPGRADE_POST + framing + body + OK_GET + b"GET /x"))
+    assert error is None
+    assert [(r.upgrade, r.body) for r in requests] == [("h2c", b"abc")]
+    assert framer.paused
+    assert framer.trailing == OK_GET + b"GET /x"
+    assert framer.resume() == [OK]
+    assert framer.feed(b" HTTP/1.1\r\n" + HOST + b"\r\n") == [req("GET", "/x", H)]
+
+
+def test_upgrade_request_with_a_body_waits_for_it() -> None:
+    framer = HttpRequestFramer()
+    head = UPGRADE_POST + b"Expect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+    assert framer.feed(head + b"ab") == []
+    assert not framer.paused and not framer.reading_head
+    assert framer.buffered == len(head) + 2
+    pending = framer.take_continue()  # RFC 9110 7.8: 100 Continue before the 101
+    assert pending is not None and pending.upgrade == "h2c"
+    (request,) = framer.feed(b"cd\x81\x05hello")
+    assert (request.body, request.expect_continue) == (b"abcd", True)
+    assert framer.paused and framer.trailing == b"\x81\x05hello"
 
 
 def test_connection_close_keeps_pipelined_requests_unparsed() -> None:
     framer = HttpRequestFramer()
-    close = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
+    close = b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
     requests = framer.feed(OK_GET + close + OK_GET + b"junk")
     assert [r.keep_alive for r in requests] == [True, False]
     assert framer.trailing == OK_GET + b"junk"
@@ -629,12 +897,14 @@ def test_path_and_query(target: str, path: str, query: str) -> None:
 
 def test_header_lookup() -> None:
     framer = HttpRequestFramer()
-    (request,) = framer.feed(b"GET / HTTP/1.1\r\nAccept: a\r\nX-One: 1\r\naccept: b\r\n\r\n")
+    (request,) = framer.feed(
+        b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: a\r\nX-One: 1\r\naccept: b\r\n\r\n"
+    )
     assert request.header("ACCEPT") == "a, b"
     assert request.header("x-one") == "1"
     assert request.header("missing") is None
     assert request.header("missing", "d") == "d"
-    assert request.headers == [("accept", "a"), ("x-one", "1"), ("accept", "b")]
+    assert request.headers == [H, ("accept", "a"), ("x-one", "1"), ("accept", "b")]
 
 
 def test_request_equality_and_repr() -> None:
@@ -707,7 +977,7 @@ def test_bytes_like_input(kind: type[Any]) -> None:
 
 def test_buffered_counts_the_incomplete_request() -> None:
     framer = HttpRequestFramer()
-    post = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab"
+    post = b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\n\r\nab"
     assert framer.feed(b"\r\n" + post) == []
     assert framer.buffered == len(post)
     assert len(framer.feed(b"cd")) == 1
@@ -729,7 +999,7 @@ def test_a_long_line_fed_one_byte_at_a_time_costs_linear_work() -> None:
     # The partial request line is appended to, never rescanned or rebuilt.
     framer = small(max_target=50_000, max_head=50_000)
     buf = framer._buffer = CountingBuffer()
-    line = b"GET /" + b"a" * 40_000 + b" HTTP/1.1\r\n"
+    line = b"GET /" + b"a" * 40_000 + b" HTTP/1.1\r\nHost: example.com\r\n"
     for byte in bytewise(line):
         assert framer.feed(byte) == []
     assert framer._buffer is buf
@@ -860,6 +1130,7 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 RESERVED = {
+    "host",
     "content-length",
     "transfer-encoding",
     "connection",
@@ -888,6 +1159,8 @@ def requests(draw: Callable[..., Any]) -> tuple[bytes, HttpRequest]:
     headers = draw(fields)
     body = draw(st.binary(max_size=40))
     framing = draw(st.sampled_from(["none", "length", "chunked"]) if body else st.just("none"))
+    host = draw(st.sampled_from(["example.com", "127.0.0.1:8080", "[::1]", ""]))
+    headers = [("host", host), *headers]
     lines = [f"{method} {target} HTTP/1.1\r\n"]
     for name, value in headers:
         lines.append(f"{name}:{draw(st.sampled_from(['', ' ', '  ', chr(9)]))}{value}")
@@ -954,6 +1227,8 @@ PIECES = [
     b"\n",
     b"\r",
     b"Host: x\r\n",
+    b"Host: [::1]:80\r\n",
+    b"Host: a b\r\n",
     b"Content-Length: 3\r\n",
     b"Content-Length: 99999999\r\n",
     CHUNKED,

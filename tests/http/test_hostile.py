@@ -105,6 +105,46 @@ def test_bad_requests_get_their_status_and_a_close(
     assert any(f"answering {status}" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        pytest.param(b"GET / HTTP/1.1\r\n\r\n", "without a Host", id="no-host"),
+        pytest.param(get("/", "Host: again"), "2 Host header fields", id="two-hosts"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "invalid Host header field", id="host-a-b"
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: u@h\r\nContent-Length: 3\r\n\r\nabc",
+            "invalid Host header field",
+            id="bad-host-with-a-body",
+        ),
+        pytest.param(
+            b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "2 Host", id="two-hosts-http10"
+        ),
+    ],
+)
+def test_a_missing_repeated_or_invalid_host_gets_400(
+    runner: DaemonRunner, caplog: pytest.LogCaptureFixture, data: bytes, reason: str
+) -> None:
+    refused(runner, data, 400)
+    serves(runner)
+    assert_no_traceback(caplog)
+    assert any(reason in r.getMessage() and "RFC 9112" in r.getMessage() for r in caplog.records)
+
+
+def test_host_forms_that_are_served(runner: DaemonRunner) -> None:
+    client = RawClient(runner.connect())
+    try:
+        client.send(b"GET http://x/abs HTTP/1.1\r\nHost: x\r\n\r\n")  # absolute-form
+        assert client.response().body == b"GET /abs 0"
+        client.send(b"GET /v6 HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
+        assert client.response().body == b"GET /v6 0"
+        client.send(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")  # 1.0: optional
+        assert client.response().body == b"GET /old 0"
+    finally:
+        client.close()
+
+
 def test_requests_before_the_bad_one_are_answered_first(
     runner: DaemonRunner, caplog: pytest.LogCaptureFixture
 ) -> None:

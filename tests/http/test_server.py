@@ -597,6 +597,75 @@ def test_websocket_routes_and_other_upgrades(
     assert fake_websocket == []
 
 
+UPGRADE_FOO = b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+
+
+@pytest.mark.parametrize(
+    "framed_body",
+    [
+        pytest.param(b"Content-Length: 11\r\n\r\nhello world", id="content-length"),
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n",
+            id="chunked",
+        ),
+    ],
+)
+def test_a_declined_upgrade_with_a_body_is_an_ordinary_request(
+    app: tuple[App, DaemonRunner], framed_body: bytes
+) -> None:
+    d, runner = app
+    raw = RawClient(runner.connect())
+    raw.send(UPGRADE_FOO + framed_body)
+    reply = raw.response()
+    assert (reply.status, reply.body, reply.header("connection")) == (200, b"hello world", None)
+    # Exactly one response, and the connection carries on.
+    raw.send(get("/second"))
+    reply = raw.response()
+    assert (reply.status, reply.body) == (200, b"GET /second")
+    assert raw.buf == b""
+    raw.close()
+    assert d.seen == ["/echo", "/second"]
+
+
+def test_a_declined_upgrade_with_a_body_pipelined(app: tuple[App, DaemonRunner]) -> None:
+    _, runner = app
+    raw = RawClient(runner.connect())
+    body = b"Content-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+    raw.send(get("/first") + UPGRADE_FOO + body)
+    assert raw.response().body == b"GET /first"
+    assert raw.response().status == 100
+    raw.send(b"abc" + get("/third"))
+    assert raw.response().body == b"abc"
+    assert raw.response().body == b"GET /third"
+    raw.close()
+
+
+def test_an_upgrade_to_another_protocol_on_a_plain_endpoint(
+    app: tuple[App, DaemonRunner],
+) -> None:
+    _, runner = app
+    raw = RawClient(runner.connect())
+    raw.send(upgrade("/page", "foo") + get("/next"))
+    assert raw.response().body == b"GET /page"
+    assert raw.response().body == b"GET /next"
+    raw.close()
+
+
+def test_a_websocket_upgrade_with_a_body_hands_over_what_follows_it(
+    run_daemon: StartDaemon, fake_websocket: list[tuple[Any, ...]]
+) -> None:
+    runner = run_daemon(App(listen=Endpoint(LOCAL, websocket="/chat")))
+    raw = RawClient(runner.connect())
+    head = upgrade("/chat")[:-2] + b"Content-Length: 4\r\n\r\n"
+    raw.send(head + b"bodyframes")
+    assert raw.response().status == 101
+    while len(raw.buf) < len(b"frames"):
+        assert raw._fill()
+    assert raw.buf == b"frames"
+    raw.close()
+    assert fake_websocket[0][2] == b"frames"  # the body stayed with the request
+
+
 def test_every_path_of_a_ws_endpoint_is_a_route(
     run_daemon: StartDaemon, fake_websocket: list[tuple[Any, ...]]
 ) -> None:

@@ -251,6 +251,8 @@ class HttpConnection(Connection):
             body = body.encode() if isinstance(body, str) else bytes(body)
         draining = self._draining
         keep = request.keep_alive and (draining is None or self._drain_more(draining))
+        if keep and self._hh.daemon.is_stopping():
+            keep = False  # a stopping daemon answers, then closes: say so
         date = self._hh._date()
         if headers:
             fields, found = _scan(headers, date)
@@ -288,6 +290,8 @@ class HttpConnection(Connection):
             raise ValueError(f"respond_stream() needs a status with a body, not {status!r}")
         draining = self._draining
         keep = request.keep_alive and (draining is None or self._drain_more(draining))
+        if keep and self._hh.daemon.is_stopping():
+            keep = False
         fields, found = _scan(headers, self._hh._date())
         if found.transfer:
             raise ValueError("respond_stream() sets Transfer-Encoding itself; drop it")
