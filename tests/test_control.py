@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from daemonkit import ConfigError, Connection, Daemon, FakeClock, Lines, StartError, ctl
+from daemonkit import ConfigError, Connection, Daemon, FakeClock, Lines, StartError
 from daemonkit import cli as daemon_cli
+from daemonkit.cli import ctl
 from daemonkit.ops.control import (
     COMMANDS,
     CONTROL_IDLE_TIMEOUT,
