@@ -148,7 +148,7 @@ def _timer_variants() -> dict[str, Callable[[list[float], list[float]], float]]:
 
                 return _cpu(batch)
             finally:
-                daemon._teardown()
+                daemon.release_after_run()
                 reactor.close()
 
         return run
@@ -225,7 +225,7 @@ def _daemonkit_reads(n: int, reads: int, timeout: bool) -> float:
             conns.append(conn.data_received)
         return _rounds_of_reads(conns, reads)
     finally:
-        daemon._teardown()
+        daemon.release_after_run()
         reactor.close()
 
 
