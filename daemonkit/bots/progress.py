@@ -7,8 +7,9 @@ display:
 
 * ``PlainProgress`` writes one line every ``every`` seconds of run time,
   fit for CI logs and pipes;
-* ``RichProgress`` keeps a small live table on a terminal (rich is imported
-  only when one is made, so importing this module stays cheap);
+* ``RichProgress`` keeps a small live table on a terminal (rich, from the
+  ``daemonkit[bots]`` extra, is imported only when one is made, so
+  importing this module stays cheap and works without it);
 * the base :class:`Progress` shows nothing (``--quiet``).
 """
 
@@ -26,7 +27,15 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.live import Live
 
-__all__ = ["Progress", "choose_progress"]
+__all__ = ["NO_RICH_NOTE", "Progress", "choose_progress"]
+
+#: Written once by :func:`choose_progress` when the live table is wanted but
+#: rich, which draws it, is not installed (it is optional: about 13 MB with
+#: Pygments and markdown-it-py, for a table a daemon never draws).
+NO_RICH_NOTE = (
+    "the live table needs rich, which is not installed: pip install 'daemonkit[bots]'"
+    " (showing plain progress lines)"
+)
 
 
 class Progress:
@@ -193,14 +202,20 @@ def choose_progress(stream: TextIO, color: str = "auto", quiet: bool = False) ->
     :func:`daemonkit.core.log.use_color` says yes (``color="always"``, or
     ``"auto"`` on a TTY with ``NO_COLOR`` unset) and :class:`PlainProgress`
     when it says no. The rich console is forced to a terminal with colour,
-    so rich does not decide again. Raises
-    :class:`~daemonkit.errors.ConfigError` for an unknown ``color``.
+    so rich does not decide again. rich comes with the ``bots`` extra: when
+    the table is wanted and rich is not installed, the display is
+    :class:`PlainProgress`, after one line (:data:`NO_RICH_NOTE`) saying
+    what to install. Raises :class:`~daemonkit.errors.ConfigError` for an
+    unknown ``color``.
     """
     rich = use_color(color, stream, os.environ)  # validates ``color`` even when quiet
     if quiet:
         return Progress()
     if not rich:
         return PlainProgress(stream)
-    from rich.console import Console
-
+    try:
+        from rich.console import Console
+    except ImportError:
+        stream.write(NO_RICH_NOTE + "\n")
+        return PlainProgress(stream)
     return RichProgress(Console(file=stream, force_terminal=True, no_color=False))

@@ -40,10 +40,12 @@ few rules a server must check), keeps the framer contract of
 :mod:`daemonkit.framing` (so the same split, limit and fuzz tests apply),
 and is tested against the ``websockets`` client and parser.
 
-``websockets`` stays a development dependency, not a runtime one: when it
-is installed its C ``apply_mask`` unmasks (ten times faster on long
-payloads), else a pure-Python XOR does; nothing else is needed beyond the
-standard library (``zlib`` for permessage-deflate).
+``websockets`` is not a runtime dependency but the ``daemonkit[speedups]``
+extra: when it is installed its C ``apply_mask`` unmasks (ten times faster
+on long payloads), else a pure-Python XOR does, after one log line naming
+the extra (:func:`~daemonkit.protocols.websocket.sessions.unmasker`);
+nothing else is needed beyond the standard library (``zlib`` for
+permessage-deflate).
 
 End to end (echo, 50 connections, 64-byte messages, a closed-loop load
 generator on the other core of a 2-core machine, median of 3 rounds):

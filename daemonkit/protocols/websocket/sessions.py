@@ -36,7 +36,9 @@ Close).
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from daemonkit.core.connection import CloseReason, Connection
@@ -69,14 +71,34 @@ if TYPE_CHECKING:
     from daemonkit.protocols.http.connection import HttpConnection
     from daemonkit.protocols.http.host import HttpHost
 
-try:  # The C unmasking of the websockets package, when it is installed.
-    from websockets.speedups import apply_mask as _c_apply_mask
-except ImportError:  # pragma: no cover - depends on the environment
-    _APPLY_MASK = _py_apply_mask
-else:
-    _APPLY_MASK = _c_apply_mask
+__all__ = ["SLOW_UNMASK_NOTE", "WebSocketSession", "accept", "session", "unmasker"]
 
-__all__ = ["WebSocketSession", "accept", "session"]
+#: Logged once (INFO, logger ``daemonkit.websocket``) by :func:`unmasker` when
+#: the C unmasking is missing: the pure-Python XOR is correct but about ten
+#: times slower on long payloads, a hundred on a megabyte (docs/websocket.md).
+SLOW_UNMASK_NOTE = (
+    "WebSocket payloads are unmasked in pure Python (10-100 times slower on long"
+    " messages): pip install 'daemonkit[speedups]' for the C version"
+)
+
+
+@functools.cache
+def unmasker() -> Callable[[bytes, bytes], bytes]:
+    """The function that unmasks client frames, chosen at the first handshake.
+
+    ``websockets.speedups.apply_mask`` (C) when the ``daemonkit[speedups]``
+    extra is installed, else :func:`daemonkit.framing.websocket.apply_mask`
+    (pure Python), after logging :data:`SLOW_UNMASK_NOTE` once. Imported
+    here, when a WebSocket is first served, so ``import daemonkit`` never
+    loads ``websockets``.
+    """
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:
+        logging.getLogger("daemonkit.websocket").info("%s", SLOW_UNMASK_NOTE)
+        return _py_apply_mask
+    return apply_mask
+
 
 # A Close frame's reason is at most 123 bytes (125 minus the code).
 _MAX_REASON = 123
@@ -436,9 +458,7 @@ def accept(
     )
     if subprotocol is not None:
         headers.append(("sec-websocket-protocol", subprotocol))
-    framer = _ServerFramer(
-        max_message=settings.max_message, deflate=deflate, apply_mask=_APPLY_MASK
-    )
+    framer = _ServerFramer(max_message=settings.max_message, deflate=deflate, apply_mask=unmasker())
     ws = WebSocketSession(host, conn, request, handler, settings, framer, subprotocol)
     conn.write(encode_response(101, headers))
     if conn.log.isEnabledFor(logging.DEBUG):
