@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import itertools
 import logging
 import resource
@@ -23,7 +24,7 @@ import socket
 import struct
 import termios
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from daemonkit.core.connection import (
     DEFAULT_IDLE_TIMEOUT,
@@ -42,6 +43,9 @@ from daemonkit.framework.hosts import EndpointHost, StreamHost, framer_factory
 from daemonkit.protocols.http.host import HttpHost
 from daemonkit.protocols.udp import UdpHost
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
@@ -54,6 +58,7 @@ __all__ = [
     "Daemon",
     "StartError",
     "check_memory_settings",
+    "name_endpoints",
     "override_listen",
 ]
 
@@ -337,6 +342,24 @@ class Daemon(Handler):
     # daemon flushes what was written and closes.
 
     # -- helpers ---------------------------------------------------------
+
+    @functools.cached_property
+    def metrics_registry(self) -> CollectorRegistry:
+        """This daemon's own prometheus-client registry: create your metrics on it.
+
+        ``Counter("jobs", "Jobs done.", registry=self.metrics_registry)``. The
+        ``metrics`` endpoint and ``ctl metrics`` serve it with daemonkit's and
+        the process's figures; without them your metrics still count, unserved.
+        Made on first use, one per daemon (never the library's global one).
+        Raises :class:`~daemonkit.errors.ConfigError` without ``daemonkit[metrics]``.
+        """
+        try:
+            from prometheus_client import CollectorRegistry
+        except ImportError:
+            raise ConfigError(
+                "metrics_registry needs prometheus-client: pip install 'daemonkit[metrics]'"
+            ) from None
+        return CollectorRegistry(auto_describe=True)  # a name taken twice fails at once
 
     @property
     def reactor(self) -> Reactor:
@@ -932,8 +955,42 @@ def _name_endpoints(endpoints: list[Endpoint]) -> list[Endpoint]:
     return named
 
 
+def name_endpoints(
+    listen: str | Endpoint | Sequence[str | Endpoint],
+    *,
+    tls_files: tuple[str, str] | None = None,
+) -> list[Endpoint]:
+    """The endpoints of a ``listen`` setting, each with the name the daemon will give it.
+
+    ``tls_files`` (certfile, keyfile) go to each ``tls``/``https``/``wss``
+    string, which has no files of its own. Raises
+    :class:`~daemonkit.errors.ConfigError` for a bad endpoint or a name used twice.
+    """
+    items = [listen] if isinstance(listen, str | Endpoint) else list(listen)
+    files: dict[str, Any] = {}
+    if tls_files is not None:
+        files = {"certfile": tls_files[0], "keyfile": tls_files[1]}
+    return _name_endpoints(
+        [
+            e if isinstance(e, Endpoint) else Endpoint(e, **(files if _tls_url(e) else {}))
+            for e in items
+        ]
+    )
+
+
+def _tls_url(url: str) -> bool:
+    """True when ``url`` parses as a tls, https or wss endpoint string."""
+    try:
+        return parse_endpoint(url).tls
+    except ConfigError:
+        return False  # Endpoint(url) reports the error
+
+
 def override_listen(
-    listen: str | Endpoint | Sequence[str | Endpoint], given: Sequence[str]
+    listen: str | Endpoint | Sequence[str | Endpoint],
+    given: Sequence[str],
+    *,
+    tls_files: tuple[str, str] | None = None,
 ) -> list[Endpoint]:
     """Apply the CLI's ``--listen`` values to a ``listen`` setting.
 
@@ -943,14 +1000,10 @@ def override_listen(
     Either way an endpoint with settings of its own moves only to a URL of
     its kind (tcp/unix, tls, http/ws, https/wss, udp), since another
     protocol cannot use them. Raises :class:`~daemonkit.errors.ConfigError`
-    otherwise, naming the endpoints there are.
+    otherwise, naming the endpoints there are. ``tls_files`` (certfile,
+    keyfile) serve every TLS URL given to an endpoint without files of its own.
     """
-    current = _name_endpoints(
-        [
-            e if isinstance(e, Endpoint) else Endpoint(e)
-            for e in ([listen] if isinstance(listen, str | Endpoint) else list(listen))
-        ]
-    )
+    current = name_endpoints(listen, tls_files=tls_files)
     names = ", ".join(str(e.name) for e in current)
     named: dict[str, str] = {}
     plain: list[str] = []
@@ -968,15 +1021,17 @@ def override_listen(
         unknown = sorted(set(named) - {str(e.name) for e in current})
         if unknown:
             raise ConfigError(f"--listen: no endpoint named {unknown[0]!r}; there are: {names}")
-        return [_move(e, named[str(e.name)], "") if e.name in named else e for e in current]
+        return [
+            _move(e, named[str(e.name)], "", tls_files) if e.name in named else e for e in current
+        ]
     if len(current) == 1:
-        return [_move(current[0], url, "", name=None) for url in plain]
+        return [_move(current[0], url, "", tls_files, name=None) for url in plain]
     if len(plain) == len(current):
         hint = (
             f"; plain --listen URLs replace the endpoints in order ({names}): "
             "name the one you move instead, --listen NAME=URL"
         )
-        return [_move(e, url, hint) for e, url in zip(current, plain, strict=True)]
+        return [_move(e, url, hint, tls_files) for e, url in zip(current, plain, strict=True)]
     raise ConfigError(
         f"--listen: the daemon has {len(current)} endpoints ({names}); "
         "move them by name, e.g. --listen NAME=tcp://0.0.0.0:7000"
@@ -988,7 +1043,13 @@ def override_listen(
 _SCHEME_KINDS = (("tcp", "unix"), ("tls",), ("http", "ws"), ("https", "wss"), ("udp",))
 
 
-def _move(endpoint: Endpoint, url: str, hint: str, **changes: Any) -> Endpoint:
+def _move(
+    endpoint: Endpoint,
+    url: str,
+    hint: str,
+    tls_files: tuple[str, str] | None = None,
+    **changes: Any,
+) -> Endpoint:
     """``endpoint`` at ``url``, keeping its settings; ConfigError if ``url``'s protocol differs.
 
     A bare endpoint (a URL with nothing of its own) may change protocol:
@@ -1014,6 +1075,8 @@ def _move(endpoint: Endpoint, url: str, hint: str, **changes: Any) -> Endpoint:
             f"{'/'.join(kind)} ({', '.join(own)}) that a {scheme} endpoint cannot use; "
             f"give it a URL starting {' or '.join(s + '://' for s in kind)}{hint}"
         )
+    if tls_files is not None and parse_endpoint(url).tls and not endpoint.address.tls:
+        changes = {"certfile": tls_files[0], "keyfile": tls_files[1], **changes}
     return endpoint.replace(url, **changes)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 from daemonkit.daemon import Daemon
 from daemonkit.ops.control import Operations
@@ -89,3 +91,14 @@ def operations_of(daemon: Daemon) -> Operations:
     found = [c for c in daemon._cleanups if isinstance(c, Operations)]
     assert len(found) == 1, f"expected one Operations among the cleanups, found {len(found)}"
     return found[0]
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` by path (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"_example_{name}", ROOT / "examples" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

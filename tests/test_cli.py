@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -265,6 +266,68 @@ def test_exit_codes_in_the_docs_match_the_code() -> None:
     for name, number in codes.items():
         assert f"`{name}`" in text, name
         assert re.search(rf"^\| {number} \|", text, re.MULTILINE), (name, number)
+
+
+# -- the command line shows itself ---------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["help"]])
+def test_top_level_help_lists_the_subcommands_and_the_signals(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    for word in ("run", "bots", "ctl", "help"):
+        assert re.search(rf"^  {word} +\S", out, re.MULTILINE), (word, out)
+    for signal_name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2"):
+        assert signal_name in out
+    assert "python -m daemonkit TARGET" in out
+
+
+@pytest.mark.parametrize(
+    ("command", "marker"),
+    [("run", "--idle-timeout"), ("bots", "--spawn-rate"), ("ctl", "COMMAND")],
+)
+def test_help_command_prints_each_subcommands_help(
+    command: str, marker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`help` was taken for a module name to load."""
+    assert cli.main(["help", command]) == cli.EXIT_OK
+    assert marker in capsys.readouterr().out
+
+
+def test_help_of_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["help", "nope"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no command 'nope'; there are: run, bots, ctl, help" in err
+
+
+def test_no_arguments_prints_the_top_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == cli.EXIT_USAGE
+    assert "bots" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["--version"], ["run", "--version"], ["bots", "--version"], ["ctl", "--version"]]
+)
+def test_every_subcommand_has_version(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from daemonkit import __version__
+
+    assert cli.main(argv) == cli.EXIT_OK
+    assert capsys.readouterr().out == f"daemonkit {__version__}\n"
+
+
+def test_every_option_of_every_subcommand_has_help() -> None:
+    from daemonkit.cli import bots, ctl
+
+    parsers = [cli.build_parser(), bots.build_parser(), ctl.build_parser()]
+    for sub in parsers[2]._subparsers._group_actions[0].choices.values():  # type: ignore[union-attr]
+        parsers.append(sub)
+    for parser in parsers:
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
 
 
 # -- real processes ---------------------------------------------------------------

@@ -411,8 +411,10 @@ def test_stop_twice_stops_at_once_and_status_shows_stopping(
 
 def test_log_level(run_daemon: Any, sock_path: Path) -> None:
     logger = logging.getLogger("daemonkit")
-    before = logger.level
+    root = logging.getLogger()
+    before, root_before = logger.level, root.level
     logger.setLevel(logging.INFO)
+    root.setLevel(logging.INFO)
     try:
         d, _ = start(run_daemon, sock_path)
         with Client(sock_path) as c:
@@ -428,15 +430,18 @@ def test_log_level(run_daemon: Any, sock_path: Path) -> None:
             missing = c.ask({"cmd": "log-level"})
             assert missing == {"ok": False, "error": 'log-level needs "level"'}
             assert logger.level == logging.DEBUG
+            # The log set-up configures the root logger: application loggers follow too.
+            assert logging.getLogger("an.application").isEnabledFor(logging.DEBUG)
     finally:
         logger.setLevel(before)
+        root.setLevel(root_before)
 
 
 def test_metrics_command(run_daemon: Any, sock_path: Path) -> None:
     start(run_daemon, sock_path)
     with Client(sock_path) as c:
         text = c.ask({"cmd": "metrics"})["metrics"]
-    assert "# TYPE daemonkit_connections gauge\ndaemonkit_connections 0\n" in text
+    assert "# TYPE daemonkit_connections gauge\ndaemonkit_connections 0.0\n" in text
     assert 'daemonkit_loop_lag_seconds_bucket{le="+Inf"}' in text
 
 
@@ -802,7 +807,7 @@ def test_ctl_against_a_real_daemon_process(tmp_path: Path) -> None:
                 page = recv_all(web).decode()
             assert page.startswith("HTTP/1.1 200 OK\r\n")
             assert "\r\n\r\n# HELP daemonkit_info" in page
-            assert "\ndaemonkit_connections 1\n" in page
+            assert "\ndaemonkit_connections 1.0\n" in page
             stop = run_ctl("stop")
             assert stop.returncode == 0, stop.stderr
             assert stop.stdout.startswith("stopping: 1 connection(s) to close")

@@ -19,8 +19,10 @@ from daemonkit.core import log
 from daemonkit.errors import ConfigError
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# "2024-05-01 12:00:00.123+02:00 [4242] INFO    daemonkit: ready"
 LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (?P<level>[A-Z]+) +(?P<name>\S+): (?P<message>.*)$"
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d \[\d+\] "
+    r"(?P<level>[A-Z]+) +(?P<name>\S+): (?P<message>.*)$"
 )
 
 
@@ -211,15 +213,14 @@ def test_bad_color_raises_config_error(configure: Setup, tmp_path: Path) -> None
     assert not (tmp_path / "d.log").exists()
 
 
-def test_setup_twice_keeps_one_handler_and_never_propagates(configure: Setup) -> None:
-    root_handlers = list(logging.getLogger().handlers)
+def test_setup_twice_keeps_one_root_handler_and_writes_once(configure: Setup) -> None:
     first_out, second_out = io.StringIO(), io.StringIO()
     first = configure(stream=first_out)
     second = configure(stream=second_out)
     assert second.logger is first.logger
-    assert second.logger.handlers == [second.handler]
-    assert second.logger.propagate is False
-    assert logging.getLogger().handlers == root_handlers
+    assert logging.getLogger().handlers == [second.handler]
+    assert second.logger.handlers == []
+    assert second.logger.propagate is True
     second.logger.info("only once")
     assert first_out.getvalue() == ""
     assert messages(second_out.getvalue()) == ["only once"]
@@ -230,9 +231,10 @@ def test_setup_replaces_foreign_handlers_and_flushes_old_storms(configure: Setup
     first = configure(stream=first_out)
     for i in range(3):
         first.logger.handle(rec("boom %d", 100.0 + i / 10, i, name=first.logger.name))
-    first.logger.addHandler(logging.NullHandler())
+    foreign = logging.NullHandler()
+    logging.getLogger().addHandler(foreign)
     second = configure(stream=io.StringIO())
-    assert second.logger.handlers == [second.handler]
+    assert logging.getLogger().handlers == [second.handler]
     assert messages(first_out.getvalue()) == [
         "boom 0",
         "boom 2 (repeated 2 times in the last 0.2s)",
@@ -253,7 +255,7 @@ def test_unopenable_file_is_a_config_error_and_keeps_the_old_setup(
     config = configure(stream=out)
     with pytest.raises(ConfigError, match="cannot open log file"):
         configure(file=tmp_path / "missing-dir" / "d.log")
-    assert config.logger.handlers == [config.handler]
+    assert logging.getLogger().handlers == [config.handler]
     config.logger.info("still here")
     assert messages(out.getvalue()) == ["still here"]
 
@@ -395,8 +397,8 @@ def test_close_is_idempotent_and_removes_the_handler(configure: Setup) -> None:
     config = configure(stream=out)
     config.close()
     config.close()
-    assert config.logger.handlers == []
-    config.logger.error("nowhere")  # propagate is off: not even to the root
+    assert config.handler not in logging.getLogger().handlers
+    config.logger.error("nowhere")  # to the root, whose handler is gone
     assert out.getvalue() == ""
 
 
@@ -663,6 +665,9 @@ def test_all_names_exist_and_are_documented() -> None:
             "ConnectionLogger",
             "StormFilter",
             "LEVELS",
+            "FORMATS",
+            "WIRE_PREVIEW_BYTES",
+            "wire_preview",
         ]
     )
     assert log.__doc__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from daemonkit import ConfigError, Connection, Daemon, Lines
+from daemonkit import ConfigError, Connection, Daemon, Lines, cli
 from daemonkit.core.reactor import Reactor
-from daemonkit.ops.control import Operations
+from daemonkit.ops.control import Operations, check_operations
 from daemonkit.ops.metrics import (
     CONTENT_TYPE,
     DEFAULT_SLOW_CALLBACK,
@@ -27,13 +30,14 @@ from daemonkit.ops.metrics import (
     LagMonitor,
     LagStats,
     Sample,
+    SampleCollector,
     describe_stack,
     open_fds,
-    render_prometheus,
+    render,
     resident_memory,
 )
 from daemonkit.testing import DaemonRunner
-from tests.helpers import operations_of, recv_all, recv_until
+from tests.helpers import ROOT, load_example, operations_of, recv_all, recv_until
 
 # -- the lag monitor's logic, on an injected clock and scheduler --------------------------
 
@@ -254,10 +258,20 @@ def parse_exposition(text: str) -> dict[str, float]:
     return values
 
 
-def test_render_prometheus_is_valid_and_complete() -> None:
-    values = parse_exposition(render_prometheus(a_sample()))
+def text_of(s: Sample, accept: str = "") -> tuple[str, str]:
+    """``s`` rendered alone through a registry of its own: (body, content type)."""
+    registry = CollectorRegistry()
+    registry.register(SampleCollector(lambda: s))
+    body, content_type = render(registry, accept)
+    return body.decode(), content_type
+
+
+def test_daemonkit_figures_are_valid_and_complete() -> None:
+    text, content_type = text_of(a_sample())
+    assert content_type == CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+    values = parse_exposition(text)
     assert (
-        values['daemonkit_info{name="We\\"ird\\\\name\\n",backend="uvloop",version="0.1.0"}'] == 1
+        values['daemonkit_info{backend="uvloop",name="We\\"ird\\\\name\\n",version="0.1.0"}'] == 1
     )
     assert values["daemonkit_connections"] == 2
     assert values['daemonkit_endpoint_connections{endpoint="tcp"}'] == 2
@@ -277,22 +291,82 @@ def test_render_prometheus_is_valid_and_complete() -> None:
     assert values["daemonkit_loop_lag_seconds_sum"] == 0.0075
     assert values["daemonkit_slow_callbacks_total"] == 2
     assert values["daemonkit_uptime_seconds"] == 12.5
-    assert values["process_resident_memory_bytes"] == 30_000_000
-    assert values["process_open_fds"] == 17
-    assert values["process_start_time_seconds"] == 1_700_000_000.25
+    # The process_* figures are the process collector's, not the sample's.
+    assert not any(key.startswith("process_") for key in values)
 
 
-def test_render_prometheus_leaves_out_what_it_cannot_measure() -> None:
-    text = render_prometheus(a_sample(rss=None, open_fds=None))
-    parse_exposition(text)
-    assert "process_resident_memory_bytes" not in text and "process_open_fds" not in text
+def test_daemonkit_figures_in_openmetrics() -> None:
+    text, content_type = text_of(a_sample(), "application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    assert text.endswith("# EOF\n")
+    found = {f.name: f for f in text_string_to_metric_families(text)}  # a strict parser
+    assert found["daemonkit_connections_accepted"].type == "counter"
+    assert found["daemonkit_connections_accepted"].samples[0].value == 10
+    assert found["daemonkit_loop_lag_seconds"].type == "histogram"
+    assert found["daemonkit_info"].samples[0].labels["name"] == 'We"ird\\name\n'
 
 
 def test_process_figures() -> None:
     rss, fds = resident_memory(), open_fds()
     assert rss is not None and rss > 1_000_000
     assert fds is not None and fds >= 3
-    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+
+
+# Every family the hand-written text exported before prometheus-client (captured
+# from render_prometheus(a_sample()) of daemonkit 0.1.0): sample name, family
+# type, label names. Dashboards and alerts rely on each; none may change.
+BASELINE = """
+daemonkit_info gauge backend,name,version
+daemonkit_connections gauge -
+daemonkit_endpoint_connections gauge endpoint
+daemonkit_connections_accepted_total counter -
+daemonkit_connections_rejected_total counter -
+daemonkit_connections_closed_total counter -
+daemonkit_callback_errors_total counter -
+daemonkit_received_bytes_total counter -
+daemonkit_sent_bytes_total counter -
+daemonkit_write_buffer_bytes gauge -
+daemonkit_accept_fd_exhausted_total counter endpoint
+daemonkit_timers gauge -
+daemonkit_tasks gauge -
+daemonkit_loop_lag_seconds_bucket histogram le
+daemonkit_loop_lag_seconds_sum histogram -
+daemonkit_loop_lag_seconds_count histogram -
+daemonkit_slow_callbacks_total counter -
+daemonkit_uptime_seconds gauge -
+process_resident_memory_bytes gauge -
+process_open_fds gauge -
+process_start_time_seconds gauge -
+"""
+
+# The standard process and interpreter figures of prometheus-client's collectors.
+PROCESS_FAMILIES = (
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_start_time_seconds",
+    "python_info",
+    "python_gc_objects_collected_total",
+)
+
+
+def shapes(text: str) -> set[str]:
+    """``"sample_name family_type label,names"`` for every sample line of classic text."""
+    typed: dict[str, str] = {}
+    found = set()
+    for line in text.splitlines():
+        comment = _COMMENT.match(line)
+        if comment:
+            if comment.group(1) == "TYPE":
+                typed[comment.group(2)] = comment.group(3)
+            continue
+        name, _, labels = line.rpartition(" ")[0].partition("{")
+        family = name if name in typed else re.sub(r"_(bucket|sum|count)$", "", name)
+        label_names = ",".join(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', labels)))
+        found.add(f"{name} {typed[family]} {label_names or '-'}")
+    return found
 
 
 # -- a real daemon ----------------------------------------------------------------------
@@ -359,7 +433,7 @@ def test_a_blocking_callback_is_named(
     assert f"in {__name__}.{SLEEPY}:" in message
     caller = "Connection.data_received" if sys.version_info >= (3, 11) else "data_received"
     assert f"<- daemonkit.core.connection.{caller}:" in message
-    assert re.search(r"\ndaemonkit_slow_callbacks_total [1-9]\d*\n", metrics)
+    assert re.search(r"\ndaemonkit_slow_callbacks_total [1-9]\d*\.0\n", metrics)
 
 
 def test_the_watchdog_thread_ends_with_the_daemon(tmp_path: Path, backend: str) -> None:
@@ -462,3 +536,210 @@ def test_metrics_counts_follow_the_daemon(run_daemon: Any) -> None:
     assert values['daemonkit_endpoint_connections{endpoint="tcp"}'] == 1
     assert values["daemonkit_received_bytes_total"] == 6
     assert values["daemonkit_sent_bytes_total"] == 6
+
+
+# -- the daemon's registry: daemonkit's figures, the process's and the application's ----
+
+LOCAL = "tcp://127.0.0.1:0"
+ECHO = str(ROOT / "examples" / "echo_daemon.py")
+
+
+tally = load_example("metrics_daemon")
+
+
+def scrape(address: Any, accept: str | None = None) -> tuple[bytes, bytes]:
+    """GET /metrics (with ``accept`` as the Accept header): (head, body) of a 200."""
+    extra = f"Accept: {accept}\r\n" if accept is not None else ""
+    request = f"GET /metrics HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
+    head, _, body = http(address, request.encode()).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    return head, body
+
+
+def ask(runner: DaemonRunner, *words: bytes) -> list[bytes]:
+    """Send ``words`` one per line to the daemon and return its reply lines."""
+    with runner.connect() as sock:
+        sock.sendall(b"".join(w + b"\n" for w in words))
+        replies = b""
+        while replies.count(b"\n") < len(words):
+            replies += recv_until(sock, b"\n")
+    return replies.splitlines()
+
+
+def test_scrape_keeps_every_family_of_before(run_daemon: Any) -> None:
+    _, address = metrics_daemon(run_daemon)
+    text = scrape(address)[1].decode()
+    parse_exposition(text)
+    baseline = set(BASELINE.strip().splitlines())
+    found = shapes(text)
+    assert baseline <= found, sorted(baseline - found)
+    for line in baseline:  # no sample gained a label or changed its type
+        name = line.split()[0]
+        assert {s for s in found if s.split()[0] == name} == {line}
+
+
+def test_scrape_has_the_process_and_python_figures(run_daemon: Any) -> None:
+    _, address = metrics_daemon(run_daemon)
+    values = parse_exposition(scrape(address)[1].decode())
+    names = {key.partition("{")[0] for key in values}
+    missing = [family for family in PROCESS_FAMILIES if family not in names]
+    assert not missing
+    assert values["process_max_fds"] > 0 and values["process_open_fds"] >= 3
+    assert 0 < values["process_start_time_seconds"] <= time.time()
+    assert values["process_resident_memory_bytes"] > 1_000_000
+
+
+def test_openmetrics_when_the_scraper_asks_for_it(run_daemon: Any) -> None:
+    _, address = metrics_daemon(run_daemon)
+    # What Prometheus sends: OpenMetrics first, the classic text as a fallback.
+    head, body = scrape(
+        address, "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    )
+    assert b"content-type: application/openmetrics-text; version=1.0.0" in head
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    found = {f.name: f.type for f in text_string_to_metric_families(text)}  # strict
+    assert found["daemonkit_connections_accepted"] == "counter"
+    assert found["daemonkit_connections"] == "gauge"
+    assert found["process_cpu_seconds"] == "counter"
+    for accept in (None, "text/plain", "*/*"):
+        head, body = scrape(address, accept)
+        assert f"content-type: {CONTENT_TYPE}".encode() in head
+        assert not body.endswith(b"# EOF\n")
+        parse_exposition(body.decode())
+
+
+def test_the_example_daemon_serves_its_own_metrics(run_daemon: Any, tmp_path: Path) -> None:
+    d = tally.Tally(listen=LOCAL, metrics=LOCAL, control=str(tmp_path / "ctl.sock"))
+    runner = run_daemon(d)
+    assert ask(runner, b"apple", b"pear", b"apple") == [b"apple 1", b"pear 1", b"apple 2"]
+    ops = operations_of(d)
+    assert ops.metrics is not None and ops.metrics.address is not None
+    values = parse_exposition(scrape(ops.metrics.address)[1].decode())
+    assert values["tally_words_total"] == 3
+    assert values['tally_replies_total{kind="new"}'] == 2
+    assert values['tally_replies_total{kind="seen"}'] == 1
+    assert values["tally_distinct_words"] == 2
+    assert values['tally_word_length_bytes_bucket{le="4.0"}'] == 1  # pear
+    assert values['tally_word_length_bytes_bucket{le="8.0"}'] == 3
+    assert values["daemonkit_connections_accepted_total"] == 1
+    # The control socket's metrics command serves the same registry.
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(tmp_path / "ctl.sock"))
+        sock.sendall(b'{"cmd": "metrics"}\n')
+        reply = json.loads(recv_until(sock, b"\n"))
+    assert reply["ok"] is True
+    assert "\ntally_words_total 3.0\n" in reply["metrics"]
+    assert "\nprocess_cpu_seconds_total " in reply["metrics"]
+
+
+def test_the_registry_counts_without_the_endpoint(run_daemon: Any) -> None:
+    d = tally.Tally(listen=LOCAL)
+    runner = run_daemon(d)
+    assert ask(runner, b"apple", b"apple") == [b"apple 1", b"apple 2"]
+    registry = d.metrics_registry
+    assert registry is d.metrics_registry  # made once
+    assert registry.get_sample_value("tally_words_total") == 2
+    assert registry.get_sample_value("tally_replies_total", {"kind": "seen"}) == 1
+    # Nothing was attached: no Operations, no daemonkit or process collector.
+    assert not [c for c in d._cleanups if isinstance(c, Operations)]
+    names = {m.name for m in registry.collect()}
+    assert names == {
+        "tally_words",
+        "tally_replies",
+        "tally_distinct_words",
+        "tally_word_length_bytes",
+    }
+
+
+def test_two_daemons_in_one_process_keep_their_metrics_apart(run_daemon: Any) -> None:
+    a = tally.Tally(name="left", listen=LOCAL, metrics=LOCAL)
+    b = tally.Tally(name="right", listen=LOCAL, metrics=LOCAL)
+    runner_a = run_daemon(a)
+    run_daemon(b)
+    assert a.metrics_registry is not b.metrics_registry
+    assert ask(runner_a, b"only", b"left") == [b"only 1", b"left 1"]
+    texts = {}
+    for d in (a, b):
+        ops = operations_of(d)
+        assert ops.metrics is not None
+        texts[d.name] = parse_exposition(scrape(ops.metrics.address)[1].decode())
+    left, right = texts["left"], texts["right"]
+    assert left["tally_words_total"] == 2 and right["tally_words_total"] == 0
+    assert left["daemonkit_connections_accepted_total"] == 1
+    assert right["daemonkit_connections_accepted_total"] == 0
+    backend = a.reactor.backend
+    assert [k for k in left if k.startswith("daemonkit_info")] == [
+        f'daemonkit_info{{backend="{backend}",name="left",version="0.1.0"}}'
+    ]
+    assert [k for k in right if 'name="left"' in k] == []
+    # Each registry has one process collector and one of each interpreter collector.
+    assert sum(1 for k in right if k.startswith("process_cpu_seconds_total")) == 1
+    # The process-global registry of prometheus-client is never used.
+    assert REGISTRY.get_sample_value("tally_words_total") is None
+    assert not any(m.name.startswith(("daemonkit", "tally")) for m in REGISTRY.collect())
+
+
+class Clashing(Sleepy):
+    """Registers a metric under a name daemonkit exports."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        Counter("daemonkit_connections_accepted", "Mine.", registry=self.metrics_registry)
+
+
+def test_an_application_metric_may_not_take_a_daemonkit_name(backend: str) -> None:
+    d = Clashing(metrics=LOCAL)
+    with pytest.raises(ConfigError) as caught:
+        DaemonRunner(d, backend=backend).start()
+    message = str(caught.value)
+    assert "daemonkit_connections_accepted_total" in message and "rename" in message
+    assert "\n" not in message
+    assert not d.listeners
+    # What was registered before the clash is gone again: only the application's remains.
+    assert {m.name for m in d.metrics_registry.collect()} == {"daemonkit_connections_accepted"}
+
+
+@pytest.fixture
+def no_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prometheus-client as if it were not installed."""
+    for name in [m for m in sys.modules if m.partition(".")[0] == "prometheus_client"]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+EXTRA = "pip install 'daemonkit[metrics]'"
+
+
+def test_metrics_without_prometheus_client_name_the_extra(
+    no_client: None, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(EXTRA)):
+        check_operations(None, LOCAL)
+    d = Sleepy(metrics=LOCAL)
+    with pytest.raises(ConfigError, match=re.escape(EXTRA)):
+        DaemonRunner(d, backend=backend).start()
+    with pytest.raises(ConfigError, match=re.escape(EXTRA)):
+        Sleepy().metrics_registry  # noqa: B018
+    code = cli.main([ECHO, "--listen", LOCAL, "--metrics", LOCAL, "--check"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG
+    assert EXTRA in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_control_socket_works_without_prometheus_client(
+    no_client: None, run_daemon: Any, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "ctl.sock")
+    run_daemon(Sleepy(control=path))
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(b'{"cmd": "status"}\n{"cmd": "metrics"}\n')
+        replies = b""
+        for _ in range(2):  # each call reads at least one more line
+            if replies.count(b"\n") < 2:
+                replies += recv_until(sock, b"\n")
+        status, metrics = map(json.loads, replies.splitlines())
+    assert status["ok"] is True and status["status"]["connections"] == 0
+    assert metrics["ok"] is False and EXTRA in metrics["error"]

@@ -1,7 +1,8 @@
 """The command line: ``python -m daemonkit`` (run), ``bots`` and ``ctl``.
 
 The top layer: it loads a user's daemon or bot file (:mod:`~daemonkit.cli.loader`),
-turns words into settings (:mod:`~daemonkit.cli.argtypes`) and hands the daemon
+turns words into settings (:mod:`~daemonkit.cli.argtypes`), reads them from a
+config file and the environment (:mod:`~daemonkit.cli.config`) and hands the daemon
 to the operations layer's runner. :mod:`~daemonkit.cli.run` is the ``run``
 command and the dispatcher; :mod:`~daemonkit.cli.bots` and :mod:`~daemonkit.cli.ctl`
 are the other two subcommands. Every entry point is a testable ``main(argv)``.
@@ -22,6 +23,7 @@ from daemonkit.cli.run import (
     build_parser,
     main,
     main_entry,
+    top_help,
 )
 
 __all__ = [
@@ -37,4 +39,5 @@ __all__ = [
     "build_parser",
     "main",
     "main_entry",
+    "top_help",
 ]

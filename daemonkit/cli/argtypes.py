@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from daemonkit.core.durations import check_duration
+from daemonkit.core.durations import check_duration, parse_duration
 from daemonkit.errors import ConfigError
 
 __all__ = ["duration", "seconds", "whole_number"]
@@ -33,21 +33,19 @@ def whole_number(minimum: int = 1) -> Callable[[str], int]:
 
 
 def duration(name: str, *, positive: bool = False) -> Callable[[str], float]:
-    """An argparse type: seconds for the setting ``name`` (``30`` or ``30s``).
+    """An argparse type: seconds for ``name``: ``30``, ``30s``, ``500ms``, ``2m`` or ``1h``.
 
-    The number goes through :func:`daemonkit.core.durations.check_duration`, so
-    ``inf``, ``nan``, ``1e308`` and negative numbers are refused here, with
-    the setting's name, as they are in a class attribute or on the control
-    socket. ``positive`` refuses 0 as well.
+    The words are read by :func:`daemonkit.core.durations.parse_duration`,
+    the one duration syntax of every command line; the number goes through
+    :func:`daemonkit.core.durations.check_duration`, so ``inf``, ``nan``,
+    ``1e308`` and negative numbers are refused here, with the setting's name,
+    as they are in a class attribute or on the control socket. ``positive``
+    refuses 0 as well.
     """
 
     def parse(text: str) -> float:
         try:
-            value = float(text.removesuffix("s"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        try:
-            return check_duration(name, value, positive=positive)
+            return check_duration(name, parse_duration(text), positive=positive)
         except ConfigError as exc:  # a ValueError: argparse would drop its message
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -56,7 +54,7 @@ def duration(name: str, *, positive: bool = False) -> Callable[[str], float]:
 
 
 def seconds(text: str) -> float:
-    """An argparse type: seconds >= 0, optionally ending in ``s`` (``30`` or ``30s``).
+    """An argparse type: seconds >= 0 (``30``, ``30s``, ``500ms``, ``2m``, ``1h``).
 
     Prefer :func:`duration`, whose errors name the setting.
     """

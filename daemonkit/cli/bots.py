@@ -22,13 +22,13 @@ import argparse
 import json
 import math
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from daemonkit import __version__
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.procs import run_procs
 from daemonkit.bots.progress import Progress, choose_progress
@@ -45,6 +45,7 @@ from daemonkit.bots.thresholds import Threshold, check_thresholds, parse_thresho
 from daemonkit.cli.argtypes import whole_number
 from daemonkit.cli.loader import load_bot_class
 from daemonkit.core.durations import check_duration
+from daemonkit.core.durations import parse_duration as _parse_duration
 from daemonkit.core.log import LEVELS, setup
 from daemonkit.core.reactor import BACKENDS
 from daemonkit.errors import ConfigError, LoadError
@@ -74,18 +75,17 @@ EXIT_NO_CONNECTION = 9
 #: open model's schedule loop without end.
 MAX_RATE = 10_000_000.0
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
 
 def parse_duration(text: str) -> float:
-    """``"30s"``, ``"2m"``, ``"500ms"``, ``"1h"`` or a plain number of seconds → seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; write e.g. 30s, 2m, 500ms or 1h"
-        )
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    """``"30s"``, ``"2m"``, ``"500ms"``, ``"1h"`` or a plain number of seconds → seconds.
+
+    :func:`daemonkit.core.durations.parse_duration`, the one duration syntax,
+    raising ``argparse.ArgumentTypeError`` as an argparse type must.
+    """
+    try:
+        return _parse_duration(text)
+    except ConfigError as exc:  # a ValueError: argparse would drop its message
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration(name: str, *, positive: bool = True) -> Callable[[str], float]:
@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration("duration"),
         default=10.0,
         metavar="TIME",
-        help="how long to load, e.g. 30s or 2m (default 10s; counted from the first spawn)",
+        help="how long to load, e.g. 30s, 2m, 500ms or 1h (default 10s; counted from the "
+        "first spawn)",
     )
     p.add_argument(
         "--rate",
@@ -196,17 +197,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--p99", type=_duration("p99"), metavar="TIME", help="p99 target of the search")
     p.add_argument(
-        "--connect-timeout", type=_duration("connect_timeout"), default=DEFAULT_CONNECT_TIMEOUT
+        "--connect-timeout",
+        type=_duration("connect_timeout"),
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="TIME",
+        help=f"how long one bot may take to connect (default {DEFAULT_CONNECT_TIMEOUT:g}s)",
     )
     p.add_argument(
         "--stop-timeout",
         type=_duration("stop_timeout", positive=False),
         default=DEFAULT_STOP_TIMEOUT,
+        metavar="TIME",
+        help="how long the bots may take to finish at the end of the run "
+        f"(default {DEFAULT_STOP_TIMEOUT:g}s)",
     )
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="event loop (default: auto = uvloop if installed)",
+    )
+    p.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the log and the progress (auto: on a terminal unless NO_COLOR is set)",
+    )
     p.add_argument("--quiet", action="store_true", help="no live progress")
-    p.add_argument("--log-level", default="warning", type=str.lower, choices=list(LEVELS))
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=list(LEVELS),
+        help="least severe level to log (default: warning)",
+    )
+    p.add_argument("--version", action="version", version=f"daemonkit {__version__}")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
     return p

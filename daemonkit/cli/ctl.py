@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from daemonkit import __version__
 from daemonkit.cli.argtypes import duration, whole_number
 from daemonkit.core.log import LEVELS
 from daemonkit.errors import DaemonkitError
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=duration("timeout", positive=True),
         metavar="SECONDS",
         default=argparse.SUPPRESS,
-        help=f"how long to wait for the daemon (default: {DEFAULT_TIMEOUT:g})",
+        help=f"how long to wait for the daemon, e.g. 5s or 500ms (default: {DEFAULT_TIMEOUT:g}s)",
     )
     parser = argparse.ArgumentParser(
         prog="daemonkit ctl",
@@ -282,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit status: 0 ok, 1 the daemon answered with an error, 2 usage, "
         "10 cannot connect, 11 no reply in time",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"daemonkit {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, help="what to ask the daemon"
+    )
     for name, help_text in COMMANDS.items():
         sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
         if name == "connections":
@@ -293,10 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
                 nargs="?",
                 type=duration("shutdown_timeout"),
                 metavar="SECONDS",
-                help="how long to let connections drain (default: the daemon's shutdown_timeout)",
+                help="how long to let connections drain, e.g. 30s or 2m "
+                "(default: the daemon's shutdown_timeout)",
             )
         elif name == "log-level":
-            sub.add_argument("level", type=str.lower, choices=list(LEVELS), metavar="LEVEL")
+            sub.add_argument(
+                "level",
+                type=str.lower,
+                choices=list(LEVELS),
+                metavar="LEVEL",
+                help=f"the new least severe level: {', '.join(LEVELS)}",
+            )
     return parser
 
 

@@ -29,19 +29,29 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from daemonkit import __version__
-from daemonkit.cli.argtypes import duration, whole_number
+from daemonkit.cli.config import (
+    ENV_CONFIG,
+    Layers,
+    SourceError,
+    add_options,
+    build_listen,
+    daemon_settings,
+    format_effective,
+    gather,
+    runner_settings,
+)
 from daemonkit.cli.loader import load_daemon_class
-from daemonkit.core.log import LEVELS, setup
-from daemonkit.core.reactor import BACKENDS, new_event_loop
-from daemonkit.daemon import Daemon, StartError, override_listen
+from daemonkit.core.log import setup
+from daemonkit.core.reactor import new_event_loop
+from daemonkit.daemon import Daemon, StartError
 from daemonkit.errors import ConfigError, LoadError
 from daemonkit.ops.control import check_operations
-from daemonkit.ops.memguard import parse_size
 from daemonkit.ops.pidfile import AlreadyRunning, PidfileError, check_pidfile_dir
 from daemonkit.ops.process import Deployment, DetachError, resolve_credentials
 from daemonkit.ops.reloader import is_reload_child, supervise
@@ -60,6 +70,7 @@ __all__ = [
     "build_parser",
     "main",
     "main_entry",
+    "top_help",
 ]
 
 EXIT_OK = 0
@@ -74,81 +85,46 @@ EXIT_RUNNING = 12
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``daemonkit [run] TARGET``."""
+    """The argument parser of ``daemonkit [run] TARGET``.
+
+    Its setting options come from :data:`daemonkit.cli.config.SETTINGS`, the
+    table that also gives the config file's keys and the ``DAEMONKIT_*``
+    variables.
+    """
     parser = argparse.ArgumentParser(
         prog="daemonkit",
+        usage="python -m daemonkit [run] TARGET [-c FILE] [options]",
         description="Run a daemonkit daemon in the foreground. "
         "SIGTERM/SIGINT stop it gracefully (twice: at once), SIGHUP calls on_reload, "
-        "SIGUSR1 reopens the log file.",
-        epilog="TARGET is path/to/file.py, pkg.module, or either with :ClassName.",
+        "SIGUSR1 reopens the log file, SIGUSR2 starts a zero-downtime upgrade.",
+        epilog="TARGET is path/to/file.py, pkg.module, or either with :ClassName. "
+        "Every setting comes from, lowest to highest: the class, the config file, "
+        "the DAEMONKIT_* variable named after it, the option. "
+        "Durations: 30, 30s, 500ms, 2m, 1h. Sizes: 512M, 64K, or bytes. "
+        "Exit status: 0 ok, 2 usage or a bad setting from the file/environment, "
+        "3 load, 4 invalid setting, 5 address in use, 6 permission, 7 on_start, "
+        "12 already running.",
     )
     parser.add_argument("target", metavar="TARGET", help="the daemon to run")
     parser.add_argument(
-        "--listen",
-        action="append",
-        metavar="ENDPOINT",
-        help="endpoint to listen on, e.g. tcp://0.0.0.0:7000 or unix:///run/app.sock "
-        "(repeatable; replaces the class's listen setting), or NAME=URL to move the "
-        "endpoint named NAME",
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"read settings from this TOML file (default: ${ENV_CONFIG}, else none)",
     )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help="event loop (default: auto = uvloop if installed)",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        type=str.lower,
-        choices=list(LEVELS),
-        help="least severe level to log (default: info)",
-    )
-    parser.add_argument("--log-file", metavar="PATH", help="log to this file (reopened on SIGUSR1)")
-    parser.add_argument(
-        "--color",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="colour the log (auto: on a terminal unless NO_COLOR is set)",
-    )
-    parser.add_argument("--max-connections", type=whole_number(1), metavar="N")
-    parser.add_argument("--idle-timeout", type=duration("idle_timeout"), metavar="SECONDS")
-    parser.add_argument("--frame-timeout", type=duration("frame_timeout"), metavar="SECONDS")
-    parser.add_argument("--send-timeout", type=duration("send_timeout"), metavar="SECONDS")
-    parser.add_argument("--shutdown-timeout", type=duration("shutdown_timeout"), metavar="SECONDS")
-    parser.add_argument("--control", metavar="PATH", help="open a control socket at PATH")
-    parser.add_argument("--metrics", metavar="ENDPOINT", help="serve Prometheus metrics here")
-    parser.add_argument("--pidfile", metavar="PATH", help="record the pid here, locked")
-    parser.add_argument("--daemon", action="store_true", help="detach into the background")
-    parser.add_argument("--user", metavar="NAME", help="switch to this user after binding")
-    parser.add_argument("--group", metavar="NAME", help="switch to this group after binding")
-    parser.add_argument(
-        "--max-memory",
-        type=_size,
-        metavar="SIZE",
-        help="when the RSS passes SIZE (e.g. 512M), replace the process by a fresh copy "
-        "with a zero-downtime upgrade",
-    )
-    parser.add_argument(
-        "--reload",
-        action="store_true",
-        help="development: run the daemon in a child process and restart it when a .py "
-        "file next to TARGET changes",
-    )
+    add_options(parser, "settings (also from the config file and DAEMONKIT_*)")
     parser.add_argument(
         "--check",
         action="store_true",
         help="load and validate the daemon and its settings, then exit",
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every setting's effective value and where it came from, then exit",
+    )
     parser.add_argument("--version", action="version", version=f"daemonkit {__version__}")
     return parser
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _fail(code: int, message: str) -> int:
@@ -160,7 +136,15 @@ def _fail(code: int, message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] == "bots":
+    if not args_list:
+        print(top_help(), file=sys.stderr)
+        return EXIT_USAGE
+    if args_list[0] in ("-h", "--help"):
+        print(top_help())
+        return EXIT_OK
+    if args_list[0] == "help":
+        return _help(args_list[1:])
+    if args_list[0] == "bots":
         from daemonkit.cli.bots import main as bots_main
 
         return bots_main(args_list[1:])
@@ -175,45 +159,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        layers = gather(args, os.environ, config=args.config)
+    except SourceError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    for name, value in runner_settings(layers).items():
+        setattr(args, name, value)
 
     try:
-        log_config = setup(args.log_level, file=args.log_file, color=args.color)
+        log_config = setup(
+            args.log_level,
+            file=args.log_file,
+            color=args.color,
+            format=args.log_format,
+            config=args.log_config,
+        )
     except (ConfigError, OSError) as exc:
         return _fail(EXIT_CONFIG, f"cannot set up logging: {exc}")
     try:
         if args.reload and not is_reload_child():
             return supervise(args_list, args.target)
-        return _run(args, log_config)
+        return _run(args, log_config, layers)
     finally:
         log_config.close()
 
 
-def _run(args: argparse.Namespace, log_config: Any) -> int:
+def _run(args: argparse.Namespace, log_config: Any, layers: Layers) -> int:
     try:
         cls = load_daemon_class(args.target)
     except LoadError as exc:
         return _fail(EXIT_LOAD, str(exc))
 
-    overrides: dict[str, Any] = {}
-    if args.listen:
-        try:
-            overrides["listen"] = override_listen(cls.listen, args.listen)
-        except ConfigError as exc:
-            return _fail(EXIT_CONFIG, str(exc))
-    if args.max_memory is not None:
-        overrides["max_memory"] = args.max_memory
-    for key in (
-        "max_connections",
-        "idle_timeout",
-        "frame_timeout",
-        "send_timeout",
-        "shutdown_timeout",
-        "control",
-        "metrics",
-    ):
-        value = getattr(args, key)
-        if value is not None:
-            overrides[key] = value
+    overrides = daemon_settings(layers)
+    try:
+        listen = build_listen(cls.listen, layers)
+    except SourceError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    if listen is not None:
+        overrides["listen"] = listen
     try:
         daemon: Daemon = cls(**overrides)
     except ConfigError as exc:
@@ -221,6 +206,9 @@ def _run(args: argparse.Namespace, log_config: Any) -> int:
     except Exception as exc:
         return _fail(EXIT_LOAD, f"creating {cls.__name__} failed: {type(exc).__name__}: {exc}")
 
+    if args.print_config:
+        print(format_effective(daemon, layers, runner_settings(layers)))
+        return EXIT_OK
     if args.check:
         try:
             _start_checks(daemon, args)
@@ -290,6 +278,72 @@ def _serve(daemon: Daemon, args: argparse.Namespace) -> int:
     except Exception as exc:
         daemon.log.critical("daemon crashed: %s", exc, exc_info=exc)
         return _fail(EXIT_ERROR, f"daemon crashed: {type(exc).__name__}: {exc}")
+    return EXIT_OK
+
+
+#: The subcommands and their one line, in the order the top-level help lists them.
+_COMMANDS = (
+    ("run", "run a daemon in the foreground (the default: python -m daemonkit TARGET)"),
+    ("bots", "load a daemon with simulated users (bots) and report what they measured"),
+    ("ctl", "query or steer a running daemon through its control socket"),
+    ("help", "print this help, or a command's: python -m daemonkit help run"),
+)
+
+#: What each signal does to a running daemon (see docs/cli.md).
+_SIGNALS = (
+    ("SIGTERM, SIGINT", "stop gracefully: stop accepting, drain, exit 0 (twice: at once)"),
+    ("SIGHUP", "call on_reload()"),
+    ("SIGUSR1", "reopen the log file (for logrotate)"),
+    ("SIGUSR2", "zero-downtime upgrade: a fresh process takes over the listening sockets"),
+)
+
+
+def top_help() -> str:
+    """The help of ``python -m daemonkit``: every subcommand with a line, and the signals."""
+    width = max(len(name) for name, _ in _SIGNALS)
+    return "\n".join(
+        [
+            "usage: python -m daemonkit [run] TARGET [-c FILE] [options]",
+            "       python -m daemonkit bots BOTFILE --target ENDPOINT [options]",
+            "       python -m daemonkit ctl COMMAND [--control PATH]",
+            "       python -m daemonkit help [COMMAND]",
+            "",
+            f"daemonkit {__version__}: long-lived network daemons.",
+            "",
+            "commands:",
+            *(f"  {name:<6}  {line}" for name, line in _COMMANDS),
+            "",
+            "signals to a running daemon:",
+            *(f"  {name:<{width}}  {line}" for name, line in _SIGNALS),
+            "",
+            "settings come from the class, a TOML file (-c FILE), DAEMONKIT_* variables",
+            "and options, in that order; every command takes --help and --version.",
+        ]
+    )
+
+
+def _help(words: list[str]) -> int:
+    """``daemonkit help [COMMAND]``: print the top-level help or that command's."""
+    if not words:
+        print(top_help())
+        return EXIT_OK
+    command = words[0]
+    if command == "run":
+        build_parser().print_help()
+    elif command == "bots":
+        from daemonkit.cli.bots import build_parser as bots_parser
+
+        bots_parser().print_help()
+    elif command == "ctl":
+        from daemonkit.cli.ctl import build_parser as ctl_parser
+
+        ctl_parser().print_help()
+    elif command == "help":
+        print(top_help())
+    else:
+        names = ", ".join(name for name, _ in _COMMANDS)
+        print(f"daemonkit: error: no command {command!r}; there are: {names}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

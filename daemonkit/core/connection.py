@@ -28,6 +28,12 @@ Deadlines against slow peers, none of which costs a timer operation per read
   connection only asks it whether it holds part of a frame (``buffered``);
 * send: writing paused by backpressure while the peer takes nothing for
   ``send_timeout`` seconds aborts with :attr:`CloseReason.SEND_TIMEOUT`.
+
+Wire dumps: a connection opened while its logger is enabled for ``TRACE``
+logs every read and every write to the transport (size and a bounded
+hex/ASCII preview, as Netty's ``LoggingHandler``). The decision is taken once,
+at ``connection_made``, and kept in one flag: with TRACE off a read costs one
+attribute test, never a logging call.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from daemonkit.core.log import connection_logger
+from daemonkit.core.log import TRACE, connection_logger, wire_preview
 from daemonkit.errors import FrameTooLarge, FramingError
 
 if TYPE_CHECKING:
@@ -172,6 +178,7 @@ class _Extras:
         "send_timer",
         "state",
         "timers",
+        "trace",
         "want_drain",
     )
 
@@ -189,6 +196,8 @@ class _Extras:
         self.reason: CloseReason | None = None
         self.state: dict[str, Any] | None = None
         self.timers: list[Timer] | None = None
+        # TRACE was enabled when the connection was made: dump reads and writes.
+        self.trace = False
         # write() returned False: call on_drain once the buffer empties.
         self.want_drain = False
         # Writing paused: since when the peer has taken nothing, the bytes it
@@ -546,6 +555,9 @@ class Connection(asyncio.Protocol):
         if t is None or self._closing == 2:
             return
         self.bytes_out += len(data)
+        x = self._x
+        if x is not None and x.trace:
+            self._trace("write", data)
         t.write(data)
         if self._x is not None:
             self._drained()
@@ -698,6 +710,12 @@ class Connection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
+    def _trace(self, what: str, data: bytes) -> None:
+        """Log one read or write at TRACE: its size and a bounded preview."""
+        log = self.log
+        if log.isEnabledFor(TRACE):  # the level may have risen since the connection was made
+            log.log(TRACE, "%s %s", what, wire_preview(data))
+
     def _framing_error(self, exc: FramingError) -> None:
         reason = (
             CloseReason.FRAME_TOO_LARGE
@@ -720,6 +738,8 @@ class Connection(asyncio.Protocol):
         frame = getattr(host, "frame_timeout", None)
         if frame and self._framer is not None:
             self._extras().frame = frame
+        if host.log.isEnabledFor(TRACE):
+            self._extras().trace = True
         host._on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
@@ -729,8 +749,11 @@ class Connection(asyncio.Protocol):
         self.bytes_in += len(data)
         host = self._host
         x = self._x
-        if x is not None and x.idle is not None:
-            x.last_read = host.reactor.clock.now()
+        if x is not None:
+            if x.idle is not None:
+                x.last_read = host.reactor.clock.now()
+            if x.trace:
+                self._trace("read", data)
         self._flushing = True
         framer = self._framer
         if framer is None:
@@ -782,6 +805,9 @@ class Connection(asyncio.Protocol):
             t = self.transport
             if t is not None and self._closing < 2:  # not closed
                 self.bytes_out += len(data)
+                x = self._x
+                if x is not None and x.trace:
+                    self._trace("write", data)
                 t.write(data)
                 if self._x is not None:
                     self._drained()

@@ -14,7 +14,7 @@ import math
 
 from daemonkit.errors import ConfigError
 
-__all__ = ["MAX_DURATION", "check_duration", "check_optional_duration"]
+__all__ = ["MAX_DURATION", "check_duration", "check_optional_duration", "parse_duration"]
 
 #: The longest wait any setting may ask for: 30 days, in seconds. A deadline
 #: longer than the month a daemon is expected to run means "never", which is
@@ -48,6 +48,31 @@ def check_duration(
             f"{name}={value!r} is longer than the {MAX_DURATION:g} s (30 days) a wait may last"
         )
     return seconds
+
+
+#: Units of a written duration, longest suffix first so ``ms`` is not read as ``m``.
+_UNITS = (("ms", 0.001), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a written duration: ``30``, ``30s``, ``500ms``, ``2m`` or ``1h``.
+
+    The one duration syntax of every command line, config file and environment
+    variable. It only reads the words: the number is returned as written
+    (``inf`` and ``-1`` included), so pass it to :func:`check_duration` with
+    the setting's name. Raises :class:`ConfigError` with examples of what to
+    write when ``text`` is not a number with one of those units.
+    """
+    body = text.strip()
+    factor = 1.0
+    for unit, seconds in _UNITS:
+        if body.endswith(unit):
+            body, factor = body[: -len(unit)].rstrip(), seconds
+            break
+    try:
+        return float(body) * factor
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a duration; write e.g. 30s, 2m, 500ms or 1h") from None
 
 
 def check_optional_duration(

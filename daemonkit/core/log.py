@@ -1,12 +1,29 @@
 """Logging set-up for daemons: one handler, honest colour, no log storms.
 
-:func:`setup` configures one named logger (``"daemonkit"`` by default, never
-the root logger) and returns a :class:`LogConfig` that owns what it made.
-The rules it keeps:
+:func:`setup` configures the **root logger**, so the application's own
+loggers (``logging.getLogger("myapp")``) and its libraries' follow the same
+level, file, format and reopen as daemonkit's, and returns a
+:class:`LogConfig` that owns what it made. The rules it keeps:
 
-* **Exactly one handler.** Calling :func:`setup` again replaces the handler
-  (the old one is flushed and closed); it never stacks a second one.
-  ``propagate`` is off, so lines are not written twice through the root logger.
+* **Exactly one handler, on the root.** Calling :func:`setup` again replaces
+  the handler (the old one is flushed and closed); it never stacks a second
+  one. daemonkit's loggers propagate to it and carry no handler of their
+  own, so no line is written twice. :meth:`LogConfig.close` gives the root
+  back as it found it (handlers and level).
+* **Lines a machine or a person can read.** ``format="text"`` writes
+  ``2024-05-01 12:00:00.123+02:00 [4242] INFO    daemonkit: ready`` (local
+  time *with* its offset, and the pid, so two processes writing one file
+  during an upgrade can be told apart); ``format="json"`` writes one JSON
+  object per line with a UTC timestamp, and the connection id and peer of a
+  connection logger's records as fields. Under systemd's journal (stderr is
+  the ``JOURNAL_STREAM``) text lines carry a ``<N>`` priority prefix instead
+  of a timestamp and no colour: the journal adds time and pid itself.
+* **A ``logging.config.dictConfig`` file** (JSON or TOML) may be applied on
+  top (``config=``), for per-logger levels or handlers of one's own.
+* **Logging never stops the daemon.** A write that fails (a full disk)
+  prints one line to stderr, at most once every 60 seconds, never a
+  traceback; an unwritable file or a bad config is a one-line
+  :class:`~daemonkit.errors.ConfigError` at set-up.
 * **daemonkit decides colour, colorlog only paints.** :func:`use_color` is a
   pure function of the ``color`` option, the stream and the environment
   (``always`` > ``never`` > ``NO_COLOR`` > is-a-TTY). The decision is forced
@@ -24,17 +41,22 @@ The rules it keeps:
   at once, however alike they are.
 * **The hot path stays cheap.** :class:`ConnectionLogger` prefixes
   ``#<id> <peer>`` only after the level check has passed; a disabled
-  ``debug()`` costs one cached ``isEnabledFor``.
+  ``debug()`` costs one cached ``isEnabledFor``. :func:`wire_preview` is the
+  bounded hex/ASCII preview of the ``TRACE`` wire dumps.
 * **No global state** beyond registering the ``TRACE`` level name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
+import logging.config
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
 from types import MappingProxyType
@@ -45,14 +67,17 @@ import colorlog
 from daemonkit.errors import ConfigError
 
 __all__ = [
+    "FORMATS",
     "LEVELS",
     "TRACE",
+    "WIRE_PREVIEW_BYTES",
     "ConnectionLogger",
     "LogConfig",
     "StormFilter",
     "connection_logger",
     "setup",
     "use_color",
+    "wire_preview",
 ]
 
 #: Below DEBUG, for wire dumps; 5 is the value uvicorn and httpcore use for their TRACE.
@@ -71,11 +96,16 @@ LEVELS: Mapping[str, int] = MappingProxyType(
     }
 )
 
+#: The line formats :func:`setup` writes: ``text`` for people, ``json`` (one object a line).
+FORMATS = ("text", "json")
+
 _COLOR_CHOICES = ("auto", "always", "never")
 
-# One layout for both formatters: "2024-05-01 12:00:00.123 INFO    daemonkit: ready".
-_LAYOUT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
-_DATEFMT = "%Y-%m-%d %H:%M:%S"
+# One layout, coloured or not: "2024-05-01 12:00:00.123+02:00 [4242] INFO    daemonkit: ready".
+# The time comes from _local_stamp (with its UTC offset), the pid tells processes apart.
+_LAYOUT = "%(asctime)s [%(process)d] %(levelname)-7s %(name)s: %(message)s"
+# Under the journal: no time or pid (the journal records both), a priority prefix instead.
+_JOURNAL_LAYOUT = "%(levelname)-7s %(name)s: %(message)s"
 _LEVEL_COLORS = {
     "TRACE": "thin_white",
     "DEBUG": "white",
@@ -101,6 +131,29 @@ _STORM_KEYS = 1000
 
 # Set on summary records so the filter lets its own output through.
 _SUMMARY_ATTR = "daemonkit_storm_summary"
+
+# A failing log write is reported on stderr at most once a minute: journald's
+# RateLimitIntervalSec is 30 s; a full disk lasts minutes, and one line a
+# minute says it still does without burying the rest of stderr.
+_ERROR_NOTICE_INTERVAL = 60.0
+
+#: Bytes of a read or write shown by a TRACE wire dump (:func:`wire_preview`):
+#: four rows of Netty's ``LoggingHandler`` hex dump, enough for a protocol's header.
+WIRE_PREVIEW_BYTES = 64
+# Bytes shown as themselves in a preview's ASCII column; the rest become ".".
+_PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))
+
+# sd-daemon(3) priority prefixes, which journald reads from a stream's lines.
+_JOURNAL_PRIORITIES = (
+    (logging.CRITICAL, 2),
+    (logging.ERROR, 3),
+    (logging.WARNING, 4),
+    (logging.INFO, 6),
+)
+_JOURNAL_DEBUG = 7
+
+# The attribute by which setup() finds the handlers (and so the LogConfig) it made.
+_OWNER_ATTR = "_daemonkit_log_config"
 
 
 def _parse_level(level: str | int) -> int:
@@ -156,28 +209,232 @@ def use_color(color: str, stream: TextIO, environ: Mapping[str, str]) -> bool:
         return False
 
 
-def _make_formatter(colored: bool) -> logging.Formatter:
-    """Return the formatter for the decision already taken by :func:`use_color`."""
+def _parse_format(style: object) -> str:
+    """Return ``style`` if it is one of :data:`FORMATS`; raise ConfigError otherwise."""
+    if isinstance(style, str) and style in FORMATS:
+        return style
+    raise ConfigError(f"unknown log format {style!r}; choose {' or '.join(FORMATS)}")
+
+
+def _is_journal(stream: object, environ: Mapping[str, str]) -> bool:
+    """True if ``stream`` is the journal: its device and inode are ``JOURNAL_STREAM``'s.
+
+    systemd sets ``JOURNAL_STREAM=<dev>:<inode>`` for a service whose stdout or
+    stderr goes to the journal (systemd.exec(5)); a stream without a
+    descriptor, or a malformed value, is not the journal.
+    """
+    dev, _, ino = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    fileno = getattr(stream, "fileno", None)
+    if fileno is None:
+        return False
+    try:
+        st = os.fstat(fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation, or a closed stream
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def _local_stamp(record: logging.LogRecord) -> str:
+    """``2024-05-01 12:00:00.123+02:00``: the record's local time, with its UTC offset."""
+    ct = time.localtime(record.created)
+    offset = ct.tm_gmtoff or 0
+    sign = "-" if offset < 0 else "+"
+    offset = abs(offset)
+    clock = time.strftime("%Y-%m-%d %H:%M:%S", ct)
+    return f"{clock}.{int(record.msecs):03d}{sign}{offset // 3600:02d}:{offset % 3600 // 60:02d}"
+
+
+def _utc_stamp(record: logging.LogRecord) -> str:
+    """``2024-05-01T10:00:00.123Z``: the record's time in UTC, ISO 8601."""
+    clock = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{clock}.{int(record.msecs):03d}Z"
+
+
+class _TextFormatter(logging.Formatter):
+    """The text layout, local time with its offset."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _local_stamp(record)
+
+
+class _ColorFormatter(colorlog.ColoredFormatter):
+    """The text layout in colour, local time with its offset."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _local_stamp(record)
+
+
+class _JournalFormatter(logging.Formatter):
+    """Lines for the journal: an sd-daemon ``<N>`` priority on every line, no time."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = record.levelno
+        priority = next((p for at, p in _JOURNAL_PRIORITIES if level >= at), _JOURNAL_DEBUG)
+        prefix = f"<{priority}>"
+        # The journal makes an entry of each line: a traceback keeps its priority.
+        return prefix + self._inner.format(record).replace("\n", "\n" + prefix)
+
+
+# LogRecord attributes every record has; anything else came in through ``extra``.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line, pure ASCII.
+
+    Fields: ``time`` (UTC, ISO 8601 with ``Z``), ``level``, ``logger``,
+    ``message``, ``pid``; ``conn_id`` and ``peer`` for a connection logger's
+    records (whose ``message`` is then without the ``#id peer`` prefix);
+    ``exc`` and ``stack`` when there is a traceback; then the record's
+    ``extra`` fields (as ``str()`` when JSON has no type for them).
+    ``ensure_ascii``: the line survives any stream encoding (an ASCII locale
+    would otherwise write ``\\xe9``, which JSON cannot read back).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        template = getattr(record, _TEMPLATE_ATTR, None)
+        message = record.getMessage() if template is None else _render(template, record.args)
+        entry: dict[str, object] = {
+            "time": _utc_stamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+            "pid": record.process,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRS and key not in entry and not key.startswith("daemonkit_"):
+                entry[key] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=True, default=str)
+
+
+def _render(template: object, args: Any) -> str:
+    """Format a message template with its arguments as ``LogRecord.getMessage`` does."""
+    message = str(template)
+    return message % args if args else message
+
+
+def _make_formatter(style: str, colored: bool, journal: bool) -> logging.Formatter:
+    """Return the formatter for a format and the colour decision of :func:`use_color`."""
+    if style == "json":
+        return _JsonFormatter()
+    layout = _JOURNAL_LAYOUT if journal else _LAYOUT
+    formatter: logging.Formatter
     if colored:
         # force_color=True: colorlog must not re-decide from FORCE_COLOR/NO_COLOR/isatty.
-        formatter: logging.Formatter = colorlog.ColoredFormatter(
-            "%(log_color)s" + _LAYOUT,
-            datefmt=_DATEFMT,
-            log_colors=_LEVEL_COLORS,
-            force_color=True,
+        formatter = _ColorFormatter(
+            "%(log_color)s" + layout, log_colors=_LEVEL_COLORS, force_color=True
         )
-        return formatter
-    return logging.Formatter(_LAYOUT, datefmt=_DATEFMT)
+    else:
+        formatter = _TextFormatter(layout)
+    return _JournalFormatter(formatter) if journal else formatter
+
+
+def wire_preview(data: bytes | bytearray | memoryview, limit: int = WIRE_PREVIEW_BYTES) -> str:
+    """Return a one-line preview of ``data``: its size, then hex and ASCII of the first ``limit``.
+
+    ``wire_preview(b"hi\\n")`` is ``"3 bytes: 68 69 0a |hi.|"``; past
+    ``limit`` bytes the line says ``"<size> bytes, first <limit>: ..."``.
+    Bytes outside printable ASCII show as ``.``. For TRACE wire dumps:
+    call it only once the level check has passed. Raises ``ValueError``
+    if ``limit`` is less than 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit!r}")
+    size = len(data)
+    if not size:
+        return "0 bytes"
+    head = bytes(data[:limit])
+    label = f"{size} bytes" if size <= limit else f"{size} bytes, first {limit}"
+    return f"{label}: {head.hex(' ')} |{head.translate(_PRINTABLE).decode('ascii')}|"
+
+
+class _ErrorNotice:
+    """Reports failed log writes on stderr: one line, at most once every ``interval`` seconds."""
+
+    __slots__ = ("clock", "interval", "last", "suppressed")
+
+    def __init__(self, interval: float = _ERROR_NOTICE_INTERVAL) -> None:
+        self.interval = interval
+        self.clock: Callable[[], float] = time.monotonic
+        self.last: float | None = None
+        self.suppressed = 0
+
+    def report(self, exc: BaseException | None) -> None:
+        now = self.clock()
+        if self.last is not None and now - self.last < self.interval:
+            self.suppressed += 1
+            return
+        what = "unknown error" if exc is None else f"{type(exc).__name__}: {exc}"
+        if self.suppressed:
+            tail = f"{self.suppressed} more failures since the last notice"
+        else:
+            tail = f"further failures reported at most once every {self.interval:g}s"
+        line = f"daemonkit: cannot write the log: {what} ({tail})".replace("\n", " ")
+        self.last = now
+        self.suppressed = 0
+        try:
+            stderr = sys.stderr
+            if stderr is not None:
+                stderr.write(line + "\n")
+                stderr.flush()
+        except Exception:  # stderr is as broken as the log: nothing left to tell
+            pass
+
+
+class _QuietErrors(logging.Handler):
+    """A handler whose write errors become :class:`_ErrorNotice` lines, never tracebacks."""
+
+    _notice: _ErrorNotice
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Report the error in one bounded line (nothing if ``raiseExceptions`` is off)."""
+        if logging.raiseExceptions:
+            self._notice.report(sys.exc_info()[1])
+
+
+if TYPE_CHECKING:
+    _StreamBase = logging.StreamHandler[TextIO]
+else:  # StreamHandler is subscriptable only from Python 3.11
+    _StreamBase = logging.StreamHandler
+
+
+class _StreamHandler(_QuietErrors, _StreamBase):
+    """daemonkit's stream handler (stderr, or the ``stream`` given to :func:`setup`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._notice = _ErrorNotice()
+
+
+class _FileHandler(_QuietErrors, logging.FileHandler):
+    """daemonkit's log file handler: appends, UTF-8, never raises into the caller."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path, mode="a", encoding=_FILE_ENCODING, errors=_FILE_ERRORS)
+        self._notice = _ErrorNotice()
 
 
 class StormFilter(logging.Filter):
     """Collapse a storm of identical log records into one line and one summary.
 
     Only records that can come in storms are considered: those at WARNING or
-    above, and those written through a :class:`ConnectionLogger` (a line per
-    peer, which a hostile client can multiply). Every other record — the
-    daemon's own lifecycle lines at INFO or DEBUG, such as each endpoint's
-    "listening on" — passes at once, untouched.
+    above, and those written through a :class:`ConnectionLogger` above
+    ``TRACE`` (a line per peer, which a hostile client can multiply). Every
+    other record — the daemon's own lifecycle lines at INFO or DEBUG, such as
+    each endpoint's "listening on", and the TRACE wire dumps an operator asked
+    for — passes at once, untouched.
 
     Two records are "the same" when they share the logger name, the level,
     the message *template* (``record.msg``, not the formatted arguments, so
@@ -313,7 +570,16 @@ class _Storm:
             message = str(last.msg)
         record = logging.makeLogRecord(dict(last.__dict__))
         span = self.latest - self.start
-        record.msg = f"{message} (repeated {self.count} times in the last {span:.1f}s)"
+        tail = f" (repeated {self.count} times in the last {span:.1f}s)"
+        record.msg = message + tail
+        template = getattr(last, _TEMPLATE_ATTR, None)
+        if template is not None:
+            # A connection logger's message without its "#id peer" prefix (the JSON lines').
+            try:
+                bare = _render(template, last.args)
+            except Exception:
+                bare = str(template)
+            setattr(record, _TEMPLATE_ATTR, bare + tail)
         record.args = None
         record.exc_info = None
         record.exc_text = None
@@ -328,8 +594,12 @@ _TEMPLATE_ATTR = "daemonkit_template"
 
 
 def _collapsible(record: logging.LogRecord) -> bool:
-    """True for records that come in storms: warnings and up, and per-connection lines."""
-    return record.levelno >= logging.WARNING or hasattr(record, _TEMPLATE_ATTR)
+    """True for records that come in storms: warnings and up, and per-connection lines.
+
+    Not TRACE: an operator who asked for wire dumps wants every one of them.
+    """
+    level = record.levelno
+    return level >= logging.WARNING or (level > TRACE and hasattr(record, _TEMPLATE_ATTR))
 
 
 def _storm_key(record: logging.LogRecord) -> tuple[object, ...]:
@@ -342,66 +612,261 @@ def _storm_key(record: logging.LogRecord) -> tuple[object, ...]:
     return (record.name, record.levelno, template, exc_type)
 
 
+class _Saved:
+    """What the root and the named loggers were before daemonkit took them over."""
+
+    __slots__ = ("loggers", "root_handlers", "root_level")
+
+    def __init__(self, root_level: int, root_handlers: list[logging.Handler]) -> None:
+        self.root_level = root_level
+        self.root_handlers = root_handlers
+        # logger name -> (level, propagate)
+        self.loggers: dict[str, tuple[int, bool]] = {}
+
+    def restore(self, root: logging.Logger) -> None:
+        for handler in self.root_handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(self.root_level)
+        for name, (level, propagate) in self.loggers.items():
+            logger = logging.getLogger(name)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
 class LogConfig:
     """The logging set-up :func:`setup` made, and the handle to change or undo it.
 
-    ``logger`` is the configured logger and ``handler`` its one handler.
-    Call :meth:`reopen` after logrotate renamed the file (SIGUSR1), and
-    :meth:`close` at shutdown.
+    ``logger`` is the named logger (``"daemonkit"`` by default) and
+    ``handler`` daemonkit's one handler, on the root logger. Call
+    :meth:`reopen` after logrotate renamed the file (SIGUSR1), and
+    :meth:`close` at shutdown, which gives the root logger back as it was.
     """
 
     def __init__(
-        self, logger: logging.Logger, handler: logging.Handler, storm: StormFilter
+        self,
+        logger: logging.Logger,
+        handler: logging.Handler,
+        storm: StormFilter,
+        *,
+        made: list[logging.Handler] | None = None,
+        saved: _Saved | None = None,
     ) -> None:
         self._logger = logger
         self._handler = handler
         self._storm = storm
+        # Handlers a config file made: removed from every logger and closed by close().
+        self._made = list(made or ())
+        # What close() restores; None once a later setup() took over.
+        self._saved = saved
         self._closed = False
+        for owned in (handler, *self._made):
+            setattr(owned, _OWNER_ATTR, self)
 
     @property
     def logger(self) -> logging.Logger:
-        """The configured logger; get children with ``logger.getChild(...)``."""
+        """The named logger; get children with ``logger.getChild(...)``."""
         return self._logger
 
     @property
     def handler(self) -> logging.Handler:
-        """The one handler: a ``FileHandler`` with ``file=``, else a ``StreamHandler``."""
+        """daemonkit's handler: a ``FileHandler`` with ``file=``, else a ``StreamHandler``.
+
+        It sits on the root logger, unless a config file's ``root`` section
+        replaced the root's handlers with its own.
+        """
         return self._handler
 
     def set_level(self, level: str | int) -> None:
-        """Change the logger's level (a name from :data:`LEVELS` or an int).
+        """Change the level of the root logger and of the named logger (a name or an int).
 
         Raises :class:`ConfigError` for an unknown level; the level is then unchanged.
         """
-        self._logger.setLevel(_parse_level(level))
+        number = _parse_level(level)
+        logging.getLogger().setLevel(number)
+        self._logger.setLevel(number)
 
     def reopen(self) -> None:
-        """Close and reopen the log file at the same path (for logrotate).
+        """Close and reopen the log files at the same paths (for logrotate).
 
-        Pending storm summaries are written to the old file first. After
-        logrotate renamed the file, new lines go to a fresh file at the
+        Reopens daemonkit's file and every ``FileHandler`` a config file
+        made. Pending storm summaries are written to the old file first.
+        After logrotate renamed a file, new lines go to a fresh file at the
         original path. A no-op for a stream, and after :meth:`close`.
-        Raises ``OSError`` if the file cannot be reopened; the old file then
-        stays in use. Call it from the event loop, not from a raw signal handler.
+        Raises ``OSError`` if a file cannot be reopened; that file's old
+        stream then stays in use (the others are reopened). Call it from the
+        event loop, not from a raw signal handler.
         """
         if self._closed:
             return
         self._storm.flush()
-        handler = self._handler
-        if isinstance(handler, logging.FileHandler):
-            new = open(handler.baseFilename, "a", encoding=_FILE_ENCODING, errors=_FILE_ERRORS)  # noqa: SIM115
+        failure: OSError | None = None
+        for handler in (self._handler, *self._made):
+            if not isinstance(handler, logging.FileHandler):
+                continue
+            try:
+                new = open(  # noqa: SIM115
+                    handler.baseFilename,
+                    "a",
+                    encoding=handler.encoding,
+                    errors=getattr(handler, "errors", None),
+                )
+            except OSError as exc:
+                failure = failure or exc
+                continue
             old = handler.setStream(new)
             if old is not None:
                 old.close()
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
-        """Emit pending storm summaries, then remove and close the handler. Idempotent."""
+        """Emit pending storm summaries, remove and close the handlers, restore the root.
+
+        The root logger gets back the handlers and level it had before
+        :func:`setup`, the named logger its level and ``propagate``. (Levels a
+        config file set on other loggers stay.) Idempotent; never raises for
+        a log that cannot be flushed.
+        """
         if self._closed:
             return
+        self._release()
+        root = logging.getLogger()
+        if self._saved is not None:
+            self._saved.restore(root)
+            self._saved = None
+
+    def _release(self) -> None:
+        """Flush, detach and close every handler this config owns; forget it is current."""
         self._closed = True
         self._storm.flush()
-        self._logger.removeHandler(self._handler)
-        self._handler.close()
+        _detach([self._handler, *self._made])
+        for handler in (self._handler, *self._made):
+            try:
+                handler.close()
+            except (OSError, ValueError) as exc:  # flushing a full disk or a closed file
+                notice = getattr(self._handler, "_notice", None)
+                if isinstance(notice, _ErrorNotice):
+                    notice.report(exc)
+
+    def _hand_over(self) -> _Saved | None:
+        """A later :func:`setup` takes over: close what this made, return what to restore."""
+        saved, self._saved = self._saved, None
+        self._release()
+        return saved
+
+
+def _detach(handlers: list[logging.Handler]) -> None:
+    """Remove ``handlers`` from the root and from every logger that has them."""
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [
+        logger
+        for logger in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger) and logger.handlers
+    ]
+    for logger in loggers:
+        for handler in handlers:
+            if handler in logger.handlers:
+                logger.removeHandler(handler)
+
+
+# The suffixes a config file may have, and how each is read.
+_CONFIG_SUFFIXES = (".json", ".toml")
+
+
+def _load_config(name: str) -> dict[str, Any]:
+    """Read a ``logging.config.dictConfig`` dictionary from a JSON or TOML file.
+
+    ``disable_existing_loggers`` defaults to False (dictConfig's True would
+    silence every logger made before, daemonkit's included). Raises
+    :class:`ConfigError` naming the file.
+    """
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix not in _CONFIG_SUFFIXES:
+        raise ConfigError(
+            f"log config {name}: use a .json or .toml file holding a"
+            f" logging.config.dictConfig dictionary, not {suffix or 'a file without suffix'}"
+        )
+    try:
+        with open(name, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError(f"log config {name}: cannot read it: {exc.strerror or exc}") from None
+    loaded: object
+    if suffix == ".json":
+        try:
+            loaded = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise ConfigError(f"log config {name}: not valid JSON: {exc}") from None
+    else:
+        loads = _toml_loads(name)
+        try:
+            loaded = loads(data.decode("utf-8"))
+        except ValueError as exc:  # TOMLDecodeError and UnicodeDecodeError
+            raise ConfigError(f"log config {name}: not valid TOML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"log config {name}: must hold a table/object, not {type(loaded).__name__}"
+        )
+    loaded.setdefault("disable_existing_loggers", False)
+    return loaded
+
+
+def _toml_loads(name: str) -> Callable[[str], Any]:
+    """The TOML parser: ``tomllib`` from Python 3.11, else the ``tomli`` package."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib.loads
+    try:
+        import importlib
+
+        module = importlib.import_module("tomli")
+    except ImportError:
+        raise ConfigError(
+            f"log config {name}: reading TOML needs Python 3.11 or the tomli package"
+            " (pip install tomli); or write the file as JSON"
+        ) from None
+    loads: Callable[[str], Any] = module.loads
+    return loads
+
+
+def _apply_config(name: str, config: dict[str, Any]) -> list[logging.Handler]:
+    """Apply ``config`` with dictConfig; return the handlers it made.
+
+    On failure, the handlers made so far are detached and closed and
+    :class:`ConfigError` names the file in one line.
+    """
+    configurator = logging.config.dictConfigClass(config)
+    try:
+        configurator.configure()
+    except Exception as exc:
+        made = _config_handlers(configurator)
+        _detach(made)
+        for handler in made:
+            try:
+                handler.close()
+            except Exception:  # best effort: the error worth reporting is the config's
+                pass
+        raise ConfigError(f"log config {name}: {_one_line(exc)}") from None
+    return _config_handlers(configurator)
+
+
+def _config_handlers(configurator: Any) -> list[logging.Handler]:
+    """The handlers dictConfig made: it replaces each entry of ``handlers`` by its handler."""
+    handlers = configurator.config.get("handlers")
+    if not isinstance(handlers, dict):
+        return []
+    return [h for h in dict.values(handlers) if isinstance(h, logging.Handler)]
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc``'s message with its cause's (dictConfig wraps the useful one), on one line."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return " ".join(text.split())
 
 
 def setup(
@@ -410,48 +875,109 @@ def setup(
     color: str = "auto",
     stream: TextIO | None = None,
     logger_name: str = "daemonkit",
+    *,
+    format: str = "text",
+    config: str | os.PathLike[str] | None = None,
 ) -> LogConfig:
-    """Configure the ``logger_name`` logger with one handler and return its :class:`LogConfig`.
+    """Configure the root logger with one handler and return its :class:`LogConfig`.
+
+    Every logger that propagates — daemonkit's, the application's, its
+    libraries' — writes through that handler at ``level`` (set on the root
+    and on ``logger_name``, which propagates and is :attr:`LogConfig.logger`).
 
     Lines go to ``file`` (opened for appending, never coloured) if given,
     else to ``stream`` (default ``sys.stderr``), coloured as
-    :func:`use_color` decides from ``color`` and ``os.environ``. The handler
-    carries a :class:`StormFilter`. Any handler already on the logger is
-    flushed, removed and closed; the logger stops propagating to the root.
+    :func:`use_color` decides from ``color`` and ``os.environ``.
+    ``format`` is ``"text"`` (local time with its UTC offset, the pid, level,
+    logger, message) or ``"json"`` (one object per line: ``time`` in UTC,
+    ``level``, ``logger``, ``message``, ``pid``, ``conn_id`` and ``peer`` for
+    a connection's records, ``exc``, extra fields). When the stream is the
+    systemd journal (``JOURNAL_STREAM`` names it), text lines have an
+    ``<N>`` priority prefix and no timestamp or pid (the journal records
+    them), and no colour unless ``color="always"``.
 
-    Raises :class:`ConfigError` for an unknown ``level`` or ``color``, or a
-    file that cannot be opened; the previous configuration is then untouched.
+    ``config`` names a JSON or TOML file holding a
+    ``logging.config.dictConfig`` dictionary, applied after daemonkit's
+    handler is in place: it may set levels of chosen loggers, add handlers,
+    or replace the root's handlers with a ``root`` section.
+    ``disable_existing_loggers`` defaults to False there.
+
+    The handler carries a :class:`StormFilter`, and a write error (a full
+    disk) prints one line to stderr at most once a minute instead of a
+    traceback. The root's previous handlers are removed (those of an
+    earlier :func:`setup` flushed and closed, others kept to be given back
+    by :meth:`LogConfig.close`).
+
+    Raises :class:`ConfigError` (one line) for an unknown ``level``,
+    ``color`` or ``format``, a file that cannot be opened, or a config file
+    that cannot be read or applied; the previous configuration is then in
+    place again (though levels a failed config file set on its loggers may
+    stay).
     """
     number = _parse_level(level)
     color = _parse_color(color)
+    style = _parse_format(format)
+    config_name = "" if config is None else os.fspath(config)
+    dict_config = None if config is None else _load_config(config_name)
     handler: logging.Handler
     if file is not None:
         try:
-            handler = logging.FileHandler(
-                file, mode="a", encoding=_FILE_ENCODING, errors=_FILE_ERRORS
-            )
+            handler = _FileHandler(file)
         except OSError as exc:
             raise ConfigError(f"cannot open log file {os.fspath(file)!r}: {exc.strerror}") from exc
-        colored = False
+        colored = journal = False
     else:
         out = sys.stderr if stream is None else stream
-        handler = logging.StreamHandler(out)
-        colored = use_color(color, out, os.environ)
-    handler.setFormatter(_make_formatter(colored))
+        handler = _StreamHandler(out)
+        journal = _is_journal(out, os.environ)
+        colored = use_color(color, out, os.environ) and (color == "always" or not journal)
+    handler.setFormatter(_make_formatter(style, colored, journal))
     storm = StormFilter(sink=handler.handle)
     handler.addFilter(storm)
 
+    root = logging.getLogger()
     logger = logging.getLogger(logger_name)
-    for old in list(logger.handlers):
+    before = (root.level, logger.level, logger.propagate)
+    previous = list(root.handlers)
+    owners = [getattr(h, _OWNER_ATTR, None) for h in previous]
+    earlier = next((c for c in owners if isinstance(c, LogConfig) and c._saved is not None), None)
+    for old in previous:
         for old_filter in old.filters:
             if isinstance(old_filter, StormFilter):
                 old_filter.flush()
-        logger.removeHandler(old)
-        old.close()
-    logger.addHandler(handler)
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(number)
     logger.setLevel(number)
-    logger.propagate = False
-    return LogConfig(logger, handler, storm)
+    logger.propagate = True
+
+    made: list[logging.Handler] = []
+    if dict_config is not None:
+        try:
+            made = _apply_config(config_name, dict_config)
+        except ConfigError:
+            _detach([handler])
+            handler.close()
+            for old in previous:
+                if old not in root.handlers:
+                    root.addHandler(old)
+            root.setLevel(before[0])
+            logger.setLevel(before[1])
+            logger.propagate = before[2]
+            raise
+
+    if earlier is not None:
+        saved = earlier._hand_over()
+        assert saved is not None  # earlier was chosen for having it
+        for old, owner in zip(previous, owners, strict=True):
+            if owner is None:  # added while daemonkit owned the root: replaced, as before
+                with contextlib.suppress(OSError, ValueError):  # a failing flush
+                    old.close()
+    else:
+        foreign = [old for old, owner in zip(previous, owners, strict=True) if owner is None]
+        saved = _Saved(before[0], foreign)
+    saved.loggers.setdefault(logger.name, (before[1], before[2]))
+    return LogConfig(logger, handler, storm, made=made, saved=saved)
 
 
 if TYPE_CHECKING:
@@ -466,19 +992,26 @@ class ConnectionLogger(_AdapterBase):
     ``log.info("connected")`` writes ``"#17 127.0.0.1:5123 connected"``.
     Cheap enough to create per connection; the prefix is built once and
     added only after the level check passed. ``extra`` holds ``conn_id`` and
-    ``peer`` for introspection; records are not given extra attributes.
+    ``peer``; each record gets them as attributes of those names (the JSON
+    format writes them as fields), also only once the level check passed.
     """
 
     def __init__(self, base: logging.Logger, conn_id: int, peer: str) -> None:
         super().__init__(base, {"conn_id": conn_id, "peer": peer})
         self._prefix = f"#{conn_id} {peer} "
+        self._fields = {"conn_id": conn_id, "peer": peer}
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
-        """Return *msg* with the connection prefix; the bare template goes in ``extra``."""
+        """Return *msg* with the connection prefix; id, peer and bare template go in ``extra``."""
         extra = kwargs.get("extra")
-        kwargs["extra"] = {_TEMPLATE_ATTR: msg} if extra is None else {**extra, _TEMPLATE_ATTR: msg}
+        fields = self._fields
+        kwargs["extra"] = (
+            {**fields, _TEMPLATE_ATTR: msg}
+            if extra is None
+            else {**extra, **fields, _TEMPLATE_ATTR: msg}
+        )
         return f"{self._prefix}{msg}", kwargs
 
     if TYPE_CHECKING:

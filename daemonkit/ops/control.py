@@ -13,7 +13,10 @@ unix stream socket that speaks one JSON object per line each way::
 Every line gets exactly one reply line, in order. The commands are listed
 in :data:`COMMANDS`; ``python -m daemonkit ctl`` (:mod:`daemonkit.cli.ctl`) is
 the client. ``Daemon.metrics = "tcp://127.0.0.1:9100"`` (or ``--metrics``)
-serves the same figures as Prometheus text on ``GET /metrics``.
+serves the daemon's ``metrics_registry`` on ``GET /metrics``: daemonkit's
+figures, the process's and the application's own, as Prometheus text or, when
+the scraper asks, OpenMetrics (see :mod:`daemonkit.ops.metrics`); the
+``metrics`` command answers the same text.
 
 Rules it keeps:
 
@@ -60,17 +63,21 @@ from daemonkit.errors import ConfigError, FrameTooLarge, FramingError, UpgradeEr
 from daemonkit.framing import Framer, Lines
 from daemonkit.framing.http import HttpError, HttpRequest, HttpRequestFramer, encode_response
 from daemonkit.ops.metrics import (
-    CONTENT_TYPE,
     DEFAULT_LAG_INTERVAL,
     DEFAULT_SLOW_CALLBACK,
     LagMonitor,
     Sample,
     SlowCallbackWatchdog,
-    render_prometheus,
+    register_collectors,
+    render,
+    require_client,
     sample,
+    unregister_collectors,
 )
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from daemonkit.core.reactor import Listener, Reactor
     from daemonkit.daemon import Daemon
 
@@ -138,7 +145,7 @@ COMMANDS: Mapping[str, str] = MappingProxyType(
         "reload": "call on_reload(), as SIGHUP does",
         "stop": 'stop gracefully, as SIGTERM does ({"timeout": S} overrides shutdown_timeout)',
         "log-level": 'change the log level ({"level": "debug"})',
-        "metrics": "the Prometheus text of the metrics endpoint",
+        "metrics": "the Prometheus text of the metrics endpoint (needs daemonkit[metrics])",
         "upgrade": "replace the process by a new copy without dropping clients, as SIGUSR2",
     }
 )
@@ -230,7 +237,8 @@ def check_operations(control: object, metrics: object) -> tuple[str | None, Addr
     Returns the control socket path (or None) and the metrics address (or
     None). Raises :class:`~daemonkit.errors.ConfigError` for a control path
     that is not a string or whose directory fails :func:`check_socket_dir`,
-    and for a metrics endpoint that does not parse or is not tcp/http/unix.
+    and for a metrics endpoint that does not parse, is not tcp/http/unix, or
+    lacks prometheus-client (the ``metrics`` extra).
     The start calls it before binding and ``daemonkit --check`` calls it
     alone, so a setting that would fail the start fails the check too.
     """
@@ -248,6 +256,7 @@ def check_operations(control: object, metrics: object) -> tuple[str | None, Addr
             raise ConfigError(
                 f"metrics endpoint {metrics}: use tcp://HOST:PORT (served as HTTP) or unix:///path"
             )
+        require_client(f"metrics endpoint {metrics}")
     return path, address
 
 
@@ -532,9 +541,11 @@ class _MetricsHost(_ServiceHost):
         elif frame.path != "/metrics":
             data = encode_response(404, (), b"not found; try /metrics\n", keep_alive=keep)
         else:
-            body = render_prometheus(self.ops.sample()).encode()
+            # Prometheus asks for OpenMetrics in Accept; anything else gets the classic text.
+            accept = ", ".join(value for name, value in frame.headers if name == "accept")
+            body, content_type = self.ops.scrape(accept)
             data = encode_response(
-                200, {"content-type": CONTENT_TYPE}, body, keep_alive=keep, head=head
+                200, {"content-type": content_type}, body, keep_alive=keep, head=head
             )
         conn.write(data)
         if not keep:
@@ -580,6 +591,9 @@ class Operations:
         self.started = time.monotonic()
         self.start_time = time.time()
         self._closed = False
+        # What register_collectors put in the daemon's registry: at open with a
+        # metrics endpoint, else at the first ``metrics`` command; None until then.
+        self._collectors: list[Collector] | None = None
 
     @classmethod
     def start(cls, daemon: Daemon, reactor: Reactor) -> Operations:
@@ -608,6 +622,8 @@ class Operations:
     def _open(self) -> None:
         daemon = self.daemon
         path, address = check_operations(daemon.control, daemon.metrics)
+        if address is not None:
+            self._register()  # before binding: a name clash fails the start (ConfigError)
         if path is not None:
             self.control = _ControlHost(self, path)
             try:
@@ -646,10 +662,32 @@ class Operations:
                 host.close()
         self.lag.close()
         self.watchdog.close()
+        if self._collectors is not None:
+            unregister_collectors(self.daemon.metrics_registry, self._collectors)
+
+    # -- metrics ------------------------------------------------------------
+
+    def _register(self) -> None:
+        if self._collectors is None:
+            registry = self.daemon.metrics_registry  # ConfigError without prometheus-client
+            # A scrape's process figures come from prometheus-client's collector.
+            self._collectors = register_collectors(registry, lambda: self.sample(process=False))
+
+    def scrape(self, accept: str = "") -> tuple[bytes, str]:
+        """One scrape of the daemon's ``metrics_registry``: body and Content-Type.
+
+        daemonkit's figures, the process's and the application's metrics;
+        OpenMetrics when ``accept`` asks for it (see
+        :func:`daemonkit.ops.metrics.render`). Raises
+        :class:`~daemonkit.errors.ConfigError` without prometheus-client, or
+        when an application metric took a name daemonkit exports.
+        """
+        self._register()
+        return render(self.daemon.metrics_registry, accept)
 
     # -- commands ----------------------------------------------------------
 
-    def sample(self) -> Sample:
+    def sample(self, *, process: bool = True) -> Sample:
         """The daemon's figures now (see :func:`daemonkit.ops.metrics.sample`)."""
         hosts = [h for h in (self.control, self.metrics) if h is not None]
         return sample(
@@ -660,6 +698,7 @@ class Operations:
             start_time=self.start_time,
             hidden_timers=sum(h.timers() for h in hosts),
             hidden_tasks=sum(h.listener.pending for h in hosts if h.listener is not None),
+            process=process,
         )
 
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -771,11 +810,18 @@ class Operations:
             raise RequestError(f"unknown log level {level!r}; choose one of {', '.join(LEVELS)}")
         log = self.daemon.log
         was = logging.getLevelName(log.getEffectiveLevel()).lower()
-        # The logger daemonkit.core.log.setup() configures: every daemon's logger is its child.
+        # The loggers daemonkit.core.log.setup() configures: "daemonkit" (every
+        # daemon's logger is its child) and the root, which application and
+        # library loggers follow.
         logging.getLogger("daemonkit").setLevel(number)
+        logging.getLogger().setLevel(number)
         now = logging.getLevelName(log.getEffectiveLevel()).lower()
         self.log.warning("log level changed from %s to %s", was, now)
         return {"ok": True, "level": now, "was": was}
 
     def _cmd_metrics(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "metrics": render_prometheus(self.sample())}
+        try:
+            body, _ = self.scrape()
+        except ConfigError as exc:
+            raise RequestError(str(exc)) from None
+        return {"ok": True, "metrics": body.decode()}

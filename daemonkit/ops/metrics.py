@@ -1,4 +1,4 @@
-"""Health and metrics of a running daemon: loop lag, slow callbacks, Prometheus text.
+"""Health and metrics of a running daemon: loop lag, slow callbacks, Prometheus scrapes.
 
 Three pieces, each usable alone:
 
@@ -15,18 +15,26 @@ Three pieces, each usable alone:
   ``sys._current_frames()`` while the culprit is still running, and logs its
   innermost frames. The same code works on both backends.
 * :func:`sample` reads a daemon's books into an immutable :class:`Sample`;
-  :func:`render_prometheus` writes it in the Prometheus text exposition
-  format (version 0.0.4), which is small enough to write here rather than
-  depend on ``prometheus-client`` and its process-global registry.
+  :class:`SampleCollector` turns samples into prometheus-client metric
+  families (:func:`families`), :func:`register_collectors` puts it, with
+  prometheus-client's process, platform and GC collectors, in a daemon's own
+  ``CollectorRegistry`` (``Daemon.metrics_registry``, where the application
+  adds its metrics), and :func:`render` writes one scrape of that registry:
+  the classic text format 0.0.4, or OpenMetrics when the scraper asks.
 
 Rules it keeps: nothing here writes to the daemon; the hot path pays
 nothing (sampling is O(connections), and runs only when asked); clocks and
-schedulers are injected, so the lag logic is tested without sleeping.
+schedulers are injected, so the lag logic is tested without sleeping; no
+process-global registry is used, so two daemons in one process never mix
+their figures; prometheus-client (the ``metrics`` extra) is imported only
+when a scrape or a registry is asked for, and :func:`require_client` names
+the extra when it is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -41,8 +49,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from daemonkit import __version__
 from daemonkit.core.reactor import Reactor
+from daemonkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector, CollectorRegistry
+
     from daemonkit.daemon import Daemon
 
 __all__ = [
@@ -51,17 +63,23 @@ __all__ = [
     "DEFAULT_LAG_WINDOW",
     "DEFAULT_SLOW_CALLBACK",
     "LAG_BUCKETS",
+    "METRICS_EXTRA",
     "EndpointSample",
     "LagHistogram",
     "LagMonitor",
     "LagStats",
     "Sample",
+    "SampleCollector",
     "SlowCallbackWatchdog",
     "describe_stack",
+    "families",
     "open_fds",
-    "render_prometheus",
+    "register_collectors",
+    "render",
+    "require_client",
     "resident_memory",
     "sample",
+    "unregister_collectors",
 ]
 
 #: Seconds between two lag measurements. Node's ``monitorEventLoopDelay``
@@ -474,6 +492,7 @@ def sample(
     start_time: float | None = None,
     hidden_timers: int = 0,
     hidden_tasks: int = 0,
+    process: bool = True,
 ) -> Sample:
     """Read ``daemon``'s books now; call it in the loop thread.
 
@@ -482,7 +501,8 @@ def sample(
     start (for ``uptime``), ``start_time`` its ``time.time()``.
     ``hidden_timers``/``hidden_tasks`` are subtracted from the reactor's
     counts: the framework's own (the control socket's connections) are not
-    the user's.
+    the user's. ``process=False`` leaves ``open_fds`` and ``rss`` None: a
+    scrape has them from prometheus-client's process collector already.
     """
     conns = daemon.connections
     per_endpoint: dict[str, int] = {}
@@ -533,8 +553,8 @@ def sample(
         write_buffer=write_buffer,
         timers=max(0, stats.timers - hidden_timers) if stats is not None else 0,
         tasks=max(0, stats.tasks - hidden_tasks) if stats is not None else 0,
-        open_fds=open_fds(),
-        rss=resident_memory(),
+        open_fds=open_fds() if process else None,
+        rss=resident_memory() if process else None,
         lag=lag.stats() if lag is not None else LagStats(0.0, 0.0, 0.0, 0),
         lag_buckets=tuple(histogram.cumulative()),
         lag_sum=histogram.total,
@@ -544,117 +564,187 @@ def sample(
     )
 
 
-# -- Prometheus text -------------------------------------------------------------
+# -- Prometheus scrapes ------------------------------------------------------------
 
-#: The Content-Type of :func:`render_prometheus`'s output.
+#: The Content-Type of the classic text format 0.0.4, which :func:`render`
+#: answers unless the scraper asks for OpenMetrics.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-
-def _number(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    if isinstance(value, int):
-        return str(value)
-    return repr(float(value))
+#: What to install for metrics: prometheus-client, as daemonkit's ``metrics`` extra.
+METRICS_EXTRA = "pip install 'daemonkit[metrics]'"
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def require_client(what: str) -> None:
+    """Check that prometheus-client can be imported.
 
-
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-
-    def value(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
-        if labels:
-            inner = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            self.lines.append(f"{name}{{{inner}}} {_number(value)}")
-        else:
-            self.lines.append(f"{name} {_number(value)}")
-
-    def one(self, name: str, kind: str, help_text: str, value: float | None) -> None:
-        if value is not None:
-            self.family(name, kind, help_text)
-            self.value(name, value)
-
-
-def render_prometheus(s: Sample) -> str:
-    """``s`` in the Prometheus text exposition format 0.0.4 (serve it as :data:`CONTENT_TYPE`).
-
-    Names start with ``daemonkit_``, except the three ``process_*`` gauges,
-    which use prometheus-client's standard names so existing dashboards
-    work. See docs/operations.md for what each one means.
+    Raises :class:`~daemonkit.errors.ConfigError` ``"WHAT needs
+    prometheus-client: pip install 'daemonkit[metrics]'"`` when it cannot.
     """
-    w = _Writer()
-    w.family("daemonkit_info", "gauge", "The daemon: its name, backend and daemonkit version.")
-    w.value("daemonkit_info", 1, {"name": s.name, "backend": s.backend, "version": __version__})
-    w.one("daemonkit_connections", "gauge", "Live connections.", s.connections)
-    w.family("daemonkit_endpoint_connections", "gauge", "Live connections per endpoint.")
-    for e in s.endpoints:
-        w.value("daemonkit_endpoint_connections", e.connections, {"endpoint": e.name})
-    w.one(
-        "daemonkit_connections_accepted_total",
-        "counter",
-        "Connections accepted.",
-        s.accepted,
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{what} needs prometheus-client: {METRICS_EXTRA}") from None
+
+
+def _bound(value: float) -> str:
+    # A bucket's "le" as Prometheus writes it: "+Inf", "0.005", "1.0".
+    return "+Inf" if value == math.inf else repr(float(value))
+
+
+def families(s: Sample) -> list[Metric]:
+    """daemonkit's figures in ``s`` as prometheus-client metric families.
+
+    Names start with ``daemonkit_``; names, types and labels are those of
+    daemonkit 0.1's hand-written text, so dashboards keep working (see
+    docs/operations.md for what each one means). The ``process_*`` figures
+    are not here: :func:`register_collectors` adds prometheus-client's
+    process collector, which has them all.
+    """
+    from prometheus_client.metrics_core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
     )
-    w.one(
-        "daemonkit_connections_rejected_total",
-        "counter",
-        "Connections closed at once: over max_connections or while stopping.",
-        s.rejected,
+
+    info = GaugeMetricFamily(
+        "daemonkit_info",
+        "The daemon: its name, backend and daemonkit version.",
+        labels=("name", "backend", "version"),
     )
-    w.one("daemonkit_connections_closed_total", "counter", "Connections closed.", s.closed)
-    w.one(
-        "daemonkit_callback_errors_total",
-        "counter",
-        "Exceptions raised by connection callbacks.",
-        s.errors,
+    info.add_metric((s.name, s.backend, __version__), 1)
+    per_endpoint = GaugeMetricFamily(
+        "daemonkit_endpoint_connections", "Live connections per endpoint.", labels=("endpoint",)
     )
-    w.one("daemonkit_received_bytes_total", "counter", "Bytes received from clients.", s.bytes_in)
-    w.one("daemonkit_sent_bytes_total", "counter", "Bytes sent to clients.", s.bytes_out)
-    w.one(
-        "daemonkit_write_buffer_bytes",
-        "gauge",
-        "Bytes written but not yet taken by the kernel, over all connections.",
-        s.write_buffer,
-    )
-    w.family(
+    exhausted = CounterMetricFamily(
         "daemonkit_accept_fd_exhausted_total",
-        "counter",
         "Times accept() failed for lack of file descriptors (EMFILE/ENFILE), per endpoint.",
+        labels=("endpoint",),
     )
     for e in s.endpoints:
-        w.value("daemonkit_accept_fd_exhausted_total", e.fd_exhausted, {"endpoint": e.name})
-    w.one("daemonkit_timers", "gauge", "Active timers.", s.timers)
-    w.one("daemonkit_tasks", "gauge", "Running tasks (spawned coroutines).", s.tasks)
-    w.family(
+        per_endpoint.add_metric((e.name,), e.connections)
+        exhausted.add_metric((e.name,), e.fd_exhausted)
+    lag = HistogramMetricFamily(
         "daemonkit_loop_lag_seconds",
-        "histogram",
         "How late the event loop ran a timer, measured every half second.",
+        buckets=[(_bound(b), n) for b, n in s.lag_buckets or ((math.inf, 0),)],
+        sum_value=s.lag_sum,
     )
-    for bound, count in s.lag_buckets:
-        w.value("daemonkit_loop_lag_seconds_bucket", count, {"le": _number(bound)})
-    w.value("daemonkit_loop_lag_seconds_sum", s.lag_sum)
-    w.value("daemonkit_loop_lag_seconds_count", s.lag_count)
-    w.one(
-        "daemonkit_slow_callbacks_total",
-        "counter",
-        "Times a callback blocked the event loop longer than the slow-callback threshold.",
-        s.slow_callbacks,
-    )
-    w.one("daemonkit_uptime_seconds", "gauge", "Seconds since the daemon started.", s.uptime)
-    w.one("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", s.rss)
-    w.one("process_open_fds", "gauge", "Number of open file descriptors.", s.open_fds)
-    w.one(
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since unix epoch in seconds.",
-        s.start_time,
-    )
-    return "\n".join(w.lines) + "\n"
+    return [
+        info,
+        GaugeMetricFamily("daemonkit_connections", "Live connections.", value=s.connections),
+        per_endpoint,
+        CounterMetricFamily(
+            "daemonkit_connections_accepted_total", "Connections accepted.", value=s.accepted
+        ),
+        CounterMetricFamily(
+            "daemonkit_connections_rejected_total",
+            "Connections closed at once: over max_connections or while stopping.",
+            value=s.rejected,
+        ),
+        CounterMetricFamily(
+            "daemonkit_connections_closed_total", "Connections closed.", value=s.closed
+        ),
+        CounterMetricFamily(
+            "daemonkit_callback_errors_total",
+            "Exceptions raised by connection callbacks.",
+            value=s.errors,
+        ),
+        CounterMetricFamily(
+            "daemonkit_received_bytes_total", "Bytes received from clients.", value=s.bytes_in
+        ),
+        CounterMetricFamily(
+            "daemonkit_sent_bytes_total", "Bytes sent to clients.", value=s.bytes_out
+        ),
+        GaugeMetricFamily(
+            "daemonkit_write_buffer_bytes",
+            "Bytes written but not yet taken by the kernel, over all connections.",
+            value=s.write_buffer,
+        ),
+        exhausted,
+        GaugeMetricFamily("daemonkit_timers", "Active timers.", value=s.timers),
+        GaugeMetricFamily("daemonkit_tasks", "Running tasks (spawned coroutines).", value=s.tasks),
+        lag,
+        CounterMetricFamily(
+            "daemonkit_slow_callbacks_total",
+            "Times a callback blocked the event loop longer than the slow-callback threshold.",
+            value=s.slow_callbacks,
+        ),
+        GaugeMetricFamily(
+            "daemonkit_uptime_seconds", "Seconds since the daemon started.", value=s.uptime
+        ),
+    ]
+
+
+class SampleCollector:
+    """A prometheus-client collector of daemonkit's figures: :func:`families` of ``sampler()``.
+
+    ``sampler`` is called once per scrape, in the thread that renders it
+    (the loop's, for the metrics endpoint and the control socket). Register
+    it in a registry yourself, or let :func:`register_collectors` do it.
+    """
+
+    def __init__(self, sampler: Callable[[], Sample]) -> None:
+        self._sampler = sampler
+
+    def collect(self) -> list[Metric]:
+        """The figures now."""
+        return families(self._sampler())
+
+
+def register_collectors(
+    registry: CollectorRegistry, sampler: Callable[[], Sample]
+) -> list[Collector]:
+    """Put daemonkit's and the process's figures in ``registry``; return the collectors added.
+
+    Adds a :class:`SampleCollector` over ``sampler`` and prometheus-client's
+    ``ProcessCollector`` (``process_cpu_seconds_total``, ``process_open_fds``,
+    ``process_max_fds``, ``process_resident_memory_bytes``,
+    ``process_virtual_memory_bytes``, ``process_start_time_seconds``; read
+    from ``/proc``), ``PlatformCollector`` (``python_info``) and
+    ``GCCollector`` (``python_gc_*``, on CPython), each in this registry
+    only. Hand the list to :func:`unregister_collectors` when done.
+
+    Raises :class:`~daemonkit.errors.ConfigError` when one of those names is
+    already in ``registry`` (an application metric named like daemonkit's),
+    after taking back what it added; ``ImportError`` without prometheus-client.
+    """
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    added: list[Collector] = []
+    try:
+        mine = SampleCollector(sampler)
+        registry.register(mine)
+        added.append(mine)
+        # Each registers itself in the registry it is given.
+        added.append(ProcessCollector(registry=registry))
+        added.append(PlatformCollector(registry=registry))
+        added.append(GCCollector(registry=registry))  # registers on CPython only
+    except ValueError as exc:  # prometheus-client's DuplicateTimeseries
+        unregister_collectors(registry, added)
+        taken = ", ".join(sorted(getattr(exc, "duplicates", ()))) or str(exc)
+        raise ConfigError(
+            f"metrics: the daemon's metrics_registry already has {taken}, a name daemonkit "
+            "exports (daemonkit_*, process_*, python_*); rename the application's metric"
+        ) from None
+    return added
+
+
+def unregister_collectors(registry: CollectorRegistry, collectors: Iterable[Collector]) -> None:
+    """Take ``collectors`` (from :func:`register_collectors`) out of ``registry``; idempotent."""
+    for collector in collectors:
+        with contextlib.suppress(KeyError):  # never registered, or already taken out
+            registry.unregister(collector)
+
+
+def render(registry: CollectorRegistry, accept: str = "") -> tuple[bytes, str]:
+    """One scrape of ``registry``: the body and its Content-Type.
+
+    OpenMetrics when ``accept`` (the scraper's ``Accept`` header) names
+    ``application/openmetrics-text``, as Prometheus does by default; otherwise
+    the classic text format (:data:`CONTENT_TYPE`). prometheus-client chooses
+    and encodes; ``ImportError`` without it.
+    """
+    from prometheus_client.exposition import choose_encoder
+
+    encode, content_type = choose_encoder(accept)
+    return encode(registry), content_type

@@ -164,6 +164,37 @@ def test_max_rate_search_reports_no_passing_rate(tmp_path: Path) -> None:
     assert "no rate kept p99 under the target" in out
 
 
+def test_every_duration_option_takes_the_one_syntax() -> None:
+    words = ["--duration", "500ms", "--connect-timeout", "2m", "--stop-timeout", "1h"]
+    args = bots_cli.build_parser().parse_args(
+        ["x.py", "--target", "tcp://127.0.0.1:1", *words, "--p99", "30"]
+    )
+    assert (args.duration, args.connect_timeout, args.stop_timeout, args.p99) == (
+        0.5,
+        120.0,
+        3600.0,
+        30.0,
+    )
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_a_duration_no_wait_can_last_names_the_setting(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """inf, nan and -1 are numbers: the message names the setting, as run's does."""
+    argv = ["x.py", "--target", "tcp://127.0.0.1:1", "--connect-timeout", value]
+    assert bots_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "argument --connect-timeout: connect_timeout must be" in err, err
+
+
+def test_bots_has_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from daemonkit import __version__
+
+    assert bots_cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"daemonkit {__version__}\n"
+
+
 def test_parse_duration() -> None:
     assert bots_cli.parse_duration("30s") == 30.0
     assert bots_cli.parse_duration("2m") == 120.0

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable, Iterator
-from types import ModuleType
 
 import pytest
 
 from daemonkit import cli
 from daemonkit.bots.runner import BotRunner
 from daemonkit.testing import DaemonRunner
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_example
 
 LOCAL = "tcp://127.0.0.1:0"
 TIMEOUT = 5.0  # per blocking socket operation; a passing test never waits this long
-
-
-def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` by path (examples/ is not a package)."""
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 chat = load_example("chat_daemon")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 import signal
@@ -11,25 +10,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.helpers import PYTHON, ROOT, free_port, wait_for_port
+from tests.helpers import PYTHON, ROOT, free_port, load_example, wait_for_port
 
 TIMEOUT = 5.0  # per blocking operation; a passing test never waits this long
-
-
-def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` by path (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_example_{name}", ROOT / "examples" / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 stats = load_example("udp_stats")
