@@ -216,6 +216,20 @@ def test_sdist_ships_what_its_tests_need(dists: tuple[Path, Path], tmp_path: Pat
     # the sdist left out would be one; the tree's own are the suite's business).
     (root,) = tmp_path.iterdir()
     assert _collect(root) == _collect(ROOT)
+    # ...and they run there, against the sdist's own copy of the package: a
+    # framer's cases, the layering and exports, the docs' runnable files.
+    where = subprocess.run(
+        [PYTHON, "-c", "import daemonkit; print(daemonkit.__file__)"],
+        capture_output=True, text=True, timeout=STEP_TIMEOUT, cwd=root, env=_clean_env(),
+    )  # fmt: skip
+    assert where.stdout.strip().startswith(str(root)), where.stdout + where.stderr
+    ran = subprocess.run(
+        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/framing/test_lines.py", "tests/test_exports.py", "tests/test_docs.py"],
+        capture_output=True, text=True, timeout=STEP_TIMEOUT, cwd=root, env=_clean_env(),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert re.search(r"\b\d+ passed\b", ran.stdout) and "failed" not in ran.stdout
 
 
 def _collect(where: Path) -> tuple[set[str], set[str]]:
