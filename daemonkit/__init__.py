@@ -33,6 +33,7 @@ from daemonkit.errors import (
 )
 from daemonkit.framework.groups import Group
 from daemonkit.framework.handler import Handler
+from daemonkit.framework.offload import OffloadFull, OffloadTimeout
 from daemonkit.framing import Framer, LengthPrefixed, Lines, Netstrings, Raw
 from daemonkit.protocols.udp import UdpHost
 
@@ -59,6 +60,8 @@ __all__ = [
     "Lines",
     "LoadError",
     "Netstrings",
+    "OffloadFull",
+    "OffloadTimeout",
     "ProtocolError",
     "Raw",
     "Reactor",

@@ -32,6 +32,7 @@ from daemonkit.core.connection import (
     CloseReason,
     Connection,
 )
+from daemonkit.core.cron import CronJob, schedule_cron
 from daemonkit.core.durations import check_duration, check_optional_duration
 from daemonkit.core.endpoints import INHERIT, Address, Endpoint, parse_endpoint
 from daemonkit.core.reactor import Listener, Reactor
@@ -40,15 +41,26 @@ from daemonkit.errors import ConfigError, DaemonkitError, UpgradeError
 from daemonkit.framework.groups import Group
 from daemonkit.framework.handler import Handler
 from daemonkit.framework.hosts import EndpointHost, StreamHost, framer_factory
+from daemonkit.framework.links import Link
+from daemonkit.framework.offload import (
+    DEFAULT_OFFLOAD_QUEUE_LIMIT,
+    DEFAULT_OFFLOAD_TIMEOUT,
+    OffloadPool,
+    default_offload_processes,
+    default_offload_threads,
+)
 from daemonkit.protocols.http.host import HttpHost
 from daemonkit.protocols.udp import UdpHost
 
 if TYPE_CHECKING:
+    from datetime import tzinfo
+
     from prometheus_client import CollectorRegistry
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_RUNTIME_JITTER",
     "DEFAULT_MAX_WRITE_BUFFER",
     "DEFAULT_MEMORY_CHECK_INTERVAL",
     "DEFAULT_SHUTDOWN_TIMEOUT",
@@ -88,6 +100,10 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 #: second (``watch_tick``); a leak grows over minutes to hours, and each
 #: sample is a read of /proc, so every 5 s is prompt and costs nothing.
 DEFAULT_MEMORY_CHECK_INTERVAL = 5.0
+#: Largest random extra added to ``max_runtime``, as a fraction of it, so a
+#: fleet started together does not recycle together: gRPC servers add +/-10 %
+#: jitter to MAX_CONNECTION_AGE for the same reason.
+DEFAULT_MAX_RUNTIME_JITTER = 0.1
 #: Seconds an immediate stop waits for aborted connections to report
 #: connection_lost (they do so on the next loop turn; this only guards a bug).
 STOP_BACKSTOP = 2.0
@@ -194,7 +210,11 @@ class Daemon(Handler):
     override them): ``listen``, ``framing``, ``max_connections``,
     ``idle_timeout``, ``frame_timeout``, ``send_timeout``, ``write_high_water``,
     ``write_low_water``, ``max_write_buffer``, ``close_timeout``,
-    ``shutdown_timeout``, ``name``, ``signals``.
+    ``shutdown_timeout``, ``name``, ``signals``; for blocking work
+    (:meth:`offload`) ``offload_threads``, ``offload_processes``,
+    ``offload_queue_limit``, ``offload_timeout``; ``max_runtime`` and
+    ``max_runtime_jitter`` recycle the process. ``listen = []`` makes a
+    worker daemon, with no endpoint.
 
     Callbacks are plain methods, never ``async``, all optional. The legal
     order, as a grammar::
@@ -251,6 +271,19 @@ class Daemon(Handler):
     max_memory: int | None = None
     #: Seconds between two samples of resident memory when ``max_memory`` is set.
     memory_check_interval: float = DEFAULT_MEMORY_CHECK_INTERVAL
+    # Blocking work and worker daemons (issue 12; see offload() and docs/outbound.md):
+    #: Threads of the offload pool; None: ``min(32, cpus + 4)``, as asyncio's executor.
+    offload_threads: int | None = None
+    #: Processes of the offload pool (``offload(..., process=True)``); None: one per CPU.
+    offload_processes: int | None = None
+    #: Offloaded calls in flight past which ``offload()`` raises OffloadFull at once.
+    offload_queue_limit: int = DEFAULT_OFFLOAD_QUEUE_LIMIT
+    #: Seconds one offloaded call may take before its caller gets OffloadTimeout.
+    offload_timeout: float = DEFAULT_OFFLOAD_TIMEOUT
+    #: Seconds after which the process recycles itself (upgrade, or exit), or None.
+    max_runtime: float | None = None
+    #: Largest random extra added to ``max_runtime``, as a fraction of it (0 to 1).
+    max_runtime_jitter: float = DEFAULT_MAX_RUNTIME_JITTER
 
     _SETTINGS: ClassVar[tuple[str, ...]] = (
         "listen",
@@ -270,6 +303,12 @@ class Daemon(Handler):
         "metrics",
         "max_memory",
         "memory_check_interval",
+        "offload_threads",
+        "offload_processes",
+        "offload_queue_limit",
+        "offload_timeout",
+        "max_runtime",
+        "max_runtime_jitter",
     )
 
     def __init__(self, **settings: Any) -> None:
@@ -314,6 +353,14 @@ class Daemon(Handler):
         # Operations' hooks (add_lifecycle_hook), called with each lifecycle event.
         self._lifecycle: list[Callable[[str], object]] = []
         self._upgrade_handler: Callable[[], int] | None = None
+        # Blocking work (offload) and the tasks of spawn(), which a graceful stop waits for.
+        self._offload_pool: OffloadPool | None = None
+        self._spawned: set[asyncio.Task[Any]] = set()
+        self._work_abandoned = False
+        #: True once the daemon stopped itself because ``max_runtime`` passed
+        #: with no listener to hand over (the CLI then exits with EXIT_RECYCLE).
+        self.retired = False
+        self._links: list[Link] = []  # outbound links (see connect())
 
     # -- callbacks (override) --------------------------------------------
 
@@ -505,9 +552,55 @@ class Daemon(Handler):
         """Run ``fn(*args)`` every ``interval`` seconds (drift-free); cancelled at stop."""
         return self.reactor.call_every(interval, fn, *args)
 
+    # -- cron schedules (issue 12; see daemonkit.core.cron) -----------------
+
+    #: The cron jobs made by cron() that may still be active (cancelled at stop).
+    _cron_jobs: list[CronJob] | None = None
+
+    def cron(
+        self,
+        expression: str,
+        fn: Callable[..., object],
+        *args: object,
+        tz: str | tzinfo | None = None,
+    ) -> CronJob:
+        """Run ``fn(*args)`` at the times of a cron expression; cancelled at stop.
+
+        ``"*/5 * * * *"`` (five fields, or six with seconds first), in UTC or
+        the zone ``tz`` names (``"Europe/Berlin"``), on the daemon's timer
+        queue, so a :class:`~daemonkit.FakeClock` drives it (its time is then
+        the wall clock too: start it at an epoch timestamp). Missed runs are
+        skipped and counted in ``job.skipped``; an exception in ``fn`` is
+        logged and the schedule goes on. Returns the
+        :class:`~daemonkit.core.cron.CronJob`; ``job.cancel()`` stops it.
+        Raises :class:`~daemonkit.errors.ConfigError` for a bad expression or
+        zone, or without ``daemonkit[cron]`` (see docs/outbound.md).
+        """
+        job = schedule_cron(self.reactor.timers, expression, fn, *args, tz=tz, log=self.log)
+        if self._cron_jobs is None:
+            self._cron_jobs = []
+            self.cleanup(self._cancel_cron_jobs)
+        # Forget the jobs already over, so memory follows the live ones.
+        self._cron_jobs = [j for j in self._cron_jobs if j.active]
+        self._cron_jobs.append(job)
+        return job
+
+    def _cancel_cron_jobs(self) -> None:
+        for job in self._cron_jobs or ():
+            job.cancel()
+        self._cron_jobs = None
+
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run asyncio code; its errors are logged and it is cancelled at stop."""
-        return self.reactor.spawn(coro)
+        """Run asyncio code; its errors are logged.
+
+        A graceful stop waits for it (up to ``shutdown_timeout``) before it
+        closes the connections, then cancels it: end a task that runs
+        forever in ``on_stop``.
+        """
+        task = self.reactor.spawn(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
 
     def cleanup(self, obj: T) -> T:
         """Register ``obj`` to be released at stop and return it.
@@ -562,8 +655,10 @@ class Daemon(Handler):
         the listen backlog (closing a listener would reset them; they are
         let in whatever ``max_connections`` says, since they connected before
         the stop and the backlog bounds them), ``on_stop`` once they are
-        set up, then close every connection as soon as it has read what its
-        client had sent (answered by the usual callbacks), wait up to
+        set up, then wait for the answers being computed (offloaded calls
+        and tasks of :meth:`spawn`), then close every connection as soon as
+        it has read what its client had sent (answered by the usual
+        callbacks), wait up to
         ``shutdown_timeout``, abort the rest, run the cleanups, then leave
         the loop. ``keep_backlog=True`` leaves the clients queued in the
         backlog to the process that shares the listeners: an upgrade's old
@@ -588,9 +683,12 @@ class Daemon(Handler):
                 )
                 self._sweep()
         if now:
+            self._abandon_work("stopping now")
             self._call_on_stop()
             for conn in self.connections:
                 conn._abort(CloseReason.SHUTDOWN)
+            for link in list(self._links):
+                link._shutdown(CloseReason.SHUTDOWN, abort=True)
             # Aborted transports report connection_lost on the next loop turns;
             # this backstop (on the loop's own clock, so a FakeClock cannot hold
             # it back) ends the stop even if a backend never does.
@@ -622,7 +720,10 @@ class Daemon(Handler):
         waiting = sum(listener.pending for listener in self.listeners)
         if not waiting:
             self._call_on_stop()  # every client let in has had its on_accept
-            for conn in self.connections:
+            # Answers still being computed (offload, spawn) need their connections.
+            busy = self._work_busy()
+            waiting += busy
+            for conn in () if busy else self.connections:
                 if conn.id in self._shut:
                     continue
                 if _unread_bytes(conn):
@@ -641,8 +742,149 @@ class Daemon(Handler):
             and len(self.connections) == 0
             and self._stop_called
             and not any(listener.pending for listener in self.listeners)
+            and not self._work_busy()
         ):
-            self._finish()
+            # The clients are answered: now the links they may have needed go.
+            for link in list(self._links):
+                link._shutdown(CloseReason.SHUTDOWN, abort=False)
+            if not self._links:
+                self._finish()
+
+    # -- outbound links (see daemonkit.framework.links) ---------------------
+
+    def connect(self, url: str, *, handler: object = None, **options: Any) -> Link:
+        """Open an outbound link to ``url`` (``tcp://``, ``unix://``, ``tls://``) and return it.
+
+        The link keeps at most one connection up, reconnecting with backoff
+        until :meth:`Link.close` or the stop; ``handler`` (default: the
+        daemon) gets ``on_connect``, ``on_read``, ``on_drain``, ``on_close``,
+        ``on_error``. Options: ``framing``, ``ssl_context``, ``cafile``,
+        ``verify``, ``connect_timeout``, ``reconnect``, ``min_delay``,
+        ``max_delay``, ``stable_after``, ``queue``, ``idle_timeout``, ``rng``
+        (see docs/outbound.md). Call it from ``on_start`` or later.
+        """
+        if self._reactor is None or self._stopping:
+            raise ConfigError(f"connect({url}): the daemon is not running (call it from on_start)")
+        link = Link(self, url, self if handler is None else handler, **options)
+        self._links.append(link)
+        link.start()
+        return link
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        """The outbound links not yet closed, in the order they were made."""
+        return tuple(self._links)
+
+    def link_done(self, link: Link) -> None:
+        """A link is closed and its connection gone: forget it."""
+        if link in self._links:
+            self._links.remove(link)
+
+    # -- blocking work off the loop, worker daemons (issue 12; docs/outbound.md) --
+
+    def offload(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        callback: Callable[[T], object] | None = None,
+        process: bool = False,
+        timeout: float | None = None,
+    ) -> asyncio.Future[T]:
+        """Run the blocking call ``fn(*args)`` in a worker thread; its result comes to the loop.
+
+        Returns a future of the loop: ``await`` it in a coroutine (see
+        :meth:`spawn`), or give ``callback``, which gets the result in the
+        loop thread; with a callback, an exception of ``fn`` or of the
+        callback is logged with what was called and counted in
+        ``stats["errors"]``, and the callback is not called. ``process=True``
+        runs it in a worker process instead (``fn`` and its arguments must
+        pickle). After ``timeout`` seconds (default ``offload_timeout``) the
+        caller gets :class:`~daemonkit.framework.offload.OffloadTimeout`; the
+        thread cannot be killed and runs on, its result dropped. Raises
+        :class:`~daemonkit.framework.offload.OffloadFull` at once when
+        ``offload_queue_limit`` calls are in flight (answer "busy"), and
+        ``RuntimeError`` when the daemon is not running. A graceful stop
+        waits for the calls in flight (up to ``shutdown_timeout``).
+        """
+        if self._reactor is None or self._stopped:
+            raise RuntimeError("the daemon is not running; offload() works from on_start on")
+        if timeout is not None:
+            check_duration("offload timeout", timeout, positive=True)
+        pool = self._offload_pool
+        if pool is None:
+            pool = self._offload_pool = OffloadPool(
+                self._reactor.loop,
+                self._reactor.call_later,
+                self._offload_failed,
+                threads=self.offload_threads or default_offload_threads(),
+                processes=self.offload_processes or default_offload_processes(),
+                queue_limit=self.offload_queue_limit,
+                timeout=self.offload_timeout,
+            )
+            self.cleanup(pool.close)
+        return pool.submit(fn, args, callback=callback, process=process, timeout=timeout)
+
+    def offload_in_flight(self) -> int:
+        """Offloaded calls whose thread or process has not returned yet."""
+        pool = self._offload_pool
+        return 0 if pool is None else pool.in_flight
+
+    def _offload_failed(self, what: str, exc: BaseException) -> None:
+        self.stats["errors"] += 1
+        self.log.error("%s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+
+    def _work_busy(self) -> bool:
+        """Are answers still being computed (offloaded calls, spawned tasks)? A stop waits."""
+        if self._work_abandoned:
+            return False
+        pool = self._offload_pool
+        return bool(pool is not None and pool.pending) or any(
+            not task.done() for task in self._spawned
+        )
+
+    def _abandon_work(self, why: str) -> None:
+        """A stop gives up on the work in flight: log it, cancel the tasks. Once."""
+        if self._work_abandoned:
+            return
+        self._work_abandoned = True
+        pool = self._offload_pool
+        dropped = pool.abandon() if pool is not None else 0
+        if dropped:
+            self.log.warning(
+                "%s; %d offloaded call(s) still running, abandoned "
+                "(a thread cannot be killed: it runs on, its result is dropped)",
+                why,
+                dropped,
+            )
+        tasks = [task for task in self._spawned if not task.done()]
+        if tasks:
+            self.log.warning(
+                "%s; cancelling %d task(s): %s",
+                why,
+                len(tasks),
+                ", ".join(task.get_name() for task in tasks),
+            )
+            for task in tasks:
+                task.cancel()
+
+    def _check_work_settings(self) -> None:
+        for key in ("offload_threads", "offload_processes"):
+            value = getattr(self, key)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ConfigError(f"{key} must be a whole number >= 1 or None, not {value!r}")
+        limit = self.offload_queue_limit
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ConfigError(f"offload_queue_limit must be a whole number >= 1, not {limit!r}")
+        check_duration("offload_timeout", self.offload_timeout, positive=True)
+        if self.max_runtime is not None:
+            check_duration("max_runtime", self.max_runtime, positive=True)
+        jitter = self.max_runtime_jitter
+        if not isinstance(jitter, int | float) or isinstance(jitter, bool) or not 0 <= jitter <= 1:
+            raise ConfigError(
+                f"max_runtime_jitter must be a fraction of max_runtime from 0 to 1, not {jitter!r}"
+            )
 
     # -- running ---------------------------------------------------------
 
@@ -811,6 +1053,7 @@ class Daemon(Handler):
 
     def _drain_expired(self) -> None:
         self._drain_timer = None
+        self._abandon_work(f"shutdown_timeout={self.shutdown_timeout:g}s passed")
         left = len(self.connections)
         if left:
             self.log.warning(
@@ -860,6 +1103,8 @@ class Daemon(Handler):
         """
         for conn in self.connections:
             conn._abort(CloseReason.SHUTDOWN)
+        for link in list(self._links):
+            link._shutdown(CloseReason.SHUTDOWN, abort=True)
         for host in self._hosts:
             host.close()
         self._run_cleanups()
@@ -869,11 +1114,13 @@ class Daemon(Handler):
 
     def _validate(self) -> list[Endpoint]:
         listen = self.listen
-        given = [listen] if isinstance(listen, str | Endpoint) else list(listen)
-        if not given:
+        # A worker daemon writes listen = [] (no endpoint); "" and None are mistakes.
+        if (isinstance(listen, str) and not listen.strip()) or _is_none(listen):
             raise ConfigError(
-                "listen is empty: give at least one endpoint, e.g. tcp://127.0.0.1:7000"
+                f"listen is {listen!r}: give an endpoint, e.g. tcp://127.0.0.1:7000, "
+                "or listen = [] for a worker daemon with no endpoint"
             )
+        given = [listen] if isinstance(listen, str | Endpoint) else list(listen)
         endpoints = _name_endpoints([e if isinstance(e, Endpoint) else Endpoint(e) for e in given])
         framer_factory(self.framing)  # refuse a bad framing setting now
         for key in ("write_high_water", "write_low_water", "max_write_buffer"):
@@ -889,6 +1136,7 @@ class Daemon(Handler):
         for key in ("close_timeout", "shutdown_timeout"):
             check_duration(key, getattr(self, key))
         check_memory_settings(self.max_memory, self.memory_check_interval)
+        self._check_work_settings()
         mc = self.max_connections
         if mc is not None and (not isinstance(mc, int) or mc < 1):
             raise ConfigError(f"max_connections must be a whole number >= 1, not {mc!r}")
@@ -900,6 +1148,11 @@ class Daemon(Handler):
             if isinstance(host, StreamHost):
                 return host.new_connection()
         raise ConfigError(f"{type(self).__name__} has no stream endpoint")
+
+
+def _is_none(value: object) -> bool:
+    """``value is None``, for a setting whose declared type excludes None (a user's may not)."""
+    return value is None
 
 
 def _unread_bytes(conn: Connection) -> int:

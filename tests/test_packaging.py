@@ -42,6 +42,7 @@ OPTIONAL = {
     "websockets": "speedups",
     "watchfiles": "reload",
     "prometheus_client": "metrics",
+    "cronsim": "cron",
 }
 
 

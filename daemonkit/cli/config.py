@@ -67,8 +67,9 @@ ENV_PREFIX = "DAEMONKIT_"
 #: The variable naming the config file when ``-c`` is not given (gunicorn
 #: reads its file from ``GUNICORN_CMD_ARGS``, Locust from ``LOCUST_CONFIG``).
 ENV_CONFIG = "DAEMONKIT_CONFIG"
-#: Daemon settings only a class can set: their values are Python objects.
-CLASS_ONLY = ("framing",)
+#: Daemon settings only a class can set: a Python object (framing), or a
+#: fine-tuning that needs no option (max_runtime_jitter, a fraction).
+CLASS_ONLY = ("framing", "max_runtime_jitter")
 #: The file's table of per-endpoint tables: ``[endpoint.NAME]``.
 ENDPOINT_TABLE = "endpoint"
 #: The markers around the generated reference in ``docs/operations.md``.
@@ -321,6 +322,35 @@ SETTINGS: tuple[Setting, ...] = (
     _d(
         "memory_check_interval",
         "seconds between two samples of resident memory when max_memory is set",
+        positive=True,
+    ),
+    Setting(
+        "offload_threads",
+        "count",
+        "threads running offloaded blocking calls (default: min(32, CPUs + 4))",
+        metavar="N",
+    ),
+    Setting(
+        "offload_processes",
+        "count",
+        "processes running offload(..., process=True) calls (default: one per CPU)",
+        metavar="N",
+    ),
+    Setting(
+        "offload_queue_limit",
+        "count",
+        "offloaded calls in flight past which offload() fails at once",
+        metavar="N",
+    ),
+    _d(
+        "offload_timeout",
+        "seconds one offloaded call may take before its caller gets a timeout",
+        positive=True,
+    ),
+    _d(
+        "max_runtime",
+        "recycle the process after DURATION plus a random extra (max_runtime_jitter): "
+        "by a zero-downtime upgrade when it listens, else by exiting with status 75",
         positive=True,
     ),
     Setting(

@@ -174,6 +174,15 @@ def format_status(status: dict[str, Any]) -> str:
                 f"{e.get('connections')} connection(s)",
             )
         )
+    for i, link in enumerate(status.get("links") or []):  # outbound links (Daemon.connect)
+        error = link.get("last_error")
+        rows.append(
+            (
+                "links" if i == 0 else "",
+                f"{link.get('url')}  {link.get('state')} (reconnects {link.get('reconnects')}, "
+                f"failures {link.get('failures')}){f', last error: {error}' if error else ''}",
+            )
+        )
     rows += [
         (
             "connections",

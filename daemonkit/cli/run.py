@@ -64,6 +64,7 @@ __all__ = [
     "EXIT_LOAD",
     "EXIT_OK",
     "EXIT_PERMISSION",
+    "EXIT_RECYCLE",
     "EXIT_RUNNING",
     "EXIT_START",
     "EXIT_USAGE",
@@ -82,6 +83,10 @@ EXIT_ADDRESS_IN_USE = 5
 EXIT_PERMISSION = 6
 EXIT_START = 7
 EXIT_RUNNING = 12
+#: A worker daemon (no listener to hand over) stopped itself because its
+#: ``max_runtime`` passed: start a fresh one. 75 is sysexits.h's EX_TEMPFAIL
+#: ("try again later"); non-zero, so ``Restart=on-failure`` restarts it too.
+EXIT_RECYCLE = 75
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,7 +283,7 @@ def _serve(daemon: Daemon, args: argparse.Namespace) -> int:
     except Exception as exc:
         daemon.log.critical("daemon crashed: %s", exc, exc_info=exc)
         return _fail(EXIT_ERROR, f"daemon crashed: {type(exc).__name__}: {exc}")
-    return EXIT_OK
+    return EXIT_RECYCLE if daemon.retired else EXIT_OK
 
 
 #: The subcommands and their one line, in the order the top-level help lists them.

@@ -13,9 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from daemonkit.core.connection import CloseReason, Connection
+from daemonkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import tzinfo
+
+    from daemonkit.core.cron import CronJob
     from daemonkit.daemon import Daemon
+    from daemonkit.framework.links import Link
 
 __all__ = ["Handler", "serve_handler"]
 
@@ -35,6 +41,9 @@ class Handler:
 
     def on_accept(self, conn: Connection) -> None:
         """A client connected."""
+
+    def on_connect(self, conn: Connection) -> None:
+        """An outbound link's connection is up (the counterpart of ``on_accept``)."""
 
     def on_read(self, conn: Connection, data: Any) -> None:
         """Bytes (raw framing) or one frame arrived from ``conn``."""
@@ -58,6 +67,41 @@ class Handler:
         """A callback for ``conn`` raised ``exc``. Default: log it and close ``conn``."""
         conn.log.error("%s raised in a callback; closing", type(exc).__name__, exc_info=exc)
         conn._close(CloseReason.HANDLER_ERROR)
+
+    def connect(self, url: str, **options: Any) -> Link:
+        """Open an outbound link served by this handler: ``self.daemon.connect(url, ...)``.
+
+        ``handler`` defaults to this handler; see :meth:`daemonkit.Daemon.connect`.
+        Raises :class:`~daemonkit.errors.ConfigError` before the handler serves a daemon.
+        """
+        daemon = self.daemon
+        if daemon is None:
+            raise ConfigError(
+                f"{type(self).__name__}.connect(): this handler serves no daemon yet "
+                "(give it to an Endpoint, or call the daemon's connect())"
+            )
+        options.setdefault("handler", self)
+        return daemon.connect(url, **options)
+
+    def cron(
+        self,
+        expression: str,
+        fn: Callable[..., object],
+        *args: object,
+        tz: str | tzinfo | None = None,
+    ) -> CronJob:
+        """Run ``fn(*args)`` on a cron schedule: ``self.daemon.cron(...)``.
+
+        See :meth:`daemonkit.Daemon.cron`. Raises
+        :class:`~daemonkit.errors.ConfigError` before the handler serves a daemon.
+        """
+        daemon = self.daemon
+        if daemon is None:
+            raise ConfigError(
+                f"{type(self).__name__}.cron(): this handler serves no daemon yet "
+                "(give it to an Endpoint, or call the daemon's cron())"
+            )
+        return daemon.cron(expression, fn, *args, tz=tz)
 
 
 def serve_handler(handler: object, owner: object) -> None:

@@ -140,7 +140,7 @@ _CLOSE_TIMEOUT = 5.0
 #: The control commands, each with the one line ``ctl --help`` shows.
 COMMANDS: Mapping[str, str] = MappingProxyType(
     {
-        "status": "pid, uptime, endpoints, counts, bytes, timers, fds, RSS, loop lag",
+        "status": "pid, uptime, endpoints, counts, bytes, timers, fds, RSS, loop lag, links",
         "connections": 'one entry per connection ({"limit": N} for the oldest N)',
         "reload": "call on_reload(), as SIGHUP does",
         "stop": 'stop gracefully, as SIGTERM does ({"timeout": S} overrides shutdown_timeout)',

@@ -441,6 +441,8 @@ class Sample:
     lag_count: int = 0
     slow_callbacks: int = 0
     log_level: str = "info"
+    #: The outbound links' ``Link.status()`` dicts (url, state, counts, last error).
+    links: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (the ``status`` reply of the control socket)."""
@@ -480,6 +482,7 @@ class Sample:
             },
             "slow_callbacks": self.slow_callbacks,
             "log_level": self.log_level,
+            "links": [dict(link) for link in self.links],
         }
 
 
@@ -561,6 +564,7 @@ def sample(
         lag_count=histogram.count,
         slow_callbacks=watchdog.reported if watchdog is not None else 0,
         log_level=logging.getLevelName(daemon.log.getEffectiveLevel()).lower(),
+        links=tuple(link.status() for link in daemon.links),
     )
 
 
@@ -623,6 +627,7 @@ def families(s: Sample) -> list[Metric]:
     for e in s.endpoints:
         per_endpoint.add_metric((e.name,), e.connections)
         exhausted.add_metric((e.name,), e.fd_exhausted)
+    link_families = _link_families(s, GaugeMetricFamily, CounterMetricFamily)
     lag = HistogramMetricFamily(
         "daemonkit_loop_lag_seconds",
         "How late the event loop ran a timer, measured every half second.",
@@ -672,7 +677,35 @@ def families(s: Sample) -> list[Metric]:
         GaugeMetricFamily(
             "daemonkit_uptime_seconds", "Seconds since the daemon started.", value=s.uptime
         ),
+        *link_families,
     ]
+
+
+def _link_families(s: Sample, gauge: Any, counter: Any) -> list[Metric]:
+    """The outbound links' figures, labelled by the link's URL."""
+    up = gauge("daemonkit_link_up", "1 while the outbound link is connected.", labels=("link",))
+    reconnects = counter(
+        "daemonkit_link_reconnects_total",
+        "Connections an outbound link made after its first.",
+        labels=("link",),
+    )
+    failures = counter(
+        "daemonkit_link_connect_failures_total",
+        "Connect attempts of an outbound link that failed.",
+        labels=("link",),
+    )
+    dropped = counter(
+        "daemonkit_link_dropped_total",
+        "Sends refused while an outbound link was down (no queue, or over its bound).",
+        labels=("link",),
+    )
+    for link in s.links:
+        label = (str(link["url"]),)
+        up.add_metric(label, 1 if link["state"] == "up" else 0)
+        reconnects.add_metric(label, link["reconnects"])
+        failures.add_metric(label, link["failures"])
+        dropped.add_metric(label, link["dropped"])
+    return [up, reconnects, failures, dropped]
 
 
 class SampleCollector:

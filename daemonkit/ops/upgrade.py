@@ -1,6 +1,6 @@
 """Zero-downtime upgrade: replace the running process by a new copy of itself.
 
-On SIGUSR2, ``ctl upgrade`` or the memory guard, a running daemon starts a
+On SIGUSR2, ``ctl upgrade``, the memory guard or ``max_runtime``, a running daemon starts a
 new copy of itself: the same command line (``sys.executable`` and
 ``sys.orig_argv``), from the directory it was launched in, with its
 listening sockets inherited, as nginx (``NGINX=fd;fd;``) and gunicorn
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shlex
 import signal
 import socket
@@ -63,7 +64,7 @@ from typing import TYPE_CHECKING
 from daemonkit.core.reactor import READ
 from daemonkit.errors import ConfigError, UpgradeError
 from daemonkit.framework.hosts import StreamHost
-from daemonkit.ops.memguard import MemoryGuard, format_size
+from daemonkit.ops.memguard import MEMORY_RETRY_DELAY, MemoryGuard, format_size
 
 if TYPE_CHECKING:
     from daemonkit.core.reactor import Listener, Reactor, Watch
@@ -76,12 +77,14 @@ __all__ = [
     "ENV_PARENT",
     "ENV_READY_FD",
     "LAUNCH_DIR",
+    "RUNTIME_RETRY_DELAY",
     "UPGRADE_REAP_TIMEOUT",
     "UPGRADE_TIMEOUT",
     "UpgradeError",
     "Upgrader",
     "default_command",
     "report_start_failure",
+    "runtime_deadline",
     "upgrading_from",
 ]
 
@@ -113,6 +116,10 @@ try:
 except OSError:  # pragma: no cover - started in a deleted directory
     LAUNCH_DIR = None
 
+#: Seconds before ``max_runtime`` tries the upgrade again after one that could
+#: not be made or failed: the memory guard's retry delay, for the same reasons.
+RUNTIME_RETRY_DELAY = MEMORY_RETRY_DELAY
+
 # Seconds between two polls for the exit of a failed new process.
 _REAP_POLL = 0.05
 # Longest message read from the readiness pipe: PIPE_BUF, what one write
@@ -135,6 +142,17 @@ def default_command() -> list[str]:
     options (``-X``, ``-W``) and ``-m daemonkit`` are kept.
     """
     return [sys.executable, *sys.orig_argv[1:]]
+
+
+def runtime_deadline(
+    max_runtime: float, jitter: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds until ``max_runtime`` recycles: it plus a random extra of up to ``jitter`` of it.
+
+    ``rand()`` is uniform in [0, 1) (``random.random``); so a fleet started
+    at once spreads its restarts over ``max_runtime * jitter`` seconds.
+    """
+    return max_runtime * (1.0 + jitter * rand())
 
 
 def upgrading_from(environ: Mapping[str, str] | None = None) -> int | None:
@@ -317,6 +335,33 @@ class Upgrader:
         if daemon.max_memory is not None:
             self.guard = MemoryGuard(daemon.max_memory, reactor.time)
             reactor.call_every(daemon.memory_check_interval, self._check_memory)
+        if daemon.max_runtime is not None:
+            delay = runtime_deadline(daemon.max_runtime, daemon.max_runtime_jitter)
+            reactor.call_later(delay, self._recycle)
+
+    def _recycle(self) -> None:
+        """``max_runtime`` passed: hand over to a fresh process, or exit for the supervisor."""
+        daemon = self.daemon
+        if daemon.is_stopping() or self._reactor is None:
+            return
+        if not daemon.addresses:  # nothing to hand over: the supervisor starts the next one
+            self.log.warning(
+                "max_runtime=%gs passed; stopping to be replaced by a fresh process "
+                "(exit status 75 for the supervisor)",
+                daemon.max_runtime,
+            )
+            daemon.retired = True
+            daemon.stop()
+            return
+        self._reactor.call_later(RUNTIME_RETRY_DELAY, self._recycle)  # if this one fails
+        if self._proc is not None:
+            return  # an upgrade is under way already
+        self.log.warning(
+            "max_runtime=%gs passed; recycling this process with a zero-downtime upgrade",
+            daemon.max_runtime,
+        )
+        with contextlib.suppress(UpgradeError):  # logged by the upgrader
+            daemon.upgrade()
 
     # -- the old process ---------------------------------------------------------
 
