@@ -9,8 +9,9 @@ import os
 import signal
 import socket
 import ssl
+import sys
 import warnings
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from daemonkit.core.reactor import Watch, new_event_loop
 from daemonkit.errors import ConfigError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @pytest.fixture
@@ -393,6 +395,20 @@ def _run(reactor: Reactor, coro: Coroutine[Any, Any, T]) -> T:
     return reactor.run_until_complete(asyncio.wait_for(coro, 10))
 
 
+# CPython 3.10's stdlib sslproto never closes the app transport of a failed
+# handshake (3.11 rewrote sslproto): the ResourceWarning its __del__ gives is
+# the interpreter's, not daemonkit's. Only that warning, only before 3.11.
+def _py310_ssl_leak(test: F) -> F:
+    """Before 3.11 only: ignore exactly the stdlib sslproto's leaked-transport warning."""
+    if sys.version_info >= (3, 11):
+        return test
+    mark = pytest.mark.filterwarnings(
+        "ignore:unclosed transport <asyncio.sslproto._SSLProtocolTransport:ResourceWarning"
+    )
+    return mark(test)
+
+
+@_py310_ssl_leak
 def test_connect_tls_does_a_real_handshake_that_verifies(
     reactor: Reactor, ca_and_server: tuple[trustme.CA, ssl.SSLContext]
 ) -> None:
@@ -423,6 +439,7 @@ def test_connect_tls_does_a_real_handshake_that_verifies(
     # The default context verifies: the test CA is not trusted, so no session.
     with pytest.raises(ssl.SSLCertVerificationError):
         _run(reactor, reactor.connect(url, Client))
+    gc.collect()  # on 3.10, the leaked transport's warning comes here, under the filter
 
 
 @pytest.mark.parametrize(
