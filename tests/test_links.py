@@ -155,6 +155,9 @@ def test_a_connection_that_lived_stable_after_resets_the_backoff(
     def drop_and_measure(r: DaemonRunner, link: Link) -> float:
         r.wait_for(lambda: link.up)
         r.call(lambda: [link.backoff.next() for _ in range(4)])  # as after four failures
+        # The link is up once its connect() returned; the upstream may not have
+        # accepted yet (a busy machine): close only what it really holds.
+        up.wait_for(lambda: len(up.daemon.connections) >= 1)
         up.call(lambda: [c.close() for c in up.daemon.connections])
         r.wait_for(lambda: link.next_attempt is not None)
         return r.call(lambda: (link.next_attempt or 0.0) - clock.now())
