@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from daemonkit.daemon import Daemon
     from daemonkit.framework.links import Link
 
-__all__ = ["Handler", "serve_handler"]
+__all__ = ["Handler", "HandlerCalls", "serve_handler"]
 
 
 class Handler:
@@ -115,3 +115,54 @@ def serve_handler(handler: object, owner: object) -> None:
     """
     if isinstance(handler, Handler) and handler is not owner:
         handler.daemon = owner  # type: ignore[assignment]  # the owner is the Daemon
+
+
+class HandlerCalls:
+    """A connection host's calls into its handler, with exceptions routed to ``on_error``.
+
+    Endpoint hosts and outbound links are both a
+    :class:`~daemonkit.core.connection.ConnectionHost`; they share these calls
+    so an exception in ``on_eof``, ``on_drain`` or ``on_timeout`` takes the
+    same path everywhere: counted in :meth:`_error_counts` ``["errors"]``,
+    then ``on_error``; an ``on_error`` that raises closes the connection.
+    The subclass sets the four resolved callbacks.
+    """
+
+    _on_error: Callable[[Connection, Exception], object]
+    _on_drain: Callable[[Connection], object]
+    _on_timeout: Callable[[Connection], object]
+    _on_eof: Callable[[Connection], object] | None
+
+    def _error_counts(self) -> dict[str, int]:
+        """The counters whose ``"errors"`` a callback's exception adds to."""
+        raise NotImplementedError
+
+    def _call_error(self, conn: Connection, exc: Exception) -> None:
+        self._error_counts()["errors"] += 1
+        try:
+            self._on_error(conn, exc)
+        except Exception:
+            conn.log.exception("on_error raised; closing")
+            conn._close(CloseReason.HANDLER_ERROR)
+
+    def _call_eof(self, conn: Connection) -> bool:
+        on_eof = self._on_eof
+        if on_eof is None:
+            return False
+        try:
+            on_eof(conn)
+        except Exception as exc:
+            self._call_error(conn, exc)
+        return True
+
+    def _call_drain(self, conn: Connection) -> None:
+        try:
+            self._on_drain(conn)
+        except Exception as exc:
+            self._call_error(conn, exc)
+
+    def _call_timeout(self, conn: Connection) -> None:
+        try:
+            self._on_timeout(conn)
+        except Exception as exc:
+            self._call_error(conn, exc)

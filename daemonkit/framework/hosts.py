@@ -29,7 +29,7 @@ from daemonkit.core.connection import (
 from daemonkit.core.durations import check_optional_duration
 from daemonkit.core.endpoints import DEFAULT_TLS_HANDSHAKE_TIMEOUT, INHERIT, Address, Endpoint
 from daemonkit.errors import ConfigError
-from daemonkit.framework.handler import Handler, serve_handler
+from daemonkit.framework.handler import Handler, HandlerCalls, serve_handler
 from daemonkit.framing import Framer, Raw
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def framer_factory(framing: Any) -> Callable[[], Framer] | None:
 _DEFAULTS = Handler()
 
 
-class EndpointHost:
+class EndpointHost(HandlerCalls):
     """Base of the hosts: the endpoint, its handler, its daemon, and opening/closing."""
 
     def __init__(self, daemon: EndpointOwner, endpoint: Endpoint) -> None:
@@ -381,35 +381,8 @@ class StreamHost(EndpointHost):
             conn.log.exception("on_close raised")
         daemon.check_drained()
 
-    def _call_error(self, conn: Connection, exc: Exception) -> None:
-        self.daemon.stats["errors"] += 1
-        try:
-            self._on_error(conn, exc)
-        except Exception:
-            conn.log.exception("on_error raised; closing")
-            conn._close(CloseReason.HANDLER_ERROR)
-
-    def _call_eof(self, conn: Connection) -> bool:
-        on_eof = self._on_eof
-        if on_eof is None:
-            return False
-        try:
-            on_eof(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
-        return True
-
-    def _call_drain(self, conn: Connection) -> None:
-        try:
-            self._on_drain(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
-
-    def _call_timeout(self, conn: Connection) -> None:
-        try:
-            self._on_timeout(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
+    def _error_counts(self) -> dict[str, int]:
+        return self.daemon.stats
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.endpoint.name} {self.address or self.endpoint}>"

@@ -30,7 +30,7 @@ from daemonkit.core.connection import DEFAULT_FRAME_TIMEOUT, CloseReason, Connec
 from daemonkit.core.durations import check_duration, check_optional_duration
 from daemonkit.core.endpoints import parse_endpoint
 from daemonkit.errors import ConfigError
-from daemonkit.framework.handler import Handler
+from daemonkit.framework.handler import Handler, HandlerCalls
 from daemonkit.framework.hosts import framer_factory
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ class Backoff:
         self._ceiling = self.min_delay
 
 
-class Link:
+class Link(HandlerCalls):
     """One outbound connection kept up: see the module docstring and docs/outbound.md.
 
     Read: ``url``, ``state`` (``"connecting"``, ``"up"``, ``"down"`` while
@@ -498,32 +498,5 @@ class Link:
         else:
             self._owner.check_drained()
 
-    def _call_error(self, conn: Connection, exc: Exception) -> None:
-        self._owner.stats["errors"] += 1
-        try:
-            self._on_error(conn, exc)
-        except Exception:
-            conn.log.exception("on_error raised; closing")
-            conn._close(CloseReason.HANDLER_ERROR)
-
-    def _call_eof(self, conn: Connection) -> bool:
-        on_eof = self._on_eof
-        if on_eof is None:
-            return False
-        try:
-            on_eof(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
-        return True
-
-    def _call_drain(self, conn: Connection) -> None:
-        try:
-            self._on_drain(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
-
-    def _call_timeout(self, conn: Connection) -> None:
-        try:
-            self._on_timeout(conn)
-        except Exception as exc:
-            self._call_error(conn, exc)
+    def _error_counts(self) -> dict[str, int]:
+        return self._owner.stats
