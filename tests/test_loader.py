@@ -66,3 +66,53 @@ def test_module_import_error_is_reported(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(LoadError, match="RuntimeError: at import"):
         load_daemon_class("crashy_mod_xyz")
+
+
+def test_a_file_inside_a_package_is_imported_as_part_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `python -m daemonkit app/queue/server.py` where app/queue/ is a package whose
+    # modules import each other relatively, as examples/jobqueue/ does.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    pkg = tmp_path / "app" / "queuepkg_xyz"
+    (pkg / "inner").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "inner" / "__init__.py").write_text("")
+    (pkg / "store.py").write_text("LIMIT = 7\n")
+    (pkg / "inner" / "server.py").write_text(
+        textwrap.dedent(
+            """
+            from daemonkit import Daemon
+            from ..store import LIMIT
+            class Server(Daemon):
+                limit = LIMIT
+            """
+        )
+    )
+    try:
+        cls = load_daemon_class(str(pkg / "inner" / "server.py"))
+        assert cls.__name__ == "Server"
+        assert cls.__module__ == "queuepkg_xyz.inner.server"
+        assert cls.limit == 7  # type: ignore[attr-defined]
+        # the package's parent is what went on sys.path, not the file's folder
+        assert str(tmp_path / "app") in sys.path
+        assert str(pkg / "inner") not in sys.path
+    finally:
+        for name in [m for m in sys.modules if m.startswith("queuepkg_xyz")]:
+            del sys.modules[name]
+
+
+def test_a_package_file_that_fails_to_import_says_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    pkg = tmp_path / "brokenpkg_xyz"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "server.py").write_text("from .missing import X\n")
+    try:
+        with pytest.raises(LoadError, match=r"importing .*server\.py failed: ModuleNotFoundError"):
+            load_daemon_class(str(pkg / "server.py"))
+    finally:
+        for name in [m for m in sys.modules if m.startswith("brokenpkg_xyz")]:
+            del sys.modules[name]

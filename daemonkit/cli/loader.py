@@ -1,8 +1,10 @@
 """Load a Daemon (or Bot) subclass from a CLI target.
 
 A target is ``path/to/file.py``, ``pkg.module`` or either followed by
-``:ClassName``. Without ``:ClassName`` the file or module must define exactly
-one subclass of the wanted base (classes it merely imports do not count).
+``:ClassName``. A file inside a package (its folder has an ``__init__.py``)
+is imported as a module of that package, so its relative imports work.
+Without ``:ClassName`` the file or module must define exactly one subclass
+of the wanted base (classes it merely imports do not count).
 Every failure is a :class:`~daemonkit.errors.LoadError` whose message says
 what to fix.
 """
@@ -102,6 +104,8 @@ def _import(spec: str) -> ModuleType:
 def _import_file(path: Path) -> ModuleType:
     if not _is_file(path):
         raise LoadError(f"no such file: {path}")
+    if (path.parent / "__init__.py").is_file():
+        return _import_package_file(path)
     name = f"_daemonkit_target_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
@@ -118,3 +122,26 @@ def _import_file(path: Path) -> ModuleType:
         del sys.modules[name]
         raise LoadError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     return module
+
+
+def _import_package_file(path: Path) -> ModuleType:
+    """Import a file that lives in a package as that package's module.
+
+    ``app/queue/server.py`` with ``app/queue/__init__.py`` (and no
+    ``app/__init__.py``) is imported as ``queue.server`` with ``app`` on
+    ``sys.path``, so its relative imports work, as pytest's default
+    ("prepend") import mode does for test files inside packages.
+    """
+    path = path.resolve()
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    name = ".".join(parts)
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        raise LoadError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
