@@ -273,6 +273,14 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
         ("[endpoint.tcp]\nport = 3\n", r"daemon\.toml:2: unknown key 'port' in \[endpoint\.tcp\]"),
         ('[endpoint.tcp]\nurl = "tcp://x"\n', r"daemon\.toml:2: endpoint\.tcp\.url: .*has no port"),
         ("[server]\nlisten = 3\n", r"daemon\.toml:1: unknown table \[server\]"),
+        (
+            "max_runtime_jitter = 1.5\n",
+            r"daemon\.toml:1: max_runtime_jitter: 1\.5 is not a fraction from 0 to 1",
+        ),
+        (
+            "max_runtime_jitter = true\n",
+            r"daemon\.toml:1: max_runtime_jitter: .*write e\.g\. max_runtime_jitter = 0\.1",
+        ),
     ],
 )
 def test_a_bad_file_is_one_line_with_its_line_number(
@@ -301,6 +309,8 @@ def test_a_missing_file_is_a_usage_error(
         ("DAEMONKIT_DAEMON", "maybe", "true or false"),
         ("DAEMONKIT_SIGNALS", "SIGNOPE", "no signal named 'SIGNOPE'"),
         ("DAEMONKIT_MAX_MEMORY", "lots", "is not a size"),
+        ("DAEMONKIT_MAX_RUNTIME_JITTER", "-0.1", "-0.1 is not a fraction from 0 to 1"),
+        ("DAEMONKIT_MAX_RUNTIME_JITTER", "10%", "'10%' is not a number"),
     ],
 )
 def test_a_bad_variable_is_one_line_naming_it(
@@ -314,6 +324,39 @@ def test_a_bad_variable_is_one_line_naming_it(
     assert cli.main([ECHO, "--check"]) == cli.EXIT_USAGE
     err = one_error(capsys)
     assert f"environment {var}={value!r}: " in err and message in err, err
+
+
+# -- max_runtime_jitter: a setting like the others (it was class-only) --------------
+
+
+def test_max_runtime_jitter_from_the_file_the_environment_and_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def jitter_row(*argv: str) -> list[str]:
+        assert cli.main([ECHO, "--print-config", *argv]) == cli.EXIT_OK
+        out = capsys.readouterr().out
+        found = [line for line in out.splitlines() if line.startswith("max_runtime_jitter ")]
+        assert len(found) == 1, out
+        return found[0].split(None, 2)[1:]
+
+    assert jitter_row() == ["0.1", "class"]
+    path = write(tmp_path, 'max_runtime = "6h"\nmax_runtime_jitter = 0.25\n')
+    assert jitter_row("-c", str(path)) == ["0.25", f"file {path}:2"]
+    monkeypatch.setenv("DAEMONKIT_MAX_RUNTIME_JITTER", "0.5")
+    assert jitter_row("-c", str(path)) == ["0.5", "env DAEMONKIT_MAX_RUNTIME_JITTER"]
+    assert jitter_row("-c", str(path), "--max-runtime-jitter", "0") == ["0", "command line"]
+
+
+@pytest.mark.parametrize("word", ["1.01", "nan", "a tenth"])
+def test_a_bad_max_runtime_jitter_option_is_a_usage_error(
+    word: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main([ECHO, "--check", "--max-runtime-jitter", word])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE, err
+    assert "argument --max-runtime-jitter: " in err, err
+    assert "is not a fraction from 0 to 1" in err or "is not a number" in err, err
+    assert "Traceback" not in err
 
 
 # -- a real process configured only by a file and the environment -------------------

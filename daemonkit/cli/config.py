@@ -31,7 +31,7 @@ from daemonkit.core.durations import check_duration, parse_duration
 from daemonkit.core.endpoints import Endpoint, parse_endpoint
 from daemonkit.core.log import FORMATS, LEVELS
 from daemonkit.core.reactor import BACKENDS
-from daemonkit.daemon import name_endpoints, override_listen
+from daemonkit.daemon import DEFAULT_MAX_RUNTIME_JITTER, name_endpoints, override_listen
 from daemonkit.errors import ConfigError
 from daemonkit.ops.memguard import parse_size
 
@@ -67,9 +67,8 @@ ENV_PREFIX = "DAEMONKIT_"
 #: The variable naming the config file when ``-c`` is not given (gunicorn
 #: reads its file from ``GUNICORN_CMD_ARGS``, Locust from ``LOCUST_CONFIG``).
 ENV_CONFIG = "DAEMONKIT_CONFIG"
-#: Daemon settings only a class can set: a Python object (framing), or a
-#: fine-tuning that needs no option (max_runtime_jitter, a fraction).
-CLASS_ONLY = ("framing", "max_runtime_jitter")
+#: Daemon settings only a class can set: a Python object (framing).
+CLASS_ONLY = ("framing",)
 #: The file's table of per-endpoint tables: ``[endpoint.NAME]``.
 ENDPOINT_TABLE = "endpoint"
 #: The markers around the generated reference in ``docs/operations.md``.
@@ -100,7 +99,8 @@ class Setting:
     (an option of ``daemonkit run``) or ``"endpoint"`` (only in an
     ``[endpoint.NAME]`` table). ``per_endpoint`` settings may also appear in
     such a table. ``kind`` is how a value is read: ``duration``, ``count``,
-    ``size``, ``text``, ``choice``, ``flag``, ``endpoints`` or ``signals``.
+    ``size``, ``fraction`` (a number from 0 to 1), ``text``, ``choice``,
+    ``flag``, ``endpoints`` or ``signals``.
     """
 
     name: str
@@ -141,6 +141,12 @@ class Setting:
                 return parse_size(text.strip())
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if kind == "fraction":
+            try:
+                number = float(text.strip())
+            except ValueError:
+                raise ConfigError(f"{text!r} is not a number") from None
+            return self._check_fraction(number)
         if kind == "choice":
             return self._check_choice(text.strip().lower())
         if kind == "flag":
@@ -165,6 +171,8 @@ class Setting:
             return check_duration(self.name, value, positive=self.positive)
         if kind in ("count", "size") and isinstance(value, int) and not isinstance(value, bool):
             return self._check_count(value)
+        if kind == "fraction" and isinstance(value, int | float) and not isinstance(value, bool):
+            return self._check_fraction(float(value))
         if kind == "flag" and isinstance(value, bool):
             return value
         if kind in ("endpoints", "signals") and isinstance(value, str):
@@ -194,6 +202,11 @@ class Setting:
             raise ConfigError(f"{value} must be at least {self.minimum}")
         return value
 
+    def _check_fraction(self, value: float) -> float:
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            raise ConfigError(f"{value:g} is not a fraction from 0 to 1; write e.g. 0.1 for 10%")
+        return value
+
     def _check_choice(self, word: str) -> str:
         if word not in self.choices:
             raise ConfigError(f"{word!r} is not one of {', '.join(self.choices)}")
@@ -204,6 +217,7 @@ class Setting:
             "duration": "a duration",
             "count": "a whole number",
             "size": "a size",
+            "fraction": "a fraction from 0 to 1",
             "choice": f"one of {', '.join(self.choices)}",
             "flag": "true or false",
             "endpoints": "an endpoint string or a list of them",
@@ -215,6 +229,7 @@ class Setting:
             "duration": f'{self.name} = "30s" (or {_EXAMPLE_DURATION}, or a number of seconds)',
             "count": f"{self.name} = 100",
             "size": f'{self.name} = "512M" (or a number of bytes)',
+            "fraction": f"{self.name} = 0.1",
             "choice": f'{self.name} = "{self.choices[0] if self.choices else ""}"',
             "flag": f"{self.name} = true",
             "endpoints": f'{self.name} = ["tcp://0.0.0.0:7000"]',
@@ -352,6 +367,14 @@ SETTINGS: tuple[Setting, ...] = (
         "recycle the process after DURATION plus a random extra (max_runtime_jitter): "
         "by a zero-downtime upgrade when it listens, else by exiting with status 75",
         positive=True,
+    ),
+    Setting(
+        "max_runtime_jitter",
+        "fraction",
+        "largest random extra added to max_runtime, as a fraction of it from 0 to 1, so "
+        "a fleet started together does not recycle together "
+        f"(default: {DEFAULT_MAX_RUNTIME_JITTER:g})",
+        metavar="FRACTION",
     ),
     Setting(
         "certfile",
@@ -810,6 +833,7 @@ def render_reference() -> str:
             "duration": "duration",
             "count": "whole number",
             "size": "size",
+            "fraction": "fraction (0 to 1)",
             "text": "string",
             "choice": " / ".join(f"`{c}`" for c in setting.choices),
             "flag": "true / false",

@@ -53,7 +53,7 @@ CRON_RECHECK_INTERVAL = 60.0
 MAX_COUNTED_SKIPS = 100_000
 
 #: What to install when cronsim is missing (one line, naming the extra).
-CRON_EXTRA = "cron schedules need cronsim (Python 3.11+): pip install 'daemonkit[cron]'"
+CRON_EXTRA = "cron schedules need cronsim: pip install 'daemonkit[cron]'"
 
 # A wake-up this close before a run's time counts as on time: the queue's
 # 1 ms resolution, and float noise between the two clocks.

@@ -10,12 +10,13 @@ itself a Handler, which is why the one-endpoint case needs nothing more.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from daemonkit.core.connection import CloseReason, Connection
 from daemonkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
     from datetime import tzinfo
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from daemonkit.framework.links import Link
 
 __all__ = ["Handler", "HandlerCalls", "serve_handler"]
+
+T = TypeVar("T")
 
 
 class Handler:
@@ -102,6 +105,31 @@ class Handler:
                 "(give it to an Endpoint, or call the daemon's cron())"
             )
         return daemon.cron(expression, fn, *args, tz=tz)
+
+    def offload(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        callback: Callable[[T], object] | None = None,
+        process: bool = False,
+        timeout: float | None = None,
+    ) -> asyncio.Future[T]:
+        """Run the blocking call ``fn(*args)`` in a worker thread: ``self.daemon.offload(...)``.
+
+        The result comes to ``callback`` in the loop thread, or to ``await``
+        on the returned future; see :meth:`daemonkit.Daemon.offload` for
+        ``process``, ``timeout``, errors and the stop that waits for the call.
+        Raises :class:`~daemonkit.framework.offload.OffloadFull` at once when
+        the daemon's pool is full (answer "busy"), and
+        :class:`~daemonkit.errors.ConfigError` before the handler serves a daemon.
+        """
+        daemon = self.daemon
+        if daemon is None:
+            raise ConfigError(
+                f"{type(self).__name__}.offload(): this handler serves no daemon yet "
+                "(give it to an Endpoint, or call the daemon's offload())"
+            )
+        return daemon.offload(fn, *args, callback=callback, process=process, timeout=timeout)
 
 
 def serve_handler(handler: object, owner: object) -> None:
