@@ -606,7 +606,7 @@ def test_make_demo_script_runs(tmp_path: Path) -> None:
     out = result.stdout.decode()
     assert result.returncode == 0, out + result.stderr.decode()
     assert "got back b'hello, daemon\\n'" in out
-    assert "EchoBot x 50 bots, closed model" in out
+    assert "EchoBot x 50 bots, open model" in out
     assert "50 bots connected" in out  # the daemon's memory per bot was sampled
     assert report.read_text().count("<svg") >= 3
     assert "daemon exited with status 0" in out

@@ -24,16 +24,19 @@ from __future__ import annotations
 
 from daemonkit.bots.bot import Bot, RequestFailed, between
 from daemonkit.bots.histogram import Histogram
+from daemonkit.bots.http import HttpBot
 from daemonkit.bots.result import RunResult, ServerMemory
 from daemonkit.bots.runner import BotRunner
 from daemonkit.bots.search import SearchResult, search_max_rate
 from daemonkit.bots.stats import Sample, Stats
 from daemonkit.bots.thresholds import Threshold, check_thresholds, parse_threshold
+from daemonkit.bots.websocket import WebSocketBot
 
 __all__ = [
     "Bot",
     "BotRunner",
     "Histogram",
+    "HttpBot",
     "RequestFailed",
     "RunResult",
     "Sample",
@@ -41,6 +44,7 @@ __all__ = [
     "ServerMemory",
     "Stats",
     "Threshold",
+    "WebSocketBot",
     "between",
     "check_thresholds",
     "parse_threshold",

@@ -7,9 +7,16 @@ reactor; each owns one connection and everything hung on it (timers, pending
 requests), released when it closes.
 
 A bot measures what it does with :meth:`Bot.request` (send a frame and time
-the reply), :meth:`Bot.record` and :meth:`Bot.fail`. Replies are matched to
-requests first-in-first-out, or by a key when the bot overrides
-:meth:`Bot.reply_key`.
+the reply), :meth:`Bot.record` (a custom measure, in a row of its own) and
+:meth:`Bot.fail`. Replies are matched to requests first-in-first-out, or by
+a key when the bot overrides :meth:`Bot.reply_key`.
+
+A reply is judged inside the bot, as Locust's ``catch_response`` does: it
+counts as a success only once its verdict is in, and ``self.fail(name,
+why)`` before then counts it as a failure instead (once, never as both).
+The verdict of a :meth:`Bot.request` reply is in when :meth:`Bot.on_read`
+returns; that of a :meth:`Bot.call` reply when the script makes its next
+request or call, sleeps, thinks or ends.
 
 Three ways to drive a bot, pick one:
 
@@ -26,7 +33,9 @@ Three ways to drive a bot, pick one:
   :meth:`Bot.after` / :meth:`Bot.every`, for anything else.
 
 Call order, as a grammar: ``on_connect (on_read | on_tick)* on_close``;
-``on_close`` is called exactly once, also when the run ends.
+``on_close`` is called exactly once per connection, also when the run ends.
+A bot with ``reconnect = True`` goes through it again for each connection:
+``(on_connect (on_read | on_tick)* on_close)+``.
 """
 
 from __future__ import annotations
@@ -46,19 +55,36 @@ from daemonkit.daemon import (
     DEFAULT_WRITE_LOW_WATER,
 )
 from daemonkit.errors import DaemonkitError
+from daemonkit.framework.links import Backoff
 
 if TYPE_CHECKING:
     from daemonkit.bots.runner import Fleet
+    from daemonkit.core.endpoints import Address
     from daemonkit.core.reactor import Reactor
     from daemonkit.core.timers import Timer
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "Bot", "RequestFailed", "between"]
+__all__ = [
+    "DEFAULT_RECONNECT_MAX",
+    "DEFAULT_RECONNECT_MIN",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "Bot",
+    "RequestFailed",
+    "between",
+]
 
 # Locust and wrk default to no request timeout at all, which hides a server
 # that stops answering; 10 s is the connect timeout of curl's happy eyeballs
 # and of most HTTP clients' read timeouts (aiohttp's sock_read is unset, requests
 # recommends a few seconds). A lost reply is counted as an error after this.
 DEFAULT_REQUEST_TIMEOUT = 10.0
+
+# A bot's reconnect backoff: the first delay is drawn from 0.1 s, as
+# daemonkit's outbound links and the websockets library start; doubling with
+# full jitter up to 5 s, not the links' 30 s: bots measure how long a restart
+# keeps users out, and a longer cap would add up to 30 s of the bots' own
+# waiting to the outage measured.
+DEFAULT_RECONNECT_MIN = 0.1
+DEFAULT_RECONNECT_MAX = 5.0
 
 # In the closed model a tick that sent nothing is retried after this long,
 # so a bot that has nothing to do does not spin.
@@ -111,7 +137,12 @@ class Bot:
     or instance; default raw bytes), ``think_time`` (seconds, or
     :func:`between`), ``request_timeout``, and the connection limits
     ``write_high_water``, ``write_low_water``, ``max_write_buffer``,
-    ``close_timeout``.
+    ``close_timeout``; ``reconnect`` (connect again when the daemon or the
+    network drops the connection mid-run, after ``reconnect_min`` ..
+    ``reconnect_max`` seconds of exponential backoff with jitter; the bot
+    object is kept, and ``on_connect`` and the ticks or the script start
+    again); ``weight`` (this class's share of the bots when a run has several
+    classes, as Locust's ``weight``).
 
     Attributes: ``index`` (0..N-1 within the run), ``state`` (a dict for this
     bot's data), ``random`` (a :class:`random.Random` seeded from the run's
@@ -128,6 +159,17 @@ class Bot:
     max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
     idle_timeout: float | None = None
+    #: The target schemes this class speaks; a run against another is refused
+    #: before it starts, naming the class to use (see daemonkit.bots.targets).
+    schemes: ClassVar[tuple[str, ...]] = ("tcp", "unix", "tls")
+    #: TLS targets (tls://, https://, wss://): a CA file (PEM) to trust instead of
+    #: the system's, and whether to verify the server at all (False: tests only).
+    cafile: ClassVar[str | None] = None
+    verify: ClassVar[bool] = True
+    reconnect: ClassVar[bool] = False
+    weight: ClassVar[int] = 1
+    reconnect_min: ClassVar[float] = DEFAULT_RECONNECT_MIN
+    reconnect_max: ClassVar[float] = DEFAULT_RECONNECT_MAX
 
     # Which driving style the class uses, found once per class.
     _has_tick: ClassVar[bool] = False
@@ -145,6 +187,8 @@ class Bot:
     def __init__(self, fleet: Fleet, index: int) -> None:
         self._fleet = fleet
         self.index = index
+        #: The endpoint this bot connects to (set by the runner's connector).
+        self.target: Address | None = None
         self.random = random.Random(f"{fleet.seed}:{index}")
         self.conn: Connection | None = None
         self._state: dict[str, Any] | None = None
@@ -153,8 +197,15 @@ class Bot:
         self._scheduled: float | None = None
         self._sent_in_tick = False
         self._script_task: asyncio.Task[None] | None = None
+        # Replies timed and awaiting their verdict: (name, latency). The one
+        # on_read is looking at, and those a script's call() returned.
+        self._judging: tuple[str, float] | None = None
+        self._unjudged_calls: list[tuple[str, float]] = []
         self._on_read: Callable[[Connection, Any], object] = self._dispatch_read
         self._on_frames: Callable[[Connection, list[Any]], object] | None = None
+        self._backoff: Backoff | None = None
+        # "Class:" before every operation name when the run has several classes.
+        self._prefix = ""
 
     # -- callbacks: override these --------------------------------------------
 
@@ -254,6 +305,7 @@ class Bot:
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` on the run's clock (a fake clock in simulations)."""
+        self._judge_calls()
         future: asyncio.Future[None] = self._fleet.reactor.loop.create_future()
 
         def wake() -> None:
@@ -268,12 +320,35 @@ class Bot:
         await self.sleep(self._think())
 
     def record(self, name: str, seconds: float) -> None:
-        """Count one successful ``name`` operation that took ``seconds`` (custom measures)."""
-        self._fleet.stats.record(name, seconds)
+        """Count one custom measure ``name`` of ``seconds``.
+
+        It gets a row of its own and is not a request: the headline req/s and
+        the ``total`` row leave it out.
+        """
+        self._fleet.stats.measure(self._prefix + name, seconds)
 
     def fail(self, name: str, why: str) -> None:
-        """Count one failed ``name`` operation; ``why`` is the error's kind."""
-        self._fleet.stats.fail(name, why)
+        """Count one failed ``name`` operation; ``why`` is the error's kind.
+
+        If a reply of request ``name`` is awaiting its verdict (``on_read``
+        is looking at it, or a script's ``call`` just returned it), that
+        request is what failed: it counts as this failure and not as a
+        success. Otherwise one more failure of ``name`` is counted.
+        """
+        stats = self._fleet.stats
+        name = self._prefix + name
+        judging = self._judging
+        if judging is not None and judging[0] == name:
+            self._judging = None
+            stats.fail(name, why)
+            return
+        calls = self._unjudged_calls
+        for i, (called, _) in enumerate(calls):
+            if called == name:
+                del calls[i]
+                stats.fail(name, why)
+                return
+        stats.fail(name, why, request=False)
 
     def after(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
         """Run ``fn(*args)`` once after ``delay`` s; cancelled when the bot closes."""
@@ -305,9 +380,22 @@ class Bot:
         think = self.think_time
         return think(self.random) if isinstance(think, between) else float(think)
 
+    def _judge_calls(self) -> None:
+        """The script moved on: the replies its calls returned are successes."""
+        calls = self._unjudged_calls
+        if calls:
+            record = self._fleet.stats.record
+            for name, latency in calls:
+                record(name, latency)
+            calls.clear()
+
     def _request(
         self, frame: Any, name: str, key: Hashable | None, future: asyncio.Future[Any] | None
     ) -> bool:
+        if self._unjudged_calls:
+            self._judge_calls()
+        if self._prefix:
+            name = self._prefix + name
         fleet = self._fleet
         conn = self.conn
         if fleet.ending:
@@ -345,12 +433,27 @@ class Bot:
         key = self.reply_key(frame) if self._keyed else None
         item = (fifo.popleft() if fifo else None) if key is None else by_key.pop(key, None)
         fleet = self._fleet
-        if item is not None:
+        if item is None:
+            self.on_read(frame)
+        else:
             start, name, future = item
-            fleet.stats.record(name, fleet.clock_now() - start)
-            if future is not None and not future.done():
-                future.set_result(frame)
-        self.on_read(frame)
+            latency = fleet.clock_now() - start
+            if future is None:
+                # Success once on_read has not failed it (see fail()).
+                self._judging = (name, latency)
+                try:
+                    self.on_read(frame)
+                finally:
+                    judged = self._judging
+                    self._judging = None
+                    if judged is not None:
+                        fleet.stats.record(name, latency)
+            else:
+                # Judged when the script moves on (see _judge_calls).
+                self._unjudged_calls.append((name, latency))
+                if not future.done():
+                    future.set_result(frame)
+                self.on_read(frame)
         if item is not None and not fifo and not by_key and self._has_tick and fleet.closed_model:
             self._next_tick()
 
@@ -428,10 +531,12 @@ class Bot:
         except RequestFailed:
             pass  # counted when it failed
         except Exception as exc:
-            self._fleet.stats.fail("script", type(exc).__name__)
+            self._judge_calls()
+            self._fleet.stats.fail(self._prefix + "script", type(exc).__name__, request=False)
             self.log.error("bot #%d script failed: %s: %s", self.index, type(exc).__name__, exc)
         finally:
             self._script_task = None
+            self._judge_calls()
         self.close()
 
     # -- the connection's host interface (see ConnectionHost) ------------------
@@ -460,6 +565,7 @@ class Bot:
         if task is not None:
             task.cancel()
             self._script_task = None
+        self._judge_calls()
         self._drop_pending(reason)
         try:
             self.on_close(reason)
@@ -468,7 +574,7 @@ class Bot:
         self._fleet._bot_closed(self, reason)
 
     def _call_error(self, conn: Connection, exc: Exception) -> None:
-        self._fleet.stats.fail("bot", type(exc).__name__)
+        self._fleet.stats.fail(self._prefix + "bot", type(exc).__name__, request=False)
         try:
             self.on_error(exc)
         except Exception:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from daemonkit.bots.progress import Progress
     from daemonkit.bots.runner import BotRunner
 
-__all__ = ["WorkerReporter", "run_procs", "shares"]
+__all__ = ["WorkerReporter", "merge_warnings", "run_procs", "shares"]
 
 # Beyond the run's own bounded phases, how long the parent waits for its workers.
 _WORKER_GRACE = 30.0
@@ -66,6 +67,26 @@ class WorkerReporter:
     def _send(self, message: dict[str, Any]) -> None:
         self.stream.write(json.dumps(message, separators=(",", ":")) + "\n")
         self.stream.flush()
+
+
+def merge_warnings(per_worker: list[list[str]]) -> list[str]:
+    """The workers' warnings, each said once: ``workers 0, 1: ...`` for the same one.
+
+    Warnings that differ only in their figures (97 % CPU here, 95 % there)
+    are the same warning; the first worker's wording is kept.
+    """
+    merged: dict[str, tuple[str, list[int]]] = {}
+    for index, warnings in enumerate(per_worker):
+        for warning in warnings:
+            key = re.sub(r"\d[\d,.]*", "#", warning)
+            text, workers = merged.setdefault(key, (warning, []))
+            if index not in workers:
+                workers.append(index)
+    out = []
+    for text, workers in merged.values():
+        who = "worker" if len(workers) == 1 else "workers"
+        out.append(f"{who} {', '.join(map(str, workers))}: {text}")
+    return out
 
 
 def _reader(index: int, pipe: IO[str], out: queue.Queue[tuple[int, str | None]]) -> None:
@@ -197,7 +218,7 @@ def run_procs(
     done = [r for r in results if r is not None]
     for r in done:
         stats.merge(r.stats)
-    warnings = [f"worker {i}: {w}" for i, r in enumerate(done) for w in r.warnings]
+    warnings = merge_warnings([r.warnings for r in done])
     return RunResult(
         target=done[0].target,
         bot=done[0].bot,
@@ -214,7 +235,16 @@ def run_procs(
         cpu=cpu_series,
         saturated=any(r.saturated for r in done) or _per_worker_saturated(cpu_series, n),
         warnings=warnings,
+        classes=_merged_classes(done),
     )
+
+
+def _merged_classes(results: list[RunResult]) -> dict[str, int]:
+    classes: dict[str, int] = {}
+    for r in results:
+        for name, n in r.classes.items():
+            classes[name] = classes.get(name, 0) + n
+    return classes
 
 
 def _per_worker_saturated(cpu: list[float], n: int) -> bool:

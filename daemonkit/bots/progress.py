@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, ClassVar, TextIO
 
 from daemonkit.bots.report import format_seconds
 from daemonkit.bots.stats import Sample
@@ -39,7 +39,13 @@ NO_RICH_NOTE = (
 
 
 class Progress:
-    """The progress interface; this base class displays nothing (``--quiet``)."""
+    """The progress interface; this base class displays nothing (``--quiet``).
+
+    ``displays`` says whether what :meth:`log` is given reaches the user
+    (so the summary need not say it again).
+    """
+
+    displays: ClassVar[bool] = False
 
     def update(
         self,
@@ -91,6 +97,8 @@ class PlainProgress(Progress):
     run's total so far.
     """
 
+    displays: ClassVar[bool] = True
+
     def __init__(self, stream: TextIO, every: float = 2.0) -> None:
         if not every > 0:
             raise ValueError(f"every must be positive, not {every!r}")
@@ -139,6 +147,8 @@ class RichProgress(Progress):
     ``console`` is the ``rich.console.Console`` to draw on; it decides
     colour and terminal handling (see :func:`choose_progress`).
     """
+
+    displays: ClassVar[bool] = True
 
     def __init__(self, console: Console) -> None:
         self.console = console

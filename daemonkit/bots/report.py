@@ -8,10 +8,15 @@
   ``_failures`` CSV files.
 * :func:`write_html` writes one self-contained HTML page whose charts are
   inline SVG drawn here, so it opens anywhere with no network.
+* :func:`write_search_csv` and :func:`write_search_html` write the summary
+  of a ``--max-rate-search``: one row per step, and the curve of p99
+  against the rate.
 
 Every table (text, JSON, CSV, HTML) comes from the same rows: one per
-operation, a ``total`` over the operations (connects are not in it), and
-``connect`` read from ``stats.connect``. Latency figures are read from the
+request operation, a ``total`` over the requests, one per custom measure
+(``record()``, and failures counted outside a request such as a dropped
+``connection``: neither is in the total), and ``connect`` read from
+``stats.connect``. Latency figures are read from the
 histograms, so they are within :data:`RELATIVE_PRECISION` of the truth.
 """
 
@@ -21,16 +26,25 @@ import csv
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from daemonkit.bots.histogram import RELATIVE_PRECISION, Histogram
 from daemonkit.bots.result import RunResult
+from daemonkit.bots.search import SearchResult
 from daemonkit.bots.stats import Sample
 
-__all__ = ["format_seconds", "format_summary", "write_csv", "write_html", "write_json"]
+__all__ = [
+    "format_seconds",
+    "format_summary",
+    "write_csv",
+    "write_html",
+    "write_json",
+    "write_search_csv",
+    "write_search_html",
+]
 
 _COLUMNS = ("operation", "count", "req/s", "p50", "p90", "p99", "p99.9", "max", "errors")
 
@@ -150,15 +164,17 @@ class _Row:
 
 @dataclass(frozen=True)
 class _Table:
-    operations: list[_Row]
-    total: _Row
+    operations: list[_Row]  # the request operations
+    total: _Row  # over the requests only
+    measures: list[_Row]  # custom measures, not requests
     connect: _Row | None  # None when the run made no connects at all
 
     def rows(self) -> list[_Row]:
-        """The rows to display: operations, total when there are several, connect."""
+        """The rows to display: requests, total when there are several, measures, connect."""
         rows = list(self.operations)
         if len(rows) > 1:
             rows.append(self.total)
+        rows += self.measures
         if self.connect is not None:
             rows.append(self.connect)
         return rows
@@ -166,13 +182,17 @@ class _Table:
 
 def _table(result: RunResult) -> _Table:
     stats, elapsed = result.stats, result.elapsed
-    ops = [_Row.of(op.name, op.latency, op.failures, elapsed) for op in stats.operations.values()]
+    ops: list[_Row] = []
+    measures: list[_Row] = []
+    for op in stats.operations.values():
+        row = _Row.of(op.name, op.latency, op.failures, elapsed)
+        (measures if op.measure else ops).append(row)
     total = _Row.of("total", stats.latency(), sum(r.errors for r in ops), elapsed)
     connect_errors = sum(stats.connect_errors.values())
     connect = None
     if stats.connect.count or connect_errors:
         connect = _Row.of("connect", stats.connect, connect_errors, elapsed)
-    return _Table(ops, total, connect)
+    return _Table(ops, total, measures, connect)
 
 
 def _ms(seconds: float) -> str:
@@ -185,8 +205,12 @@ def _ms(seconds: float) -> str:
 def _header(result: RunResult) -> str:
     model = f"{result.model} model"
     if result.rate is not None:
-        model += f" at {_format_rate(result.rate)} bots/s"
-    parts = [f"{result.bot} x {result.bots:,} bots", model]
+        model += f" at {_format_rate(result.rate)} req/s"
+    if len(result.classes) > 1:
+        mix = ", ".join(f"{name} x {n:,}" for name, n in result.classes.items())
+        parts = [f"{mix} ({result.bots:,} bots)", model]
+    else:
+        parts = [f"{result.bot} x {result.bots:,} bots", model]
     if result.procs > 1:
         parts.append(f"{result.procs} procs")
     parts.append(f"{result.elapsed:.1f}s elapsed")
@@ -216,13 +240,36 @@ def _server_line(result: RunResult) -> str | None:
     return line + f" with {server.connected} bots connected: {_format_bytes(per_bot)} per bot"
 
 
+def _connections_line(result: RunResult) -> str | None:
+    """Drops, reconnects and time disconnected; None when no connection dropped."""
+    stats = result.stats
+    if not stats.drops:
+        return None
+    line = f"connections: {stats.drops:,} dropped, {stats.reconnects:,} reconnected"
+    failed = stats.reconnect_errors
+    if failed:
+        kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(failed.items(), key=lambda kv: -kv[1]))
+        line += f" ({sum(failed.values()):,} failed attempts: {kinds})"
+    outages = stats.outages
+    if outages.count:
+        line += (
+            f"; disconnected {format_seconds(outages.mean * outages.count)} in all, "
+            f"per drop mean {format_seconds(outages.mean)}, max {format_seconds(outages.max)}"
+        )
+    return line
+
+
 def _cpu_line(result: RunResult) -> str | None:
     if not result.cpu:
         return None
     mean = sum(result.cpu) / len(result.cpu)
     line = f"bots process CPU: mean {mean:.0%}, max {max(result.cpu):.0%} of one core"
     if result.saturated:
-        line += " (saturated: the figures measure the load generator, not the daemon)"
+        # Said once: a warning says it already when the runner saw it live.
+        if any("load generator" in w for w in result.warnings):
+            line += " (saturated)"
+        else:
+            line += " (saturated: the figures measure the load generator, not the daemon)"
     return line
 
 
@@ -230,12 +277,16 @@ def _errors_by_kind(result: RunResult) -> list[tuple[str, int]]:
     return sorted(result.stats.errors_by_kind().items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def format_summary(result: RunResult) -> str:
+def format_summary(result: RunResult, *, shown: Collection[str] = ()) -> str:
     """The plain-text summary of a finished run, ending in a newline.
 
+    Warnings in ``shown`` were printed by the live display already and are
+    not repeated.
+
     A header line, the table (one row per operation, ``total`` when there
-    are several, ``connect``), errors by kind, the daemon's memory, the bots
-    process's CPU, every warning and a note on the histogram precision.
+    are several, measures, ``connect``), errors by kind, dropped connections
+    and reconnects, the daemon's memory, the bots process's CPU, every
+    warning and a note on the histogram precision.
     """
     table = _table(result)
     lines = [_header(result), ""]
@@ -248,8 +299,8 @@ def format_summary(result: RunResult) -> str:
     if errors:
         lines += ["", "errors by kind:"]
         lines += ["  " + line for line in _align([[k, f"{n:,}"] for k, n in errors])]
-    extra = [_server_line(result), _cpu_line(result)]
-    extra += [f"warning: {w}" for w in result.warnings]
+    extra = [_connections_line(result), _server_line(result), _cpu_line(result)]
+    extra += [f"warning: {w}" for w in result.warnings if w not in shown]
     if any(extra):
         lines.append("")
         lines += [line for line in extra if line]
@@ -263,8 +314,9 @@ def format_summary(result: RunResult) -> str:
 def write_json(result: RunResult, path: str | Path) -> None:
     """Write ``result.to_dict()`` to ``path`` with a ``"summary"`` of the printed table.
 
-    ``summary`` is ``{"operations": {name: row}, "total": row, "connect": row
-    or null}``; each row has ``count``, ``rps``, ``p50``, ``p90``, ``p99``,
+    ``summary`` is ``{"operations": {name: row}, "total": row, "measures":
+    {name: row}, "connect": row or null}`` (operations are the requests, and
+    the total is over them only); each row has ``count``, ``rps``, ``p50``, ``p90``, ``p99``,
     ``p99_9``, ``max`` (seconds; null when nothing succeeded) and ``errors``.
     """
     table = _table(result)
@@ -272,6 +324,7 @@ def write_json(result: RunResult, path: str | Path) -> None:
     data["summary"] = {
         "operations": {row.name: row.summary() for row in table.operations},
         "total": table.total.summary(),
+        "measures": {row.name: row.summary() for row in table.measures},
         "connect": table.connect.summary() if table.connect is not None else None,
     }
     with Path(path).open("w", encoding="utf-8") as f:
@@ -283,7 +336,7 @@ def write_csv(result: RunResult, prefix: str | Path) -> list[Path]:
     """Write ``{prefix}_stats.csv``, ``{prefix}_history.csv``, ``{prefix}_failures.csv``.
 
     Stats: one row per operation, ``connect`` (if any) and ``Aggregated``
-    (all operations, no connects); latencies in milliseconds, empty where
+    (the requests: no custom measures, no connects); latencies in milliseconds, empty where
     nothing succeeded. History: one row per second of the run. Failures:
     one row per (operation, kind), connects as operation ``connect``.
     Returns the three paths.
@@ -292,7 +345,7 @@ def write_csv(result: RunResult, prefix: str | Path) -> list[Path]:
     paths = [Path(f"{prefix}_{name}.csv") for name in ("stats", "history", "failures")]
     stats_head = ["name", "count", "failures", "rps", "p50_ms", "p90_ms", "p99_ms"]
     stats_head += ["p99_9_ms", "max_ms", "mean_ms"]
-    rows = list(table.operations)
+    rows = [*table.operations, *table.measures]
     if table.connect is not None:
         rows.append(table.connect)
     stats_rows = [row.csv_cells() for row in rows]
@@ -378,11 +431,17 @@ def _segments(x: Sequence[float], ys: Sequence[float | None]) -> list[list[tuple
 
 
 def _svg_chart(
-    x: Sequence[float], lines: Sequence[tuple[str, Sequence[float | None]]], x_label: str
+    x: Sequence[float],
+    lines: Sequence[tuple[str, Sequence[float | None]]],
+    x_label: str,
+    *,
+    x_end: float | None = None,
 ) -> str:
     """A line chart as inline SVG: axes with tick labels, grid, legend; "no data" if empty.
 
     A ``None`` value leaves a gap; a point with no neighbour is drawn as a dot.
+    With ``x_end`` (a run's end) the x axis ends there, or at the last point
+    if that is later, with no tick beyond; else at the tick after the last point.
     """
     pw, ph = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {_H}" role="img">']
@@ -394,8 +453,12 @@ def _svg_chart(
         )
         out.append("</svg>")
         return "\n".join(out)
-    x_ticks = _ticks(max(max(x), 1e-9))
-    x_hi = x_ticks[-1]
+    if x_end is None:
+        x_ticks = _ticks(max(max(x), 1e-9))
+        x_hi = x_ticks[-1]
+    else:
+        x_hi = max(x_end, max(x), 1e-9)
+        x_ticks = [t for t in _ticks(x_hi) if t <= x_hi * (1 + 1e-9)]
     y_max = max((y for _, ys in lines for y in ys if y is not None), default=0.0)
     y_ticks = _ticks(y_max if y_max > 0 else 1.0)
     y_hi = y_ticks[-1]
@@ -451,12 +514,13 @@ def _spans(series: Sequence[Sample]) -> list[float]:
     return spans
 
 
-def _charts(series: Sequence[Sample]) -> list[tuple[str, str]]:
+def _charts(series: Sequence[Sample], end: float) -> list[tuple[str, str]]:
+    """The three charts of a run, their time axes ending at the run's ``end``."""
     t = [s.t for s in series]
     errors_per_s = [s.errors / span for s, span in zip(series, _spans(series), strict=True)]
     label = "run time (s)"
     throughput = _svg_chart(
-        t, [("req/s", [s.rps for s in series]), ("errors/s", errors_per_s)], label
+        t, [("req/s", [s.rps for s in series]), ("errors/s", errors_per_s)], label, x_end=end
     )
     latency = _svg_chart(
         t,
@@ -465,8 +529,9 @@ def _charts(series: Sequence[Sample]) -> list[tuple[str, str]]:
             for name in ("p50", "p90", "p99")
         ],
         label,
+        x_end=end,
     )
-    active = _svg_chart(t, [("active bots", [float(s.active) for s in series])], label)
+    active = _svg_chart(t, [("active bots", [float(s.active) for s in series])], label, x_end=end)
     return [
         ("Throughput (per second)", throughput),
         ("Latency (ms)", latency),
@@ -490,14 +555,26 @@ def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]], first_text: 
 
 
 def _settings(result: RunResult) -> list[tuple[str, str]]:
-    items = [
+    items = []
+    if result.command:
+        items.append(("command", result.command))
+    items += [
         ("target", result.target),
         ("bot", result.bot),
         ("bots", f"{result.bots:,}"),
+        (
+            "spawn rate",
+            "all at once" if result.spawn_rate is None else f"{result.spawn_rate:,.1f} bots/s",
+        ),
         ("model", result.model),
     ]
+    if len(result.classes) > 1:
+        items.insert(
+            len(items) - 2,
+            ("classes", ", ".join(f"{k} x {n:,}" for k, n in result.classes.items())),
+        )
     if result.rate is not None:
-        items.append(("rate", f"{_format_rate(result.rate)} bots/s"))
+        items.append(("rate", f"{_format_rate(result.rate)} req/s"))
     items += [
         ("procs", str(result.procs)),
         ("duration", f"{result.duration:g}s"),
@@ -511,14 +588,17 @@ def _settings(result: RunResult) -> list[tuple[str, str]]:
         ("errors", f"{result.stats.errors:,}"),
         ("req/s", _format_rate(result.rps)),
     ]
+    items += [("threshold", verdict) for verdict in result.verdicts]
     return items
 
 
 def write_html(result: RunResult, path: str | Path) -> None:
     """Write one self-contained HTML report (inline CSS and SVG, no scripts, no network).
 
-    Settings, the summary table, errors by kind, the daemon's memory, CPU,
-    warnings and three charts over the run's per-second series: throughput,
+    Settings (the command line, spawn rate, thresholds and their verdicts
+    among them), the summary table, errors by kind, dropped connections, the
+    daemon's memory, CPU, warnings and three charts over the run's
+    per-second series, their time axes ending at the run's end: throughput,
     latency percentiles and active bots. Every string from the run is escaped.
     """
     esc = html.escape
@@ -535,7 +615,8 @@ def write_html(result: RunResult, path: str | Path) -> None:
     if errors:
         body.append("<h2>Errors by kind</h2>")
         body.append(_html_table(["error", "count"], [(k, f"{n:,}") for k, n in errors]))
-    facts = [line for line in (_server_line(result), _cpu_line(result)) if line]
+    lines = (_connections_line(result), _server_line(result), _cpu_line(result))
+    facts = [line for line in lines if line]
     if facts:
         body.append("<h2>Resources</h2>")
         body += [f"<p>{esc(line)}</p>" for line in facts]
@@ -546,9 +627,110 @@ def write_html(result: RunResult, path: str | Path) -> None:
             + "".join(f'<li class="warning">{esc(w)}</li>' for w in result.warnings)
             + "</ul>"
         )
-    for heading, svg in _charts(result.stats.series):
+    for heading, svg in _charts(result.stats.series, result.elapsed):
         body += [f"<h2>{esc(heading)}</h2>", svg]
     body.append(f'<p class="note">{esc(_precision_note())}</p>')
+    page = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        '<head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        *body,
+        "</body>",
+        "</html>",
+    ]
+    Path(path).write_text("\n".join(page) + "\n", encoding="utf-8")
+
+
+# -- the max-rate search -------------------------------------------------------------
+
+
+def write_search_csv(search: SearchResult, path: str | Path) -> Path:
+    """Write one row per step of ``search`` (rate, done, p99 in ms, verdict); return the path."""
+    head = ["step", "rate", "rps", "p99_ms", "errors", "passed", "violations", "reports"]
+    rows = [
+        [
+            str(i),
+            f"{t.rate:g}",
+            f"{t.rps:.3f}",
+            _ms(t.p99),
+            str(t.errors),
+            str(t.passed).lower(),
+            "; ".join(t.violations),
+            " ".join(t.reports),
+        ]
+        for i, t in enumerate(search.trials, 1)
+    ]
+    out = Path(path)
+    with out.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(head)
+        writer.writerows(rows)
+    return out
+
+
+def write_search_html(
+    search: SearchResult, path: str | Path, *, settings: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Write the search's summary page: settings, the steps and two charts.
+
+    The charts, over the rates tried (sorted): p99 against the rate with
+    the target, and the rate done against the rate asked. Each step links
+    to its own reports, when they were written.
+    """
+    esc = html.escape
+    title = "daemonkit bots: max-rate search"
+    body = [f"<h1>{esc(title)}</h1>"]
+    if settings:
+        body += ["<h2>Settings</h2>", _html_table(["setting", "value"], settings)]
+    best = search.best
+    answer = (
+        "no rate kept p99 under the target"
+        if best is None
+        else f"highest rate with p99 <= {format_seconds(search.target_p99)}: "
+        f"{best.rate:,.0f}/s (p99 {format_seconds(best.p99)})"
+    )
+    body.append(f"<p><b>{esc(answer)}</b></p>")
+    body.append("<h2>Steps</h2>")
+    head = ["step", "rate/s", "done/s", "p99", "errors", "result", "reports"]
+    rows = ["<table>", "<thead><tr>"]
+    rows += [f"<th>{esc(h)}</th>" for h in head]
+    rows.append("</tr></thead><tbody>")
+    for i, t in enumerate(search.trials, 1):
+        verdict = "pass" if t.passed else "fail"
+        if t.violations:
+            verdict += ": " + "; ".join(v.removeprefix("FAIL ") for v in t.violations)
+        links = " ".join(
+            f'<a href="{esc(Path(p).name)}">{esc(Path(p).name)}</a>' for p in t.reports
+        )
+        cells = [str(i), f"{t.rate:,.0f}", f"{t.rps:,.0f}", format_seconds(t.p99)]
+        cells += [f"{t.errors:,}", verdict]
+        rows.append(
+            "<tr>"
+            + "".join(f'<td class="num">{esc(c)}</td>' for c in cells[:5])
+            + f"<td>{esc(cells[5])}</td><td>{links}</td></tr>"
+        )
+    rows.append("</tbody></table>")
+    body.append("\n".join(rows))
+    ordered = sorted(search.trials, key=lambda t: t.rate)
+    rates = [t.rate for t in ordered]
+    target_ms = search.target_p99 * 1e3
+    p99_chart = _svg_chart(
+        rates,
+        [("p99 (ms)", [t.p99 * 1e3 for t in ordered]), ("target", [target_ms] * len(ordered))],
+        "rate asked (requests/s)",
+    )
+    done_chart = _svg_chart(
+        rates,
+        [("done/s", [t.rps for t in ordered]), ("asked/s", rates)],
+        "rate asked (requests/s)",
+    )
+    body += ["<h2>p99 against the rate</h2>", p99_chart]
+    body += ["<h2>Rate done against the rate asked</h2>", done_chart]
     page = [
         "<!DOCTYPE html>",
         '<html lang="en">',

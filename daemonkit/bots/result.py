@@ -46,11 +46,16 @@ class ServerMemory:
 class RunResult:
     """A finished run: its settings, its :class:`~daemonkit.bots.stats.Stats`, and what was seen.
 
-    ``elapsed`` is the measured phase in seconds (from the first spawn to the
-    end of the duration); rates divide by it. ``cpu`` is the bots process's
-    CPU use per second (1.0 = one core busy); ``saturated`` is True when it
-    stayed near one core, which means the figures measure the load generator
-    rather than the daemon.
+    ``bot`` names the bot class (several: ``"A, B"``), and ``classes`` how
+    many bots of each class were started. ``elapsed`` is the measured phase
+    in seconds (from the first spawn to the end of the duration); rates
+    divide by it. ``cpu`` is the bots process's CPU use per second (1.0 =
+    one core busy); ``saturated`` is True when it stayed near one core,
+    which means the figures measure the load generator rather than the
+    daemon. ``spawn_rate`` is bots started per second (None: all at once),
+    ``command`` the command line of the run (when run from the shell) and
+    ``verdicts`` one line per threshold judged, e.g. ``ok p99>50ms: actual
+    3.2ms`` or ``FAIL errors>0: actual 2``.
     """
 
     target: str
@@ -68,6 +73,10 @@ class RunResult:
     cpu: list[float] = field(default_factory=list)
     saturated: bool = False
     warnings: list[str] = field(default_factory=list)
+    classes: dict[str, int] = field(default_factory=dict)
+    spawn_rate: float | None = None
+    command: str = ""
+    verdicts: list[str] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
@@ -75,13 +84,46 @@ class RunResult:
         return self.stats.requests / self.elapsed if self.elapsed > 0 else 0.0
 
     def percentile(self, p: float, operation: str | None = None) -> float:
-        """Latency at percentile ``p`` (seconds), of one operation or of all together.
+        """Latency at percentile ``p`` (seconds), of one operation or of all requests together.
 
-        Raises ``KeyError`` when no operation of that name ran.
+        Raises ``KeyError`` when no operation of that name ran, and
+        ``AssertionError`` when no request succeeded: a percentile of nothing
+        would let a test's bound pass with nothing measured.
         """
         stats = self.stats
         histogram = stats.latency() if operation is None else stats.operations[operation].latency
+        if histogram.count == 0:
+            raise AssertionError(self._nothing_measured(operation))
         return histogram.percentile(p)
+
+    def assert_ok(self, *, max_errors: int = 0) -> None:
+        """For tests: raise ``AssertionError`` unless requests were measured and at most
+        ``max_errors`` things failed (connects and dropped connections included).
+
+        The message says what happened: no request measured (and why, when
+        something failed), or how many failed and of which kinds.
+        """
+        stats = self.stats
+        if stats.requests == 0:
+            raise AssertionError(self._nothing_measured(None))
+        if stats.errors > max_errors:
+            raise AssertionError(
+                f"{stats.errors:,} failed: {self._errors_text()} "
+                f"(at most {max_errors:,} allowed; {stats.requests:,} requests succeeded)"
+            )
+
+    def _errors_text(self) -> str:
+        kinds = sorted(self.stats.errors_by_kind().items(), key=lambda kv: (-kv[1], kv[0]))
+        return ", ".join(f"{kind} {n:,}" for kind, n in kinds)
+
+    def _nothing_measured(self, operation: str | None) -> str:
+        what = "no request was measured" if operation is None else f"no {operation!r} succeeded"
+        why = f"; failures: {self._errors_text()}" if self.stats.errors else ""
+        return (
+            f"{what} in {self.elapsed:.1f}s of {self.bot} x {self.bots} against {self.target}"
+            f" ({self.peak_connected} connected{why}); did the bots make requests "
+            "(request/call), against the right endpoint?"
+        )
 
     def p50(self, operation: str | None = None) -> float:
         """The median latency in seconds (see :meth:`percentile`)."""
@@ -96,6 +138,10 @@ class RunResult:
         return {
             "target": self.target,
             "bot": self.bot,
+            "classes": dict(self.classes),
+            "spawn_rate": self.spawn_rate,
+            "command": self.command,
+            "verdicts": list(self.verdicts),
             "bots": self.bots,
             "model": self.model,
             "rate": self.rate,
@@ -141,4 +187,8 @@ class RunResult:
             cpu=[float(c) for c in data.get("cpu", [])],
             saturated=bool(data.get("saturated", False)),
             warnings=[str(w) for w in data.get("warnings", [])],
+            classes={str(k): int(v) for k, v in data.get("classes", {}).items()},
+            spawn_rate=None if data.get("spawn_rate") is None else float(data["spawn_rate"]),
+            command=str(data.get("command", "")),
+            verdicts=[str(v) for v in data.get("verdicts", [])],
         )

@@ -32,18 +32,22 @@ import errno
 import logging
 import math
 import os
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.result import RunResult, ServerMemory
 from daemonkit.bots.stats import Interval, Stats
+from daemonkit.bots.targets import check_target
+from daemonkit.bots.targets import connector as connector_for
 from daemonkit.core.connection import CloseReason, Connection
 from daemonkit.core.endpoints import Address, parse_endpoint
 from daemonkit.core.reactor import Reactor
 from daemonkit.core.timers import FakeClock
 from daemonkit.errors import ConfigError
 from daemonkit.framework.hosts import framer_factory
+from daemonkit.framework.links import Backoff
 
 if TYPE_CHECKING:
     from daemonkit.bots.progress import Progress
@@ -53,9 +57,11 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_STOP_TIMEOUT",
     "MAX_DURATION",
+    "MAX_WEIGHT_TOTAL",
     "BotRunner",
     "Fleet",
     "read_rss",
+    "weighted_order",
 ]
 
 # curl's --connect-timeout is unset but its happy-eyeballs gives up at 200 ms
@@ -67,6 +73,10 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_STOP_TIMEOUT = 2.0
 # A load loop must stop by itself: one day is the longest run accepted.
 MAX_DURATION = 86_400.0
+# The weights of a run's bot classes add up to at most this: one period of
+# the assignment is a list that long (80 KB). Locust's weights are small
+# integers; a mix finer than 1 in 10,000 is below any run's noise.
+MAX_WEIGHT_TOTAL = 10_000
 # CPU share of one core above which the bots process is the bottleneck.
 SATURATED_CPU = 0.9
 # Extra time after stop_timeout for bots to finish closing before the run ends anyway.
@@ -86,6 +96,63 @@ def read_rss(pid: int) -> int | None:
         return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, IndexError, ValueError):
         return None
+
+
+def weighted_order(weights: Sequence[int]) -> list[int]:
+    """One period of the classes given to bots in spawn order: positions into ``weights``.
+
+    nginx's smooth weighted round robin: over ``sum(weights)`` bots each
+    class gets exactly its weight, spread out rather than in blocks, so the
+    classes arrive together at any spawn rate. Bot ``i`` of the run is of
+    class ``order[i % len(order)]``, which keeps ``--procs`` workers (disjoint
+    index ranges) in the same mix as one process.
+    """
+    current = [0] * len(weights)
+    total = sum(weights)
+    order = []
+    for _ in range(total):
+        for i, w in enumerate(weights):
+            current[i] += w
+        best = max(range(len(weights)), key=lambda i: current[i])
+        current[best] -= total
+        order.append(best)
+    return order
+
+
+def _check_classes(
+    bot_class: type[Bot] | Sequence[type[Bot]], weights: Sequence[int] | None
+) -> tuple[list[type[Bot]], list[int]]:
+    classes = [bot_class] if isinstance(bot_class, type) else list(bot_class)
+    if not classes:
+        raise ConfigError("no bot class to run")
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, Bot)):
+            raise ConfigError(f"{cls!r} is not a Bot subclass")
+    names = [cls.__name__ for cls in classes]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"bot class {name} is given twice; each class's rows go by its name")
+    chosen = [cls.weight for cls in classes] if weights is None else list(weights)
+    if len(chosen) != len(classes):
+        raise ConfigError(f"{len(chosen)} weights for {len(classes)} bot classes")
+    for cls, w in zip(classes, chosen, strict=True):
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ConfigError(f"the weight of {cls.__name__} must be a whole number >= 1, not {w}")
+    if sum(chosen) > MAX_WEIGHT_TOTAL:
+        raise ConfigError(f"the weights add up to {sum(chosen)}; at most {MAX_WEIGHT_TOTAL}")
+    return classes, chosen
+
+
+def _class_connector(by_class: dict[type[Bot], Connector]) -> Connector:
+    """One connector per bot class (each has its own TLS settings), chosen per bot."""
+    if len(by_class) == 1:
+        (only,) = by_class.values()
+        return only
+
+    def connect(fleet: Fleet, bot: Bot, conn: Connection) -> None:
+        by_class[type(bot)](fleet, bot, conn)
+
+    return connect
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -123,22 +190,83 @@ class Fleet:
         self.peak_connected = 0
         self.closed: dict[str, int] = {}
         self.connecting = 0
+        #: How bots connect (the runner sets it; a reconnect uses it again).
+        self.connector: Connector | None = None
+        #: Overrides every bot class's ``reconnect`` setting when not None.
+        self.reconnect: bool | None = None
+        #: Dropped bots, and when they dropped, until they connect again.
+        self.down: dict[Bot, float] = {}
+        self._reconnect_timers: dict[Bot, Timer] = {}
+        self._attempting: set[Bot] = set()  # dropped bots with a reconnect in flight
         self._ids = 0
         self._spawned_at: dict[Bot, float] = {}
 
-    def new_connection(self, bot: Bot) -> Connection:
-        """A Connection owned by ``bot``, with a fresh framer of the bot's ``framing``."""
+    def new_connection(self, bot: Bot, *, timed: bool = True) -> Connection:
+        """A Connection owned by ``bot``, with a fresh framer of the bot's ``framing``.
+
+        ``timed``: the connect time goes into the ``connect`` row (first
+        connects; a reconnect's goes into the outage instead).
+        """
         factory = framer_factory(bot.framing)
         self._ids += 1
-        self._spawned_at[bot] = self.clock_now()
+        if timed:
+            self._spawned_at[bot] = self.clock_now()
         self.connecting += 1
         return Connection(bot, self._ids, factory() if factory is not None else None)
 
     def connect_failed(self, bot: Bot, kind: str) -> None:
-        """The connector could not connect ``bot``: counted, and the bot is done."""
+        """The connector could not connect ``bot``: counted, and the bot is done.
+
+        A dropped bot's reconnect attempt that failed is counted apart and
+        tried again after the bot's backoff.
+        """
         self._spawned_at.pop(bot, None)
         self.connecting -= 1
+        self._attempting.discard(bot)
+        if bot in self.down:
+            self.stats.reconnect_failed(kind)
+            self._schedule_reconnect(bot)
+            return
         self.stats.connect_failed(kind)
+
+    def stop_reconnecting(self, now: float, *, final: bool = False) -> None:
+        """The run is over: no more reconnects; bots still down count as down until ``now``.
+
+        A reconnect already in flight may still land (its outage ends then),
+        unless ``final``.
+        """
+        for timer in self._reconnect_timers.values():
+            timer.cancel()
+        self._reconnect_timers.clear()
+        for bot, since in list(self.down.items()):
+            if final or bot not in self._attempting:
+                self.stats.stayed_down(max(0.0, now - since))
+                del self.down[bot]
+
+    def _reconnects(self, bot: Bot) -> bool:
+        return self.reconnect if self.reconnect is not None else bot.reconnect
+
+    def _schedule_reconnect(self, bot: Bot) -> None:
+        if self.ending or self.connector is None:
+            return
+        backoff = bot._backoff
+        if backoff is None:
+            rng = random.Random(f"{self.seed}:{bot.index}:reconnect")
+            backoff = bot._backoff = Backoff(bot.reconnect_min, bot.reconnect_max, rng=rng)
+        self._reconnect_timers[bot] = self.reactor.call_later(
+            backoff.next(), self._reconnect_now, bot
+        )
+
+    def _reconnect_now(self, bot: Bot) -> None:
+        self._reconnect_timers.pop(bot, None)
+        if self.ending or self.connector is None:
+            return
+        conn = self.new_connection(bot, timed=False)
+        self._attempting.add(bot)
+        try:
+            self.connector(self, bot, conn)
+        except Exception as exc:
+            self.connect_failed(bot, _error_kind(exc))
 
     def _bot_connected(self, bot: Bot) -> None:
         started = self._spawned_at.pop(bot, None)
@@ -148,6 +276,12 @@ class Fleet:
         self.live[bot] = None
         if len(self.live) > self.peak_connected:
             self.peak_connected = len(self.live)
+        self._attempting.discard(bot)
+        since = self.down.pop(bot, None)
+        if since is not None:
+            self.stats.reconnected(self.clock_now() - since)
+            if bot._backoff is not None:
+                bot._backoff.reset()
 
     def _bot_closed(self, bot: Bot, reason: CloseReason) -> None:
         self.live.pop(bot, None)
@@ -155,33 +289,20 @@ class Fleet:
         self.closed[key] = self.closed.get(key, 0) + 1
         if not self.ending and reason is not CloseReason.LOCAL:
             # The daemon (or the network) dropped a bot mid-run: that is an error.
-            self.stats.fail("connection", f"closed: {reason}")
-
-
-def _tcp_connector(address: Address, timeout: float) -> Connector:
-    def connect(fleet: Fleet, bot: Bot, conn: Connection) -> None:
-        loop = fleet.reactor.loop
-
-        async def attempt() -> None:
-            try:
-                if address.scheme == "unix":
-                    coro = loop.create_unix_connection(lambda: conn, address.path)
-                else:
-                    coro = loop.create_connection(lambda: conn, address.host, address.port)
-                await asyncio.wait_for(coro, timeout)
-            except asyncio.CancelledError:
-                fleet.connect_failed(bot, "cancelled")
-                raise
-            except Exception as exc:
-                fleet.connect_failed(bot, _error_kind(exc))
-
-        fleet.reactor.spawn(attempt())
-
-    return connect
+            self.stats.fail(bot._prefix + "connection", f"closed: {reason}", request=False)
+            self.stats.dropped()
+            self.down[bot] = self.clock_now()
+            if self._reconnects(bot):
+                self._schedule_reconnect(bot)
 
 
 class BotRunner:
     """Run ``bots`` instances of ``bot_class`` against ``target`` for ``duration`` seconds.
+
+    ``bot_class`` may be a list of classes: the bots are shared among them
+    by ``weights`` (default: each class's ``weight``), in spawn order (see
+    :func:`weighted_order`), and every operation is named ``Class:name``
+    so each class has its own rows.
 
     ``spawn_rate`` bots are started per second (default: all at once);
     ``rate`` (requests per second, all bots together) selects the open model.
@@ -198,7 +319,7 @@ class BotRunner:
 
     def __init__(
         self,
-        bot_class: type[Bot],
+        bot_class: type[Bot] | Sequence[type[Bot]],
         target: str | Address,
         *,
         bots: int = 1,
@@ -215,9 +336,10 @@ class BotRunner:
         interval: float = 1.0,
         reactor: Reactor | None = None,
         connector: Connector | None = None,
+        reconnect: bool | None = None,
+        weights: Sequence[int] | None = None,
     ) -> None:
-        if not (isinstance(bot_class, type) and issubclass(bot_class, Bot)):
-            raise ConfigError(f"{bot_class!r} is not a Bot subclass")
+        classes, chosen = _check_classes(bot_class, weights)
         if bots < 1:
             raise ConfigError(f"bots must be at least 1, not {bots}")
         if not 0 < duration <= MAX_DURATION:
@@ -226,15 +348,25 @@ class BotRunner:
             raise ConfigError(f"spawn_rate must be positive, not {spawn_rate}")
         if rate is not None and not rate > 0:
             raise ConfigError(f"rate must be positive, not {rate}")
-        if rate is not None and not bot_class._has_tick:
-            raise ConfigError(
-                f"the open model (rate) calls on_tick on a schedule; {bot_class.__name__} "
-                "defines no on_tick"
-            )
+        for cls in classes:
+            if rate is not None and not cls._has_tick:
+                raise ConfigError(
+                    f"the open model (rate) calls on_tick on a schedule; {cls.__name__} "
+                    "defines no on_tick"
+                )
         if interval <= 0:
             raise ConfigError(f"interval must be positive, not {interval}")
-        self.bot_class = bot_class
+        for cls in classes:
+            if reconnect if reconnect is not None else cls.reconnect:
+                Backoff(cls.reconnect_min, cls.reconnect_max)  # checks the bounds
+        #: The first (or only) bot class; :attr:`classes` has them all.
+        self.bot_class = classes[0]
+        self.classes = classes
+        self.weights = chosen
+        self._order = weighted_order(chosen)
         self.address = parse_endpoint(target) if isinstance(target, str) else target
+        for cls in classes:
+            check_target(cls, self.address)  # ws:// with a plain Bot: refused, never raw TCP
         self.target = str(target)
         self.bots = bots
         self.duration = duration
@@ -247,15 +379,21 @@ class BotRunner:
         self.server_pid = server_pid
         self.stop_timeout = stop_timeout
         self.interval = interval
+        self.reconnect = reconnect
         self.stats = Stats()
         self.fleet: Fleet | None = None
         self.warnings: list[str] = []
+        #: The warnings the live progress display showed as they happened.
+        self.shown_warnings: list[str] = []
         self._reactor = reactor
-        self._connector = connector or _tcp_connector(self.address, connect_timeout)
+        self._connector = connector or _class_connector(
+            {cls: connector_for(self.address, connect_timeout, cls) for cls in classes}
+        )
         self._timers: list[Timer] = []
         self._spawn_timer: Timer | None = None
         self._spawn_rate = 1.0
         self._spawned = 0
+        self._class_counts: dict[str, int] = {}
         self._started = 0.0
         self._started_wall = ""
         self._measured_until: float | None = None
@@ -297,6 +435,8 @@ class BotRunner:
         self._reactor = reactor
         closed_model = self.rate is None
         self.fleet = Fleet(reactor, self.stats, seed=self.seed, closed_model=closed_model)
+        self.fleet.connector = self._connector
+        self.fleet.reconnect = self.reconnect
         now = reactor.time()
         self._started = self._last_sample = now
         self._end_at = now + self.duration
@@ -351,8 +491,15 @@ class BotRunner:
             due = self.bots - self._spawned
         else:
             due = min(self.bots, math.floor(elapsed * self._spawn_rate + 1e-9) + 1) - self._spawned
+        order = self._order
+        several = len(self.classes) > 1
         for _ in range(max(0, due)):
-            bot = self.bot_class(fleet, self.first_index + self._spawned)
+            index = self.first_index + self._spawned
+            cls = self.classes[order[index % len(order)]]
+            bot = cls(fleet, index)
+            if several:
+                bot._prefix = f"{cls.__name__}:"
+            self._class_counts[cls.__name__] = self._class_counts.get(cls.__name__, 0) + 1
             self._spawned += 1
             conn = fleet.new_connection(bot)
             try:
@@ -469,6 +616,8 @@ class BotRunner:
         self.warnings.append(message)
         if self.progress is not None:
             self.progress.log(f"warning: {message}")
+            if self.progress.displays:
+                self.shown_warnings.append(message)
         else:
             logging.getLogger("daemonkit.bots").warning("%s", message)
 
@@ -484,6 +633,7 @@ class BotRunner:
         if now > self._last_sample:
             self._sample()
         fleet.ending = True
+        fleet.stop_reconnecting(now)
         for timer in self._timers:
             timer.cancel()
         self._timers = []
@@ -527,6 +677,7 @@ class BotRunner:
         for timer in self._timers:
             timer.cancel()
         self._timers = []
+        fleet.stop_reconnecting(self._measured_until or fleet.clock_now(), final=True)
         if fleet.unfinished:
             self._warn(
                 f"{fleet.unfinished} requests were still waiting for a reply "
@@ -542,7 +693,9 @@ class BotRunner:
         saturated = len(cpu) >= 2 and sum(cpu) / len(cpu) >= SATURATED_CPU
         self._result = RunResult(
             target=self.target,
-            bot=self.bot_class.__name__,
+            bot=", ".join(cls.__name__ for cls in self.classes),
+            classes=dict(self._class_counts),
+            spawn_rate=self.spawn_rate,
             bots=self.bots,
             duration=self.duration,
             elapsed=measured,
@@ -565,4 +718,5 @@ class BotRunner:
             self._reactor.stop()
 
     def __repr__(self) -> str:
-        return f"<BotRunner {self.bot_class.__name__} x{self.bots} -> {self.target}>"
+        names = ", ".join(cls.__name__ for cls in self.classes)
+        return f"<BotRunner {names} x{self.bots} -> {self.target}>"

@@ -1,10 +1,13 @@
 """Stats: what a bots run measured, per operation and per second.
 
-Bots call :meth:`Stats.record` (a latency, in seconds, for a named
-operation) and :meth:`Stats.fail` (an error of some kind for a named
-operation); the runner calls :meth:`Stats.connected` for each connect time
-and :meth:`Stats.roll` once a second, which closes the current interval
-into a :class:`Sample` (throughput, percentiles, active bots) for the live
+Bots call :meth:`Stats.record` (a request's latency, in seconds, for a
+named operation), :meth:`Stats.measure` (a custom measure: its own row, not
+a request) and :meth:`Stats.fail` (an error of some kind for a named
+operation). Only requests make the headline: :attr:`Stats.requests`,
+:meth:`Stats.latency` and the per-second series count request operations
+and leave custom measures out. The runner calls :meth:`Stats.connected`
+for each connect time and :meth:`Stats.roll` once a second, which closes
+the current interval into a :class:`Sample` (throughput, percentiles, active bots) for the live
 progress line and the charts of the report.
 
 Everything here is plain data with ``to_dict`` / ``from_dict``, so a worker
@@ -26,12 +29,18 @@ PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
 class Operation:
-    """One named operation's measures: latencies (successes) and errors by kind."""
+    """One named operation's measures: latencies (successes) and errors by kind.
 
-    __slots__ = ("errors", "latency", "name")
+    ``measure`` is True for a custom measure (:meth:`Stats.measure`, or a
+    failure counted outside any request, such as a dropped connection): its
+    row stands apart and it is not in the requests' totals.
+    """
 
-    def __init__(self, name: str) -> None:
+    __slots__ = ("errors", "latency", "measure", "name")
+
+    def __init__(self, name: str, *, measure: bool = False) -> None:
         self.name = name
+        self.measure = measure
         self.latency = Histogram()
         self.errors: dict[str, int] = {}
 
@@ -46,19 +55,25 @@ class Operation:
         return sum(self.errors.values())
 
     def merge(self, other: Operation) -> None:
-        """Add ``other``'s measures to this one."""
+        """Add ``other``'s measures to this one (a request in either is a request)."""
+        self.measure = self.measure and other.measure
         self.latency.merge(other.latency)
         for kind, n in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"name": self.name, "latency": self.latency.to_dict(), "errors": dict(self.errors)}
+        return {
+            "name": self.name,
+            "measure": self.measure,
+            "latency": self.latency.to_dict(),
+            "errors": dict(self.errors),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Operation:
         """Inverse of :meth:`to_dict`."""
-        op = cls(str(data["name"]))
+        op = cls(str(data["name"]), measure=bool(data.get("measure", False)))
         op.latency = Histogram.from_dict(data["latency"])
         op.errors = {str(k): int(v) for k, v in data["errors"].items()}
         return op
@@ -152,6 +167,15 @@ class Stats:
         self.operations: dict[str, Operation] = {}
         self.connect = Histogram()
         self.connect_errors: dict[str, int] = {}
+        #: Connections the daemon (or the network) closed while the run went on.
+        self.drops = 0
+        #: Dropped bots that connected again (``reconnect`` bots only).
+        self.reconnects = 0
+        #: Reconnect attempts that failed, by kind (not errors: the drop was one).
+        self.reconnect_errors: dict[str, int] = {}
+        #: How long each dropped bot stayed disconnected: until it reconnected,
+        #: or until the run's end.
+        self.outages = Histogram()
         self.series: list[Sample] = []
         # An interval's latencies are the operations' histograms minus their
         # snapshot at the interval's start: one histogram update per request.
@@ -163,22 +187,53 @@ class Stats:
     # -- the hot path ------------------------------------------------------
 
     def record(self, name: str, seconds: float) -> None:
-        """One successful ``name`` operation that took ``seconds``."""
+        """One successful ``name`` request that took ``seconds``."""
         op = self.operations.get(name)
-        if op is None:
-            op = self.operations[name] = Operation(name)
+        if op is None or op.measure:
+            op = self._request_op(name)
         op.latency.record(seconds)
         if seconds > self._interval_max:
             self._interval_max = seconds
         self._interval_requests += 1
 
-    def fail(self, name: str, kind: str) -> None:
-        """One failed ``name`` operation; ``kind`` says why (e.g. ``"timeout"``)."""
+    def measure(self, name: str, seconds: float) -> None:
+        """One custom measure ``name`` of ``seconds``: its own row, not a request.
+
+        Recorded into a request operation's name, it counts as that request.
+        """
+        op = self.operations.get(name)
+        if op is None:
+            op = self.operations[name] = Operation(name, measure=True)
+        elif not op.measure:
+            self.record(name, seconds)
+            return
+        op.latency.record(seconds)
+
+    def fail(self, name: str, kind: str, *, request: bool = True) -> None:
+        """One failed ``name`` operation; ``kind`` says why (e.g. ``"timeout"``).
+
+        ``request=False`` for a failure outside any request (a dropped
+        connection, a bot's own check): a new name then becomes a measure's
+        row, not a request's.
+        """
+        op = self.operations.get(name)
+        if op is None or (request and op.measure):
+            op = self._request_op(name) if request else self._measure_op(name)
+        op.errors[kind] = op.errors.get(kind, 0) + 1
+        self._interval_errors += 1
+
+    def _request_op(self, name: str) -> Operation:
         op = self.operations.get(name)
         if op is None:
             op = self.operations[name] = Operation(name)
-        op.errors[kind] = op.errors.get(kind, 0) + 1
-        self._interval_errors += 1
+        op.measure = False
+        return op
+
+    def _measure_op(self, name: str) -> Operation:
+        op = self.operations.get(name)
+        if op is None:
+            op = self.operations[name] = Operation(name, measure=True)
+        return op
 
     def connected(self, seconds: float) -> None:
         """One bot connected after ``seconds``."""
@@ -189,6 +244,23 @@ class Stats:
         self.connect_errors[kind] = self.connect_errors.get(kind, 0) + 1
         self._interval_errors += 1
 
+    def dropped(self) -> None:
+        """One connection was closed by the daemon or the network mid-run."""
+        self.drops += 1
+
+    def reconnected(self, outage: float) -> None:
+        """One dropped bot connected again after ``outage`` seconds."""
+        self.reconnects += 1
+        self.outages.record(outage)
+
+    def reconnect_failed(self, kind: str) -> None:
+        """One reconnect attempt failed; ``kind`` says why."""
+        self.reconnect_errors[kind] = self.reconnect_errors.get(kind, 0) + 1
+
+    def stayed_down(self, outage: float) -> None:
+        """A dropped bot was still disconnected at the end, after ``outage`` seconds."""
+        self.outages.record(outage)
+
     # -- intervals ---------------------------------------------------------
 
     def take_interval(self, t: float, seconds: float, active: int) -> Interval:
@@ -196,6 +268,8 @@ class Stats:
         latency = Histogram()
         snapshots = self._snapshots
         for name, op in self.operations.items():
+            if op.measure:
+                continue  # custom measures are not requests
             before = snapshots.get(name)
             if before is None:
                 latency.merge(op.latency)
@@ -227,8 +301,13 @@ class Stats:
 
     @property
     def requests(self) -> int:
-        """Successful operations, all names together."""
-        return sum(op.count for op in self.operations.values())
+        """Successful requests, all names together (custom measures are not requests)."""
+        return sum(op.count for op in self.operations.values() if not op.measure)
+
+    @property
+    def request_errors(self) -> int:
+        """Failed requests, all names together (no measures, no connects)."""
+        return sum(op.failures for op in self.operations.values() if not op.measure)
 
     @property
     def errors(self) -> int:
@@ -238,10 +317,11 @@ class Stats:
         )
 
     def latency(self) -> Histogram:
-        """All operations' latencies in one histogram."""
+        """All requests' latencies in one histogram (custom measures are left out)."""
         total = Histogram()
         for op in self.operations.values():
-            total.merge(op.latency)
+            if not op.measure:
+                total.merge(op.latency)
         return total
 
     def errors_by_kind(self) -> dict[str, int]:
@@ -260,11 +340,16 @@ class Stats:
         for name, op in other.operations.items():
             mine = self.operations.get(name)
             if mine is None:
-                mine = self.operations[name] = Operation(name)
+                mine = self.operations[name] = Operation(name, measure=op.measure)
             mine.merge(op)
         self.connect.merge(other.connect)
         for kind, n in other.connect_errors.items():
             self.connect_errors[kind] = self.connect_errors.get(kind, 0) + n
+        self.drops += other.drops
+        self.reconnects += other.reconnects
+        for kind, n in other.reconnect_errors.items():
+            self.reconnect_errors[kind] = self.reconnect_errors.get(kind, 0) + n
+        self.outages.merge(other.outages)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the totals and the series."""
@@ -272,6 +357,10 @@ class Stats:
             "operations": [op.to_dict() for op in self.operations.values()],
             "connect": self.connect.to_dict(),
             "connect_errors": dict(self.connect_errors),
+            "drops": self.drops,
+            "reconnects": self.reconnects,
+            "reconnect_errors": dict(self.reconnect_errors),
+            "outages": self.outages.to_dict(),
             "series": [s.to_dict() for s in self.series],
         }
 
@@ -284,5 +373,11 @@ class Stats:
             stats.operations[op.name] = op
         stats.connect = Histogram.from_dict(data["connect"])
         stats.connect_errors = {str(k): int(v) for k, v in data["connect_errors"].items()}
+        stats.drops = int(data.get("drops", 0))
+        stats.reconnects = int(data.get("reconnects", 0))
+        errors = data.get("reconnect_errors", {})
+        stats.reconnect_errors = {str(k): int(v) for k, v in errors.items()}
+        if "outages" in data:
+            stats.outages = Histogram.from_dict(data["outages"])
         stats.series = [Sample(**s) for s in data.get("series", [])]
         return stats

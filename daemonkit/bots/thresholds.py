@@ -31,6 +31,7 @@ threshold grammar: [OPERATION.]METRIC OP VALUE[UNIT]   (fails the run when true)
           connect_<latency metric>, e.g. connect_p99     (connect times; no OPERATION)
           errors (count)  requests (successful, count)  rps (successful per second)
           error_rate (percent of operations that failed; 1 and 1% both mean 1 percent)
+          (without OPERATION: latencies, requests and rps cover requests, not record())
   OP      > >= < <= == !=
   e.g.    p99>50ms   echo.p99.9 >= 5ms   error_rate>1%   rps<1000   connect_max>1s"""
 
@@ -85,8 +86,10 @@ class Threshold:
     def actual(self, result: RunResult) -> float:
         """The measured value in this threshold's unit (NaN when there is nothing to measure).
 
-        Without an operation, ``errors`` counts failed connects too, while
-        ``error_rate`` is over operations only. Raises ``LookupError`` when
+        Without an operation, latencies, ``requests`` and ``rps`` cover the
+        requests (not the custom measures of ``record()``), ``errors`` counts
+        every failure, failed connects too, and ``error_rate`` is over all
+        operations, measures included. Raises ``LookupError`` when
         :attr:`operation` did not run.
         """
         stats, metric = result.stats, self.metric
@@ -94,12 +97,14 @@ class Threshold:
             return self._latency(stats.connect, metric.removeprefix("connect_"))
         if self.operation is None:
             count, failures, errors = stats.requests, _op_failures(result), stats.errors
+            attempts = sum(op.count + op.failures for op in stats.operations.values())
             hist = None
         else:
             op = stats.operations.get(self.operation)
             if op is None:
                 raise LookupError(f"no operation named {self.operation!r} ran")
             count, failures, errors = op.count, op.failures, op.failures
+            attempts = count + failures
             hist = op.latency
         if metric in _LATENCY:
             return self._latency(stats.latency() if hist is None else hist, metric)
@@ -109,7 +114,7 @@ class Threshold:
             return float(count)
         if metric == "rps":
             return count / result.elapsed if result.elapsed > 0 else 0.0
-        attempts = count + failures  # error_rate
+        # error_rate
         return 100.0 * failures / attempts if attempts else math.nan
 
     def _latency(self, hist: Histogram, metric: str) -> float:

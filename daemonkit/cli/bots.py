@@ -6,12 +6,13 @@ codes extend those of ``daemonkit run``:
 ====  =========================================================
 code  meaning
 ====  =========================================================
-0     the run finished and every ``--fail-if`` condition held
+0     the run finished: nothing failed, or no ``--fail-if`` condition held
 1     unexpected error
 2     bad command-line usage
 3     the bot file cannot be loaded
 4     a setting is invalid (e.g. a bad target or threshold)
-8     a ``--fail-if`` condition was violated
+8     something failed (without ``--fail-if`` and ``--allow-failures``),
+      or a ``--fail-if`` condition held
 9     no bot could connect (nothing was measured)
 ====  =========================================================
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -32,7 +34,14 @@ from daemonkit import __version__
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.procs import run_procs
 from daemonkit.bots.progress import Progress, choose_progress
-from daemonkit.bots.report import format_summary, write_csv, write_html, write_json
+from daemonkit.bots.report import (
+    format_summary,
+    write_csv,
+    write_html,
+    write_json,
+    write_search_csv,
+    write_search_html,
+)
 from daemonkit.bots.result import RunResult
 from daemonkit.bots.runner import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -130,6 +139,19 @@ def _rate(name: str) -> Callable[[str], float]:
     return parse
 
 
+def _weights(text: str) -> list[int]:
+    """An argparse type: ``3,1``, whole numbers of at least 1."""
+    try:
+        weights = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of whole numbers, e.g. 3,1"
+        ) from None
+    if any(w < 1 for w in weights):
+        raise argparse.ArgumentTypeError(f"every weight must be at least 1, not {text}")
+    return weights
+
+
 def _threshold(text: str) -> Threshold:
     try:
         return parse_threshold(text)
@@ -143,20 +165,38 @@ def build_parser() -> argparse.ArgumentParser:
         prog="daemonkit bots",
         description="Load a daemon with simulated users (bots) and report what they measured.",
         epilog="BOTFILE is path/to/file.py, pkg.module, or either with :ClassName. "
-        "Exit codes: 0 ok, 8 a --fail-if condition failed, 9 no bot connected.",
-    )
-    p.add_argument("botfile", metavar="BOTFILE", help="the Bot subclass to run")
-    p.add_argument("--target", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:7000")
-    p.add_argument(
-        "--bots", type=whole_number(1), default=10, metavar="N", help="bots (default 10)"
+        "Exit codes: 0 ok, 8 something failed (or a --fail-if condition held), "
+        "9 no bot connected.",
     )
     p.add_argument(
+        "botfiles",
+        nargs="+",
+        metavar="BOTFILE",
+        help="the Bot subclass to run; several share the bots by their weights",
+    )
+    p.add_argument(
+        "--weights",
+        type=_weights,
+        metavar="W,W...",
+        help="the bot classes' shares, one whole number per BOTFILE, e.g. 3,1 (default: "
+        "each class's weight attribute, 1 unless set)",
+    )
+    # The short flags are Locust's: -H host, -u users, -r spawn rate, -t run time.
+    p.add_argument(
+        "-H", "--target", required=True, metavar="ENDPOINT", help="e.g. tcp://127.0.0.1:7000"
+    )
+    p.add_argument(
+        "-u", "--bots", type=whole_number(1), default=10, metavar="N", help="bots (default 10)"
+    )
+    p.add_argument(
+        "-r",
         "--spawn-rate",
         type=_rate("spawn_rate"),
         metavar="N",
         help="bots started per second (default: all)",
     )
     p.add_argument(
+        "-t",
         "--duration",
         type=_duration("duration"),
         default=10.0,
@@ -184,8 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="COND",
-        help='exit 8 if COND holds at the end, e.g. "p99>50ms", "errors>0", '
-        '"echo.p99.9>100ms", "rps<1000" (repeatable)',
+        help='exit 8 if COND holds at the end, e.g. "p99>50ms", "error_rate>1%%", '
+        '"echo.p99.9>100ms", "rps<1000" (repeatable); given, these conditions replace '
+        'the default "errors>0"',
+    )
+    p.add_argument(
+        "--allow-failures",
+        action="store_true",
+        help="exit 0 even if requests failed (default: any failure exits 8, as errors>0 would)",
+    )
+    p.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="a bot whose connection the daemon drops connects again, with backoff "
+        "(default: the bot class's reconnect setting)",
     )
     p.add_argument(
         "--server-pid", type=int, metavar="PID", help="sample this daemon's RSS: memory per bot"
@@ -242,9 +294,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     stream = out or sys.stdout
     parser = build_parser()
     try:
-        args = parser.parse_args(list(sys.argv[2:] if argv is None else argv))
+        words = list(sys.argv[2:] if argv is None else argv)
+        args = parser.parse_args(words)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.command = shlex.join(["python", "-m", "daemonkit", "bots", *words])
     if args.max_rate_search and args.p99 is None:
         return _fail(EXIT_USAGE, "--max-rate-search needs --p99, e.g. --p99 10ms")
     unwritable = _unwritable_report(args)
@@ -278,7 +332,7 @@ def _unwritable_report(args: argparse.Namespace) -> str | None:
 
 def _run(args: argparse.Namespace, stream: TextIO) -> int:
     try:
-        bot_class = load_bot_class(args.botfile)
+        bot_class = [load_bot_class(spec) for spec in args.botfiles]
     except LoadError as exc:
         return _fail(EXIT_LOAD, str(exc))
     if args.server_pid is not None and not os.path.exists(f"/proc/{args.server_pid}"):
@@ -287,6 +341,7 @@ def _run(args: argparse.Namespace, stream: TextIO) -> int:
     if args.worker:
         return _run_worker(args, bot_class)
     progress = choose_progress(stream, color=args.color, quiet=args.quiet)
+    shown: list[str] = []  # warnings the live display showed already
     try:
         if args.max_rate_search:
             return _search(args, bot_class, stream, progress)
@@ -295,16 +350,17 @@ def _run(args: argparse.Namespace, stream: TextIO) -> int:
         else:
             runner = _runner(args, bot_class, progress=progress)
             result = _run_interruptible(runner)
+            shown = runner.shown_warnings
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, str(exc))
     finally:
         progress.close()
-    return _report(args, result, stream)
+    return _report(args, result, stream, shown=shown)
 
 
 def _runner(
     args: argparse.Namespace,
-    bot_class: type[Bot],
+    bot_class: list[type[Bot]],
     *,
     progress: Progress | None,
     rate: float | None = None,
@@ -323,6 +379,8 @@ def _runner(
         server_pid=args.server_pid,
         connect_timeout=args.connect_timeout,
         stop_timeout=args.stop_timeout,
+        reconnect=True if args.reconnect else None,
+        weights=args.weights,
     )
 
 
@@ -347,18 +405,35 @@ def _run_interruptible(runner: BotRunner) -> RunResult:
             signal.signal(signum, handler)
 
 
-def _report(args: argparse.Namespace, result: RunResult, stream: TextIO) -> int:
-    print(format_summary(result), file=stream)
+def _write_reports(
+    result: RunResult, json_path: str | None, csv_prefix: str | None, html_path: str | None
+) -> list[str]:
+    """Write the reports asked for; return their paths (``OSError`` if one cannot be)."""
     written = []
+    if json_path:
+        write_json(result, json_path)
+        written.append(json_path)
+    if csv_prefix:
+        written.extend(str(p) for p in write_csv(result, csv_prefix))
+    if html_path:
+        write_html(result, html_path)
+        written.append(html_path)
+    return written
+
+
+def _report(
+    args: argparse.Namespace, result: RunResult, stream: TextIO, *, shown: Sequence[str] = ()
+) -> int:
+    print(format_summary(result, shown=shown), file=stream)
+    # The reports show how the run was made and judged.
+    result.command = args.command
+    result.spawn_rate = args.spawn_rate
+    result.verdicts = [threshold.check(result)[2] for threshold in args.fail_if]
+    if not args.fail_if and not args.allow_failures:
+        gate = _default_gate(args, result)
+        result.verdicts.append(gate if gate is not None else "ok errors>0: actual 0")
     try:
-        if args.json:
-            write_json(result, args.json)
-            written.append(args.json)
-        if args.csv:
-            written.extend(str(p) for p in write_csv(result, args.csv))
-        if args.html:
-            write_html(result, args.html)
-            written.append(args.html)
+        written = _write_reports(result, args.json, args.csv, args.html)
     except OSError as exc:
         return _fail(EXIT_CONFIG, f"cannot write the report: {exc}")
     for path in written:
@@ -370,40 +445,129 @@ def _report(args: argparse.Namespace, result: RunResult, stream: TextIO) -> int:
         return EXIT_THRESHOLD
     if result.peak_connected == 0:
         return _fail(EXIT_NO_CONNECTION, f"no bot could connect to {result.target}")
+    gate = _default_gate(args, result)
+    if gate is not None:
+        print(gate, file=stream)
+        return EXIT_THRESHOLD
     return EXIT_OK
+
+
+def _default_gate(args: argparse.Namespace, result: RunResult) -> str | None:
+    """Without ``--fail-if`` or ``--allow-failures``, a run with any failure fails (as Locust)."""
+    errors = result.stats.errors
+    if args.fail_if or args.allow_failures or errors == 0:
+        return None
+    return (
+        f"FAIL errors>0: actual {errors:,} (any failure fails the run; "
+        "--allow-failures accepts them, --fail-if sets other conditions)"
+    )
+
+
+def _step_path(path: str | None, step: int, rate: float, *, prefix: bool = False) -> str | None:
+    """``r.html`` -> ``r_step3_4000.html`` (a CSV prefix gets the tag at its end)."""
+    if path is None:
+        return None
+    tag = f"_step{step}_{rate:.0f}"
+    if prefix:
+        return path + tag
+    stem, ext = os.path.splitext(path)
+    return stem + tag + ext
 
 
 def _search(
-    args: argparse.Namespace, bot_class: type[Bot], stream: TextIO, progress: Progress
+    args: argparse.Namespace, bot_class: list[type[Bot]], stream: TextIO, progress: Progress
 ) -> int:
+    """``--max-rate-search``: every step runs as a run would (``--procs``, ``--fail-if``),
+    writes the reports asked for with its step in their names, and the search
+    writes its summary to the names given."""
+
     def trial(rate: float) -> RunResult:
         progress.log(f"trying {rate:,.0f} req/s for {args.duration:g} s")
+        if args.procs > 1:
+            step = argparse.Namespace(**{**vars(args), "rate": rate})
+            return run_procs(step, _worker_argv(args), progress=None, out=stream)
         return _run_interruptible(_runner(args, bot_class, progress=None, rate=rate))
 
-    search = search_max_rate(trial, p99=args.p99, start=args.rate or 100.0, log=progress.log)
+    def check(result: RunResult) -> list[str]:
+        if args.fail_if:
+            return check_thresholds(result, args.fail_if)
+        errors = result.stats.errors
+        if args.allow_failures or errors == 0:
+            return []
+        return [f"FAIL errors>0: actual {errors:,}"]
+
+    def reports(step: int, rate: float, result: RunResult) -> list[str]:
+        return _write_reports(
+            result,
+            _step_path(args.json, step, rate),
+            _step_path(args.csv, step, rate, prefix=True),
+            _step_path(args.html, step, rate),
+        )
+
+    try:
+        search = search_max_rate(
+            trial,
+            p99=args.p99,
+            start=args.rate or 100.0,
+            log=progress.log,
+            check=check,
+            reports=reports if args.json or args.csv or args.html else None,
+        )
+    except OSError as exc:
+        return _fail(EXIT_CONFIG, f"cannot write the report: {exc}")
     progress.close()
     print(search.format(), file=stream)
+    written = []
+    try:
+        if args.json:
+            Path(args.json).write_text(json.dumps(search.to_dict(), indent=2) + "\n")
+            written.append(args.json)
+        if args.csv:
+            written.append(str(write_search_csv(search, args.csv + "_search.csv")))
+        if args.html:
+            write_search_html(search, args.html, settings=_search_settings(args, bot_class))
+            written.append(args.html)
+    except OSError as exc:
+        return _fail(EXIT_CONFIG, f"cannot write the report: {exc}")
+    for trial_done in search.trials:
+        for path in trial_done.reports:
+            print(f"wrote {path}", file=stream)
+    for path in written:
+        print(f"wrote {path}", file=stream)
     if search.best is None:
         return _fail(EXIT_THRESHOLD, "no rate kept p99 under the target")
-    if args.json:
-        try:
-            Path(args.json).write_text(json.dumps(search.to_dict(), indent=2))
-        except OSError as exc:
-            return _fail(EXIT_CONFIG, f"cannot write the report: {exc}")
-        print(f"wrote {args.json}", file=stream)
     return EXIT_OK
+
+
+def _search_settings(args: argparse.Namespace, bot_class: list[type[Bot]]) -> list[tuple[str, str]]:
+    items = [
+        ("target", args.target),
+        ("bot", ", ".join(cls.__name__ for cls in bot_class)),
+        ("bots", f"{args.bots:,}"),
+        ("procs", str(args.procs)),
+        ("step duration", f"{args.duration:g}s"),
+        ("p99 target", f"{args.p99 * 1e3:g}ms"),
+    ]
+    items += [("fail if", str(t)) for t in args.fail_if]
+    if not args.fail_if:
+        items.append(("fail if", "errors>0" if not args.allow_failures else "(failures allowed)"))
+    return items
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
     """The command line of one worker process of ``--procs`` (its share is set by procs)."""
-    argv = [sys.executable, "-m", "daemonkit", "bots", args.botfile, "--target", args.target]
+    argv = [sys.executable, "-m", "daemonkit", "bots", *args.botfiles, "--target", args.target]
+    if args.weights is not None:
+        argv += ["--weights", ",".join(str(w) for w in args.weights)]
     argv += ["--duration", f"{args.duration}s", "--backend", args.backend, "--worker"]
     argv += ["--connect-timeout", f"{args.connect_timeout}s"]
     argv += ["--stop-timeout", f"{args.stop_timeout}s", "--log-level", args.log_level]
+    if args.reconnect:
+        argv.append("--reconnect")
     return argv
 
 
-def _run_worker(args: argparse.Namespace, bot_class: type[Bot]) -> int:
+def _run_worker(args: argparse.Namespace, bot_class: list[type[Bot]]) -> int:
     """A ``--procs`` worker: no display; one JSON line per interval and one at the end."""
     from daemonkit.bots.procs import WorkerReporter
 

@@ -49,6 +49,15 @@ class DaemonRunner:
         """The first bound address."""
         return self.daemon.addresses[0]
 
+    @property
+    def addresses(self) -> dict[str, Address]:
+        """Every bound address by endpoint name, in ``listen`` order: ``{"api": ...}``."""
+        return {
+            str(host.endpoint.name): host.address
+            for host in self.daemon.endpoint_hosts
+            if host.address is not None
+        }
+
     def start(self) -> DaemonRunner:
         """Start the daemon and wait until it accepts; re-raises a start failure."""
         self._thread = threading.Thread(target=self._main, name="daemonkit-runner", daemon=True)

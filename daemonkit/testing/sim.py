@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from daemonkit.bots.bot import Bot
@@ -136,7 +137,8 @@ class Simulation:
     ``Simulation(MyDaemon(), MyBot, bots=1000, duration=60).run()`` returns
     the :class:`~daemonkit.bots.result.RunResult` a real run would, in
     simulated seconds. ``spawn_rate``, ``rate`` and ``seed`` are those of
-    :class:`~daemonkit.bots.BotRunner`; ``latency`` is the one-way network
+    :class:`~daemonkit.bots.BotRunner`, as are a list of bot classes and
+    their ``weights``; ``latency`` is the one-way network
     delay. After :meth:`run`, :attr:`daemon` is stopped and can be inspected
     (its ``stats``, anything it recorded).
     """
@@ -144,7 +146,7 @@ class Simulation:
     def __init__(
         self,
         daemon: Daemon,
-        bot_class: type[Bot],
+        bot_class: type[Bot] | Sequence[type[Bot]],
         *,
         bots: int = 10,
         duration: float = 10.0,
@@ -153,6 +155,7 @@ class Simulation:
         seed: int | str = 0,
         latency: float = DEFAULT_LATENCY,
         start: float = 1000.0,
+        weights: Sequence[int] | None = None,
     ) -> None:
         if latency < 0:
             raise ValueError(f"latency must not be negative, not {latency}")
@@ -168,6 +171,7 @@ class Simulation:
             rate=rate,
             seed=seed,
             connector=self._connect,
+            weights=weights,
         )
         # Made last: settings are checked first, so a bad one leaks no loop.
         self.reactor = Reactor("asyncio", clock=self.clock, log=logging.getLogger("daemonkit.sim"))

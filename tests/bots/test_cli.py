@@ -218,8 +218,8 @@ TARGET = "tcp://127.0.0.1:1"
     ("extra", "message"),
     [
         (["--log-level", "bogus"], "argument --log-level: invalid choice: 'bogus'"),
-        (["--duration", HUGE], "argument --duration: duration"),
-        (["--duration", OVERFLOW], "argument --duration: duration"),
+        (["--duration", HUGE], "argument -t/--duration: duration"),
+        (["--duration", OVERFLOW], "argument -t/--duration: duration"),
         (["--connect-timeout", HUGE], "argument --connect-timeout: connect_timeout"),
         (["--stop-timeout", HUGE], "argument --stop-timeout: stop_timeout"),
         (["--stop-timeout", OVERFLOW], "argument --stop-timeout: stop_timeout"),
@@ -228,7 +228,7 @@ TARGET = "tcp://127.0.0.1:1"
         (["--rate", "inf"], "argument --rate: rate must be a finite number"),
         (["--rate", "nan"], "argument --rate: rate must be"),
         (["--rate", "1e308"], "argument --rate: rate must be at most"),
-        (["--spawn-rate", "inf"], "argument --spawn-rate: spawn_rate must be a finite number"),
+        (["--spawn-rate", "inf"], "argument -r/--spawn-rate: spawn_rate must be a finite number"),
     ],
 )
 def test_bad_values_are_usage_errors_naming_the_option(
@@ -253,3 +253,20 @@ def test_a_report_that_cannot_be_written_is_refused_before_the_run(
         err = capsys.readouterr().err
         assert f"{option} {missing}: the directory {tmp_path / 'missing'} does not exist" in err
         assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_short_flags_are_locusts() -> None:
+    args = bots_cli.build_parser().parse_args(
+        ["x.py", "-H", "tcp://127.0.0.1:1", "-u", "50", "-r", "10", "-t", "30s"]
+    )
+    assert (args.target, args.bots, args.spawn_rate, args.duration) == (
+        "tcp://127.0.0.1:1", 50, 10.0, 30.0
+    )  # fmt: skip
+    help_text = bots_cli.build_parser().format_help()
+    for flag in (
+        "-H ENDPOINT, --target",
+        "-u N, --bots",
+        "-r N, --spawn-rate",
+        "-t TIME, --duration",
+    ):
+        assert flag in help_text

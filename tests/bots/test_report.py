@@ -126,7 +126,7 @@ def test_summary_header_columns_and_notes() -> None:
     )
     lines = format_summary(result).splitlines()
     assert lines[0] == (
-        "tcp://127.0.0.1:7000: EchoBot x 50 bots, open model at 20.0 bots/s, 2 procs, "
+        "tcp://127.0.0.1:7000: EchoBot x 50 bots, open model at 20.0 req/s, 2 procs, "
         "5.0s elapsed, 220 req/s"
     )
     assert lines[2].split() == [
@@ -382,3 +382,81 @@ def test_html_latency_chart_breaks_where_nothing_succeeded(tmp_path: Path) -> No
     assert latency.count("<polyline") == 6  # p50, p90, p99: two runs each around second 3
     ticks = [line for line in latency.splitlines() if 'text-anchor="end"' in line]
     assert [t.split(">")[1].split("<")[0] for t in ticks] == ["0", "1", "2", "3", "4", "5"]
+
+
+def tick_labels(svg: str) -> list[str]:
+    """The x-axis tick labels of one chart (the text under the plot, centred)."""
+    import re
+
+    return re.findall(r'<text x="[\d.]+" y="[\d.]+" text-anchor="middle">([\d.,]+)</text>', svg)
+
+
+def test_html_axes_end_at_the_runs_end(tmp_path: Path) -> None:
+    # A 10 s run's samples, 1..10 s and the last, partial one at 10.05 s: the
+    # axis used to run on to the next "nice" tick, 12.5 s; it must end at the
+    # run's end, with no tick past it.
+    stats = Stats()
+    for t in [*range(1, 11), 10.05]:
+        stats.record("echo", 0.001)
+        stats.roll(float(t), 1.0, 5)
+    path = tmp_path / "r.html"
+    write_html(make_result(stats, duration=10.0, elapsed=10.05), path)
+    page = path.read_text()
+    charts = page.split("<svg")[1:]
+    assert len(charts) == 3
+    for chart in charts:
+        labels = [float(label) for label in tick_labels(chart)]
+        assert labels and max(labels) <= 10.05 and labels[-1] >= 7.5, labels
+        # The last point is drawn at the plot's right edge (x = 960 - 20).
+        assert ",".join(["940.0", ""]) in chart or 'cx="940.0"' in chart
+
+
+def test_html_shows_the_command_line_spawn_rate_and_verdicts(tmp_path: Path) -> None:
+    result = make_result(
+        spawn_rate=25.0,
+        command="daemonkit bots echo_bot.py -H tcp://127.0.0.1:7000 --fail-if 'p99>50ms'",
+        verdicts=["ok p99>50ms: actual 3.2ms", "FAIL errors>0: actual 2"],
+    )
+    path = tmp_path / "r.html"
+    write_html(result, path)
+    page = path.read_text()
+    command = "daemonkit bots echo_bot.py -H tcp://127.0.0.1:7000 --fail-if &#x27;p99&gt;50ms&#x27;"
+    assert command in page
+    assert "spawn rate" in page and "25.0 bots/s" in page
+    assert "ok p99&gt;50ms: actual 3.2ms" in page
+    assert "FAIL errors&gt;0: actual 2" in page
+    restored = RunResult.from_dict(result.to_dict())
+    assert (restored.spawn_rate, restored.command, restored.verdicts) == (
+        result.spawn_rate, result.command, result.verdicts
+    )  # fmt: skip
+
+
+SATURATED = (
+    "the bots process is at 97% CPU: its figures measure the load generator, not the daemon; "
+    "spread the bots with --procs N"
+)
+
+
+def test_the_summary_says_each_warning_once() -> None:
+    result = make_result(cpu=[0.97, 0.99], saturated=True, warnings=[SATURATED])
+    text = format_summary(result)
+    assert text.count("load generator") == 1
+    assert "(saturated)" in text
+    # A warning the live display already showed is not printed again.
+    assert "load generator" not in format_summary(result, shown=[SATURATED])
+    # Saturated with no warning (a short run): the CPU line explains it.
+    assert (
+        format_summary(make_result(cpu=[0.97, 0.99], saturated=True)).count("load generator") == 1
+    )
+
+
+def test_procs_merge_the_workers_same_warnings() -> None:
+    from daemonkit.bots.procs import merge_warnings
+
+    merged = merge_warnings(
+        [[SATURATED, "3 of 10 bots could not connect"], [SATURATED.replace("97", "95")]]
+    )
+    assert merged == [
+        "workers 0, 1: " + SATURATED,
+        "worker 0: 3 of 10 bots could not connect",
+    ]

@@ -291,6 +291,8 @@ def test_to_dict() -> None:
         "p99": SLOW,
         "errors": 0,
         "passed": False,
+        "violations": [],
+        "reports": [],
     }
 
 

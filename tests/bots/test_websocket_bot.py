@@ -1,0 +1,215 @@
+"""WebSocketBot against real servers: examples/ws_chat.py, over TLS too, and websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from daemonkit import Endpoint
+from daemonkit.bots import BotRunner, RunResult, WebSocketBot
+from daemonkit.core.connection import CloseReason
+from daemonkit.errors import ConfigError
+from daemonkit.testing import DaemonRunner
+from tests.helpers import load_example
+
+ws_chat = load_example("ws_chat")
+http_hello = load_example("http_hello")
+
+
+def run(bot: type[WebSocketBot], target: str, *, bots: int = 2, duration: float = 1.2) -> RunResult:
+    return BotRunner(bot, target, bots=bots, duration=duration, stop_timeout=1.0).run()
+
+
+class Chatter(WebSocketBot):
+    """Joins a room, says timestamped lines, times the broadcasts it gets, quits."""
+
+    path = "/ws"
+    bots = 0  # in the run
+    closes: list[tuple[int | None, str]] = []
+
+    def reply_key(self, frame: Any) -> Hashable | None:
+        # The room's copy of my own line is my SAY's reply; others' are broadcasts.
+        if frame.startswith(b"MSG #room bot%d " % self.index):
+            return "said"
+        if frame.startswith((b"MSG ", b"JOINED ", b"PARTED ")):
+            return "broadcast"  # a key no request uses: no reply, on_read sees it
+        return None
+
+    async def script(self) -> None:
+        assert await self.call(f"NICK bot{self.index}", name="nick") == b"OK nick bot%d" % (
+            self.index
+        )
+        assert await self.call("JOIN #room", name="join") == b"OK join #room"
+        for _ in range(100):  # until everybody is in the room (bounded: 100 x 20 ms)
+            if await self.call("LIST", name="list") == b"ROOMS #room:%d" % Chatter.bots:
+                break
+            await self.sleep(0.02)
+        for _ in range(3):
+            await self.call(f"SAY #room {self.now()!r}", name="say", key="said")
+        await self.ping()
+        await self.sleep(0.1)
+        assert await self.call("QUIT", name="quit") == b"BYE"
+        await self.sleep(5)  # the server's Close ends the bot
+
+    def on_read(self, frame: Any) -> None:
+        if frame.startswith(b"MSG #room ") and not frame.startswith(
+            b"MSG #room bot%d " % self.index
+        ):
+            sent = float(frame.split()[-1])
+            self.record("broadcast", self.now() - sent)
+
+    def on_close(self, reason: CloseReason) -> None:
+        Chatter.closes.append((self.close_code, str(reason)))
+
+
+def check_chat(result: RunResult, bots: int) -> None:
+    ops = result.stats.operations
+    for name, count in (("nick", 1), ("join", 1), ("say", 3), ("ping", 1), ("quit", 1)):
+        assert ops[name].count == bots * count and not ops[name].errors, name
+    # Each line reached every other member: a one-way measure of its own.
+    assert ops["broadcast"].count == bots * (bots - 1) * 3
+    assert "script" not in ops and result.stats.errors == 0
+    assert Chatter.closes == [(1000, "closed locally")] * bots
+
+
+def test_bots_chat_on_ws_chat(backend: str) -> None:
+    Chatter.closes = []
+    listen = ws_chat.endpoints("http://127.0.0.1:0", "tcp://127.0.0.1:0")
+    with DaemonRunner(ws_chat.WsChatDaemon(listen=listen), backend=backend) as daemon:
+        target = str(daemon.address).replace("http://", "ws://")
+        Chatter.bots = 3
+        check_chat(run(Chatter, target, bots=3), 3)
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("wsbotcerts")
+    authority = trustme.CA()
+    server = authority.issue_cert("127.0.0.1")
+    cert, key, ca_file = root / "server.pem", root / "server.key", root / "ca.pem"
+    cert.write_bytes(b"".join(pem.bytes() for pem in server.cert_chain_pems))
+    server.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(ca_file))
+    return cert, key, ca_file
+
+
+def test_bots_chat_on_ws_chat_over_tls(ca: tuple[Path, Path, Path]) -> None:
+    cert, key, ca_file = ca
+    Chatter.closes = []
+    web = Endpoint(
+        "https://127.0.0.1:0", name="web", websocket="/ws", certfile=str(cert), keyfile=str(key)
+    )
+    with DaemonRunner(ws_chat.WsChatDaemon(listen=[web])) as daemon:
+        target = str(daemon.address).replace("https://", "wss://")
+
+        class SecureChatter(Chatter):
+            cafile = str(ca_file)
+
+        Chatter.bots = 2
+        check_chat(run(SecureChatter, target, bots=2), 2)
+
+
+def test_a_refused_handshake_is_a_failed_connect() -> None:
+    class Lost(WebSocketBot):
+        path = "/nowhere"
+
+        async def script(self) -> None:
+            await self.call("never")
+
+    with DaemonRunner(http_hello.HelloDaemon(listen="http://127.0.0.1:0")) as daemon:
+        target = str(daemon.address).replace("http://", "ws://")
+        result = run(Lost, target, bots=2, duration=0.3)
+    assert result.peak_connected == 0
+    assert result.stats.connect_errors == {"handshake: HTTP 404": 2}
+
+
+def test_a_websocket_bot_refuses_an_http_target() -> None:
+    with pytest.raises(ConfigError, match="use daemonkit.bots.HttpBot"):
+        BotRunner(WebSocketBot, "http://127.0.0.1:1", duration=1)
+
+
+# -- a server that is not ours: the websockets library ----------------------------
+
+
+@pytest.fixture
+def websockets_server() -> Iterator[str]:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def handler(ws: ServerConnection) -> None:
+        async for message in ws:
+            if message == "close please":
+                await ws.close(1011, "asked to")
+                return
+            if message == "twice":
+                await ws.send("extra")  # no reply to anything: a broadcast
+            await ws.send(message)  # the echo, same type (text or binary)
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop: asyncio.Future[None] | None = None
+    port = 0
+
+    async def main() -> None:
+        nonlocal stop, port
+        stop = loop.create_future()
+        async with serve(
+            handler,
+            "127.0.0.1",
+            0,
+            subprotocols=["chat.v2", "chat.v1"],
+            ping_interval=0.1,  # the bots must answer these
+            ping_timeout=0.2,  # unanswered, it would close with 1011 "keepalive ping timeout"
+        ) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            started.set()
+            await stop
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
+    thread.start()
+    assert started.wait(5)
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(lambda: stop is not None and stop.set_result(None))
+        thread.join(5)
+        loop.close()
+
+
+class Echoer(WebSocketBot):
+    subprotocols = ("chat.v1", "chat.v2")
+    seen: list[Any] = []
+
+    async def script(self) -> None:
+        assert await self.call("hello", name="text") == "hello"
+        assert await self.call(b"\x00\xff" * 500, name="binary") == b"\x00\xff" * 500
+        assert await self.call("twice", name="twice") == "extra"  # FIFO: the first to come
+        await self.sleep(0.4)  # the server pings meanwhile; the bot answers
+        Echoer.seen.append((self.subprotocol, self.compression_agreed is not None))
+        self.send("close please")
+        await self.sleep(5)
+
+    def on_read(self, frame: Any) -> None:
+        Echoer.seen.append(frame)
+
+    def on_close(self, reason: CloseReason) -> None:
+        Echoer.seen.append((self.close_code, self.close_reason))
+
+
+def test_against_the_websockets_library(websockets_server: str) -> None:
+    Echoer.seen = []
+    result = run(Echoer, websockets_server, bots=2, duration=1.0)
+    ops = result.stats.operations
+    assert ops["text"].count == 2 and ops["binary"].count == 2 and ops["twice"].count == 2
+    # The server chose its favourite of those offered, and compressed.
+    assert Echoer.seen.count(("chat.v2", True)) == 2
+    assert Echoer.seen.count("twice") == 2  # the echo came after the reply: no reply itself
+    # The server's pings were answered: it closed when asked, not for a missing pong.
+    assert Echoer.seen.count((1011, "asked to")) == 2
+    # Its Close 1011 is a failure of the connection, and no drop on top of it.
+    assert ops["connection"].errors == {"close 1011": 2}
