@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit docs bench bench-quick bench-timers bench-bots bench-http-ws bench-http-ws-quick clean
+.PHONY: demo test lint typecheck unit docs bench bench-quick bench-timers bench-bots bench-http-ws bench-http-ws-quick bench-jobqueue bench-jobqueue-quick clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,15 @@ bench-http-ws: $(STAMP)
 bench-http-ws-quick: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/http_ws.py --quick
+
+## make bench-jobqueue: examples/jobqueue against beanstalkd (installed like the test tools; about 2 min).
+bench-jobqueue: $(STAMP)
+	sh scripts/ensure-test-tools
+	$(BIN)/python bench/jobqueue.py
+
+bench-jobqueue-quick: $(STAMP)
+	sh scripts/ensure-test-tools
+	$(BIN)/python bench/jobqueue.py --quick
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis
