@@ -36,7 +36,7 @@ from daemonkit import Daemon
 from daemonkit.errors import ConfigError
 
 from .protocol import DEFAULT_MAX_JOB_SIZE, ERROR, EXPECTED_CRLF, CommandFramer
-from .store import BURIED, DELAYED, READY, RESERVED, Job, Session, Store
+from .store import BURIED, DELAYED, INF, READY, RESERVED, Job, Session, Store
 from .wal import (
     Wal,
     bury_record,
@@ -332,10 +332,19 @@ class JobQueue(Daemon):
     # -- the one timer ------------------------------------------------------------
 
     def _schedule(self) -> None:
-        """Arm the timer for the store's next deadline if it is earlier than the armed one."""
-        due = self.store.next_due()
-        if due is None:
+        """After a command: arm the timer if a deadline earlier than the armed one was added.
+
+        The timer is always armed at or before the store's earliest deadline
+        (or not at all when there is none): removing a deadline keeps that
+        true (a timer that fires early finds nothing due and re-arms), and
+        an added one only matters when it is earlier. So this costs O(1) per
+        command, where asking the store for its next deadline would not.
+        """
+        store = self.store
+        due = store.earliest_added
+        if due == INF:
             return
+        store.earliest_added = INF
         timer = self._timer
         if timer is not None:
             if self._timer_due <= due:
@@ -346,7 +355,11 @@ class JobQueue(Daemon):
 
     def _tick(self) -> None:
         self._timer = None
-        self.store.expire(self._now())
+        store = self.store
+        store.expire(self._now())
+        due = store.next_due()  # the full look, once per timer, not per command
+        if due is not None and due < store.earliest_added:
+            store.earliest_added = due
         self._schedule()
 
     # -- the write-ahead log ------------------------------------------------------

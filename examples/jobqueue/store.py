@@ -27,6 +27,9 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
+#: "No deadline": later than any time.
+INF = float("inf")
+
 __all__ = [
     "BURIED",
     "DELAYED",
@@ -220,6 +223,10 @@ class Store:
         self.reserved = SortedList()  # (deadline, id) of every reserved job
         self.delayed = SortedList()  # (due, id) of every delayed job
         self.timeouts = SortedList()  # (due, seq, session id) of waits with a deadline
+        # The earliest deadline added to any of the sets above (or a pause's end)
+        # since the caller last reset it to INF: the caller re-arms its timer only
+        # when this is earlier than the armed one, in O(1) per command.
+        self.earliest_added = INF
         self._waits: dict[int, Session] = {}  # by id(), for the timeouts set
         self.paused: set[Tube] = set()
         self.waiting_tubes: set[Tube] = set()  # tubes with a waiting session
@@ -319,6 +326,8 @@ class Store:
         tube.unpause_at = now + (seconds or 1e-9)
         tube.pauses += 1
         self.paused.add(tube)
+        if tube.unpause_at < self.earliest_added:
+            self.earliest_added = tube.unpause_at
 
     # -- putting jobs in ---------------------------------------------------------
 
@@ -390,6 +399,8 @@ class Store:
         job.key = key = (due, job.id)
         job.tube.delayed.add(key)
         self.delayed.add(key)
+        if due < self.earliest_added:
+            self.earliest_added = due
 
     def _undelay(self, job: Job) -> None:
         job.tube.delayed.remove(job.key)
@@ -412,6 +423,8 @@ class Store:
         job.reserves += 1
         job.key = key = (now + job.ttr, job.id)
         self.reserved.add(key)
+        if key[0] < self.earliest_added:
+            self.earliest_added = key[0]
         session.reserved[job.id] = job
         job.tube.reserved += 1
         self.stats["reserved"] += 1
@@ -444,8 +457,10 @@ class Store:
         timeout passes, or a job it holds nears its deadline (``on_timeout``
         from :meth:`expire`).
         """
-        session.waiting = True
         session.wait_seq += 1
+        if not self.waiting_tubes and self._reserve_now(session, now):
+            return  # nobody else waits: the common case, without queueing
+        session.waiting = True
         entry = (session, session.wait_seq)
         for tube in session.watch:
             tube.waiting.append(entry)
@@ -462,8 +477,38 @@ class Store:
         if due is not None:
             session.wait_due = key = (due, session.wait_seq, id(session))
             self.timeouts.add(key)
+            if due < self.earliest_added:
+                self.earliest_added = due
             self._waits[id(session)] = session
         self.process_queue(now)
+
+    def _reserve_now(self, session: Session, now: float) -> bool:
+        """Reserve the best ready job of the session's tubes when no session waits.
+
+        What :meth:`process_queue` would do for a lone waiter, without the
+        queueing: with nobody else waiting, the best (priority, id) ready job
+        of the tubes it watches (paused ones left out) is the one it gets.
+        """
+        best = None
+        best_key = 0
+        for tube in session.watch:
+            if not tube.ready:
+                continue
+            if tube in self.paused:
+                if tube.unpause_at > now:
+                    continue
+                self._unpause(tube)
+            key = tube.ready[0]
+            if best is None or key < best_key:
+                best, best_key = tube, key
+        if best is None:
+            return False
+        job = self.jobs[best_key & _ID_MASK]
+        self._unready(job)
+        session.worker = True
+        self._reserve(session, job, now)
+        self.on_reserved(session, job)
+        return True
 
     def stop_waiting(self, session: Session) -> None:
         """The session waits no more (it got a job, timed out, or left)."""
@@ -593,6 +638,8 @@ class Store:
         self.reserved.remove(job.key)
         job.key = key = (now + job.ttr, job.id)
         self.reserved.add(key)
+        if key[0] < self.earliest_added:
+            self.earliest_added = key[0]
 
     def kick(self, tube: Tube, bound: int, now: float) -> list[Job]:
         """``kick``: up to ``bound`` buried jobs of ``tube`` (or, if none, delayed) become ready."""
