@@ -35,7 +35,9 @@ Three ways to drive a bot, pick one:
 Call order, as a grammar: ``on_connect (on_read | on_tick)* on_close``;
 ``on_close`` is called exactly once per connection, also when the run ends.
 A bot with ``reconnect = True`` goes through it again for each connection:
-``(on_connect (on_read | on_tick)* on_close)+``.
+``(on_connect (on_read | on_tick)* on_close)+``. An HttpBot whose server
+ends a connection after a response goes on over a new one without a new
+``on_connect``: for it the grammar is per session, not per connection.
 """
 
 from __future__ import annotations
@@ -86,6 +88,12 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_RECONNECT_MIN = 0.1
 DEFAULT_RECONNECT_MAX = 5.0
 
+# At the run's end each bot's connection gets this long to close cleanly
+# (flush, or a WebSocket's closing handshake) before it is aborted: half the
+# runner's 2 s grace for closing, so a clean close lands before the runner
+# gives up on every bot at once.
+END_CLOSE_TIMEOUT = 1.0
+
 # In the closed model a tick that sent nothing is retried after this long,
 # so a bot that has nothing to do does not spin.
 IDLE_TICK = 1.0
@@ -123,6 +131,17 @@ class between:
 
     def __repr__(self) -> str:
         return f"between({self.low}, {self.high})"
+
+
+def _failed_future(future: asyncio.Future[Any], exc: RequestFailed) -> None:
+    """Fail a request's future; awaiting it raises ``exc``, leaving it unawaited is no error.
+
+    The failure is counted already, so a future nobody awaits (an HttpBot's
+    request made in ``on_tick``) must not be logged as "exception never
+    retrieved": marking it retrieved here costs nothing per success.
+    """
+    future.set_exception(exc)
+    future.exception()
 
 
 # One pending request: when it started (the scheduled time in the open
@@ -170,6 +189,10 @@ class Bot:
     weight: ClassVar[int] = 1
     reconnect_min: ClassVar[float] = DEFAULT_RECONNECT_MIN
     reconnect_max: ClassVar[float] = DEFAULT_RECONNECT_MAX
+
+    # True while the bot may send no request though its connection is open
+    # (a WebSocket bot that sent its Close): requests count as "not connected".
+    _refusing: bool = False
 
     # Which driving style the class uses, found once per class.
     _has_tick: ClassVar[bool] = False
@@ -389,9 +412,23 @@ class Bot:
                 record(name, latency)
             calls.clear()
 
+    def _may_queue(self) -> bool:
+        """Whether a request may be made while the connection is closed (see HttpBot)."""
+        return False
+
     def _request(
-        self, frame: Any, name: str, key: Hashable | None, future: asyncio.Future[Any] | None
+        self,
+        frame: Any,
+        name: str,
+        key: Hashable | None,
+        future: asyncio.Future[Any] | None,
+        send: Callable[[Any], bool] | None = None,
     ) -> bool:
+        """Register a pending request ``name`` and send ``frame`` (with ``send``, if given).
+
+        Every request goes through here: the verdict of the previous calls,
+        the class prefix, the run's end, the connection's state, the timing.
+        """
         if self._unjudged_calls:
             self._judge_calls()
         if self._prefix:
@@ -401,12 +438,12 @@ class Bot:
         if fleet.ending:
             # The run is over: nothing new is started or counted.
             if future is not None:
-                future.set_exception(RequestFailed(name, "run ended"))
+                _failed_future(future, RequestFailed(name, "run ended"))
             return False
-        if conn is None or conn.closing:
+        if (conn is None or conn.closing or self._refusing) and not self._may_queue():
             fleet.stats.fail(name, "not connected")
             if future is not None:
-                future.set_exception(RequestFailed(name, "not connected"))
+                _failed_future(future, RequestFailed(name, "not connected"))
             return False
         start = self._scheduled
         if start is None:
@@ -416,11 +453,14 @@ class Bot:
         elif key in self._by_key:
             fleet.stats.fail(name, "duplicate key")
             if future is not None:
-                future.set_exception(RequestFailed(name, "duplicate key"))
+                _failed_future(future, RequestFailed(name, "duplicate key"))
             return False
         else:
             self._by_key[key] = (start, name, future)
         self._sent_in_tick = True
+        if send is not None:
+            return send(frame)
+        assert conn is not None
         return conn.send(frame)
 
     def _dispatch_read(self, conn: Connection, frame: Any) -> None:
@@ -459,19 +499,19 @@ class Bot:
 
     def _next_tick(self) -> None:
         conn = self.conn
-        if self._fleet.ending or conn is None or conn._closing:
+        if self._fleet.ending or conn is None or (conn._closing and not self._may_queue()):
             return
         setting = self.think_time
         think = setting(self.random) if setting.__class__ is between else setting
         if think > 0:  # type: ignore[operator]
-            conn.after(think, self._tick)  # type: ignore[arg-type]
+            self.after(think, self._tick)  # type: ignore[arg-type]
         else:
             self._tick()
 
     def _tick(self, scheduled: float | None = None) -> None:
         """Run on_tick once; ``scheduled`` is the open model's planned time."""
         conn = self.conn
-        if conn is None or conn.closing:
+        if conn is None or (conn.closing and not self._may_queue()):
             return
         self._scheduled = scheduled
         self._sent_in_tick = False
@@ -506,7 +546,7 @@ class Bot:
         _, name, future = item
         self._fleet.stats.fail(name, kind)
         if future is not None and not future.done():
-            future.set_exception(RequestFailed(name, kind))
+            _failed_future(future, RequestFailed(name, kind))
 
     def _drop_pending(self, reason: CloseReason) -> int:
         """At close: fail the pending requests (or count them unfinished at the run's end)."""
@@ -516,7 +556,7 @@ class Bot:
         if self._fleet.ending:
             for _, name, future in items:
                 if future is not None and not future.done():
-                    future.set_exception(RequestFailed(name, "run ended"))
+                    _failed_future(future, RequestFailed(name, "run ended"))
             self._fleet.unfinished += len(items)
         else:
             for item in items:
@@ -572,6 +612,16 @@ class Bot:
         except Exception:
             self.log.exception("bot #%d: on_close raised", self.index)
         self._fleet._bot_closed(self, reason)
+
+    def _connect_failed(self, kind: str) -> bool:
+        """A connect of this bot failed; True if the bot dealt with it (see HttpBot)."""
+        return False
+
+    def _close_at_end(self) -> None:
+        """The run is over: close the connection cleanly (the runner calls this once)."""
+        conn = self.conn
+        if conn is not None:
+            conn.close(timeout=END_CLOSE_TIMEOUT)
 
     def _call_error(self, conn: Connection, exc: Exception) -> None:
         self._fleet.stats.fail(self._prefix + "bot", type(exc).__name__, request=False)

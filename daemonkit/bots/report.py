@@ -5,7 +5,7 @@
 * :func:`write_json` writes :meth:`RunResult.to_dict` plus a ``"summary"``
   holding the very numbers the text table prints, in seconds.
 * :func:`write_csv` writes Locust-style ``_stats``, ``_history`` and
-  ``_failures`` CSV files.
+  ``_failures`` CSV files, and ``_statuses`` when HTTP responses were counted.
 * :func:`write_html` writes one self-contained HTML page whose charts are
   inline SVG drawn here, so it opens anywhere with no network.
 * :func:`write_search_csv` and :func:`write_search_html` write the summary
@@ -18,6 +18,8 @@ request operation, a ``total`` over the requests, one per custom measure
 ``connection``: neither is in the total), and ``connect`` read from
 ``stats.connect``. Latency figures are read from the
 histograms, so they are within :data:`RELATIVE_PRECISION` of the truth.
+HTTP responses are also counted by status code per operation (2xx and 3xx
+as well as the failing ones), in every report.
 """
 
 from __future__ import annotations
@@ -277,6 +279,15 @@ def _errors_by_kind(result: RunResult) -> list[tuple[str, int]]:
     return sorted(result.stats.errors_by_kind().items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+def _status_rows(result: RunResult) -> list[tuple[str, int, int]]:
+    """(operation, status code, responses), operations in table order, codes ascending."""
+    return [
+        (op.name, code, n)
+        for op in result.stats.operations.values()
+        for code, n in sorted(op.statuses.items())
+    ]
+
+
 def format_summary(result: RunResult, *, shown: Collection[str] = ()) -> str:
     """The plain-text summary of a finished run, ending in a newline.
 
@@ -284,7 +295,8 @@ def format_summary(result: RunResult, *, shown: Collection[str] = ()) -> str:
     not repeated.
 
     A header line, the table (one row per operation, ``total`` when there
-    are several, measures, ``connect``), errors by kind, dropped connections
+    are several, measures, ``connect``), errors by kind, the HTTP responses
+    by operation and status code, dropped connections
     and reconnects, the daemon's memory, the bots process's CPU, every
     warning and a note on the histogram precision.
     """
@@ -299,6 +311,11 @@ def format_summary(result: RunResult, *, shown: Collection[str] = ()) -> str:
     if errors:
         lines += ["", "errors by kind:"]
         lines += ["  " + line for line in _align([[k, f"{n:,}"] for k, n in errors])]
+    statuses = _status_rows(result)
+    if statuses:
+        lines += ["", "HTTP status codes:"]
+        cells = [[name, str(code), f"{n:,}"] for name, code, n in statuses]
+        lines += ["  " + line for line in _align(cells)]
     extra = [_connections_line(result), _server_line(result), _cpu_line(result)]
     extra += [f"warning: {w}" for w in result.warnings if w not in shown]
     if any(extra):
@@ -315,9 +332,12 @@ def write_json(result: RunResult, path: str | Path) -> None:
     """Write ``result.to_dict()`` to ``path`` with a ``"summary"`` of the printed table.
 
     ``summary`` is ``{"operations": {name: row}, "total": row, "measures":
-    {name: row}, "connect": row or null}`` (operations are the requests, and
-    the total is over them only); each row has ``count``, ``rps``, ``p50``, ``p90``, ``p99``,
-    ``p99_9``, ``max`` (seconds; null when nothing succeeded) and ``errors``.
+    {name: row}, "connect": row or null, "statuses": {name: {code: n}}}``
+    (operations are the requests, and the total is over them only); each row
+    has ``count``, ``rps``, ``p50``, ``p90``, ``p99``, ``p99_9``, ``max``
+    (seconds; null when nothing succeeded) and ``errors``; ``statuses``
+    counts the HTTP responses of each operation by status code (a string,
+    as JSON keys are), successes and failures alike.
     """
     table = _table(result)
     data = result.to_dict()
@@ -326,10 +346,18 @@ def write_json(result: RunResult, path: str | Path) -> None:
         "total": table.total.summary(),
         "measures": {row.name: row.summary() for row in table.measures},
         "connect": table.connect.summary() if table.connect is not None else None,
+        "statuses": _statuses_json(result),
     }
     with Path(path).open("w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
+
+
+def _statuses_json(result: RunResult) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for name, code, n in _status_rows(result):
+        out.setdefault(name, {})[str(code)] = n
+    return out
 
 
 def write_csv(result: RunResult, prefix: str | Path) -> list[Path]:
@@ -339,7 +367,9 @@ def write_csv(result: RunResult, prefix: str | Path) -> list[Path]:
     (the requests: no custom measures, no connects); latencies in milliseconds, empty where
     nothing succeeded. History: one row per second of the run. Failures:
     one row per (operation, kind), connects as operation ``connect``.
-    Returns the three paths.
+    When HTTP responses were counted, also ``{prefix}_statuses.csv``: one
+    row per (operation, status code) with its count of responses.
+    Returns the paths written.
     """
     table = _table(result)
     paths = [Path(f"{prefix}_{name}.csv") for name in ("stats", "history", "failures")]
@@ -369,6 +399,11 @@ def write_csv(result: RunResult, prefix: str | Path) -> list[Path]:
         (history_head, history_rows),
         (["operation", "kind", "count"], failures),
     ]
+    statuses = _status_rows(result)
+    if statuses:
+        paths.append(Path(f"{prefix}_statuses.csv"))
+        rows_out = [[name, str(code), str(n)] for name, code, n in statuses]
+        contents.append((["operation", "status", "count"], rows_out))
     for path, (head, body) in zip(paths, contents, strict=True):
         with path.open("w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f)
@@ -596,7 +631,8 @@ def write_html(result: RunResult, path: str | Path) -> None:
     """Write one self-contained HTML report (inline CSS and SVG, no scripts, no network).
 
     Settings (the command line, spawn rate, thresholds and their verdicts
-    among them), the summary table, errors by kind, dropped connections, the
+    among them), the summary table, errors by kind, HTTP status codes,
+    dropped connections, the
     daemon's memory, CPU, warnings and three charts over the run's
     per-second series, their time axes ending at the run's end: throughput,
     latency percentiles and active bots. Every string from the run is escaped.
@@ -615,6 +651,11 @@ def write_html(result: RunResult, path: str | Path) -> None:
     if errors:
         body.append("<h2>Errors by kind</h2>")
         body.append(_html_table(["error", "count"], [(k, f"{n:,}") for k, n in errors]))
+    statuses = _status_rows(result)
+    if statuses:
+        body.append("<h2>HTTP status codes</h2>")
+        cells = [(name, str(code), f"{n:,}") for name, code, n in statuses]
+        body.append(_html_table(["operation", "status", "responses"], cells))
     lines = (_connections_line(result), _server_line(result), _cpu_line(result))
     facts = [line for line in lines if line]
     if facts:

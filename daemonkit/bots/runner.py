@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.result import RunResult, ServerMemory
 from daemonkit.bots.stats import Interval, Stats
-from daemonkit.bots.targets import check_target
+from daemonkit.bots.targets import check_target, split_target
 from daemonkit.bots.targets import connector as connector_for
 from daemonkit.core.connection import CloseReason, Connection
-from daemonkit.core.endpoints import Address, parse_endpoint
+from daemonkit.core.endpoints import Address
 from daemonkit.core.reactor import Reactor
 from daemonkit.core.timers import FakeClock
 from daemonkit.errors import ConfigError
@@ -194,6 +194,8 @@ class Fleet:
         self.connector: Connector | None = None
         #: Overrides every bot class's ``reconnect`` setting when not None.
         self.reconnect: bool | None = None
+        #: The target's path (``ws://h:p/chat``: ``"/chat"``), or "" when it has none.
+        self.target_path = ""
         #: Dropped bots, and when they dropped, until they connect again.
         self.down: dict[Bot, float] = {}
         self._reconnect_timers: dict[Bot, Timer] = {}
@@ -223,6 +225,8 @@ class Fleet:
         self._spawned_at.pop(bot, None)
         self.connecting -= 1
         self._attempting.discard(bot)
+        if bot._connect_failed(kind):
+            return  # an HttpBot's next connection, after the server ended the last one
         if bot in self.down:
             self.stats.reconnect_failed(kind)
             self._schedule_reconnect(bot)
@@ -310,8 +314,10 @@ class BotRunner:
     bots are numbered from ``first_index`` (``--procs`` workers get disjoint ranges).
     ``progress`` receives a live update every ``interval`` seconds.
     ``server_pid`` is the daemon's process, whose RSS is sampled to report
-    memory per connected bot. ``reactor`` and ``connector`` let a caller run
-    the bots on its own reactor over its own transports (the simulation does).
+    memory per connected bot. ``cafile`` and ``verify`` override every bot
+    class's TLS settings (``--cafile``, ``--insecure``). ``reactor`` and
+    ``connector`` let a caller run the bots on its own reactor over its own
+    transports (the simulation does).
 
     :meth:`run` blocks and returns the :class:`~daemonkit.bots.result.RunResult`.
     Raises :class:`~daemonkit.errors.ConfigError` for impossible settings.
@@ -338,6 +344,8 @@ class BotRunner:
         connector: Connector | None = None,
         reconnect: bool | None = None,
         weights: Sequence[int] | None = None,
+        cafile: str | None = None,
+        verify: bool | None = None,
     ) -> None:
         classes, chosen = _check_classes(bot_class, weights)
         if bots < 1:
@@ -364,7 +372,8 @@ class BotRunner:
         self.classes = classes
         self.weights = chosen
         self._order = weighted_order(chosen)
-        self.address = parse_endpoint(target) if isinstance(target, str) else target
+        # A path in the target (ws://h:p/chat, http://h:p/api) is for the bots.
+        self.address, self.path = split_target(target)
         for cls in classes:
             check_target(cls, self.address)  # ws:// with a plain Bot: refused, never raw TCP
         self.target = str(target)
@@ -387,7 +396,10 @@ class BotRunner:
         self.shown_warnings: list[str] = []
         self._reactor = reactor
         self._connector = connector or _class_connector(
-            {cls: connector_for(self.address, connect_timeout, cls) for cls in classes}
+            {
+                cls: connector_for(self.address, connect_timeout, cls, cafile=cafile, verify=verify)
+                for cls in classes
+            }
         )
         self._timers: list[Timer] = []
         self._spawn_timer: Timer | None = None
@@ -437,6 +449,7 @@ class BotRunner:
         self.fleet = Fleet(reactor, self.stats, seed=self.seed, closed_model=closed_model)
         self.fleet.connector = self._connector
         self.fleet.reconnect = self.reconnect
+        self.fleet.target_path = self.path
         now = reactor.time()
         self._started = self._last_sample = now
         self._end_at = now + self.duration
@@ -535,7 +548,7 @@ class BotRunner:
                 bot = rr[self._rr_index]
                 self._rr_index += 1
                 conn = bot.conn
-                if conn is not None and not conn.closing:
+                if conn is not None and (not conn.closing or bot._may_queue()):
                     return bot
             self._rr = list(fleet.live)
             self._rr_index = 0
@@ -656,8 +669,7 @@ class BotRunner:
             timer.cancel()
         self._timers = []
         for bot in list(fleet.live):
-            if bot.conn is not None:
-                bot.conn.close(timeout=1.0)
+            bot._close_at_end()  # a WebSocket bot sends its Close 1000 first
         hard = now + _CLOSE_GRACE
         self._timers.append(self._reactor.call_every(0.01, self._wait_closed, hard))
 

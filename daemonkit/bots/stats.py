@@ -2,13 +2,15 @@
 
 Bots call :meth:`Stats.record` (a request's latency, in seconds, for a
 named operation), :meth:`Stats.measure` (a custom measure: its own row, not
-a request) and :meth:`Stats.fail` (an error of some kind for a named
-operation). Only requests make the headline: :attr:`Stats.requests`,
-:meth:`Stats.latency` and the per-second series count request operations
-and leave custom measures out. The runner calls :meth:`Stats.connected`
-for each connect time and :meth:`Stats.roll` once a second, which closes
-the current interval into a :class:`Sample` (throughput, percentiles, active bots) for the live
-progress line and the charts of the report.
+a request), :meth:`Stats.fail` (an error of some kind for a named
+operation) and :meth:`Stats.status` (an HTTP response's status code, for
+every response: successes and failures alike). Only requests make the
+headline: :attr:`Stats.requests`, :meth:`Stats.latency` and the per-second
+series count request operations and leave custom measures out. The runner
+calls :meth:`Stats.connected` for each connect time and :meth:`Stats.roll`
+once a second, which closes the current interval into a :class:`Sample`
+(throughput, percentiles, active bots) for the live progress line and the
+charts of the report.
 
 Everything here is plain data with ``to_dict`` / ``from_dict``, so a worker
 process of ``--procs`` can send its stats as JSON and the parent can
@@ -33,16 +35,19 @@ class Operation:
 
     ``measure`` is True for a custom measure (:meth:`Stats.measure`, or a
     failure counted outside any request, such as a dropped connection): its
-    row stands apart and it is not in the requests' totals.
+    row stands apart and it is not in the requests' totals. ``statuses``
+    counts the HTTP responses of the operation by status code (empty for
+    other protocols), whether they counted as successes or as failures.
     """
 
-    __slots__ = ("errors", "latency", "measure", "name")
+    __slots__ = ("errors", "latency", "measure", "name", "statuses")
 
     def __init__(self, name: str, *, measure: bool = False) -> None:
         self.name = name
         self.measure = measure
         self.latency = Histogram()
         self.errors: dict[str, int] = {}
+        self.statuses: dict[int, int] = {}
 
     @property
     def count(self) -> int:
@@ -60,14 +65,17 @@ class Operation:
         self.latency.merge(other.latency)
         for kind, n in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + n
+        for code, n in other.statuses.items():
+            self.statuses[code] = self.statuses.get(code, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (status codes as strings: JSON keys are)."""
         return {
             "name": self.name,
             "measure": self.measure,
             "latency": self.latency.to_dict(),
             "errors": dict(self.errors),
+            "statuses": {str(code): n for code, n in sorted(self.statuses.items())},
         }
 
     @classmethod
@@ -76,6 +84,7 @@ class Operation:
         op = cls(str(data["name"]), measure=bool(data.get("measure", False)))
         op.latency = Histogram.from_dict(data["latency"])
         op.errors = {str(k): int(v) for k, v in data["errors"].items()}
+        op.statuses = {int(k): int(v) for k, v in data.get("statuses", {}).items()}
         return op
 
 
@@ -221,6 +230,26 @@ class Stats:
             op = self._request_op(name) if request else self._measure_op(name)
         op.errors[kind] = op.errors.get(kind, 0) + 1
         self._interval_errors += 1
+
+    def status(self, name: str, code: int) -> None:
+        """One response with status ``code`` to a ``name`` request (HTTP bots).
+
+        Counted for every response, whatever its verdict: the success or
+        failure itself is counted by :meth:`record` or :meth:`fail`.
+        """
+        op = self.operations.get(name)
+        if op is None or op.measure:
+            op = self._request_op(name)
+        statuses = op.statuses
+        statuses[code] = statuses.get(code, 0) + 1
+
+    def statuses(self) -> dict[int, int]:
+        """Responses by status code, all request operations together."""
+        out: dict[int, int] = {}
+        for op in self.operations.values():
+            for code, n in op.statuses.items():
+                out[code] = out.get(code, 0) + n
+        return dict(sorted(out.items()))
 
     def _request_op(self, name: str) -> Operation:
         op = self.operations.get(name)

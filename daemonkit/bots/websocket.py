@@ -41,10 +41,9 @@ counts as a failure of ``"connection"`` (``"close 1011"``).
 from __future__ import annotations
 
 import asyncio
-import collections
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from daemonkit.bots.bot import Bot, RequestFailed
+from daemonkit.bots.bot import END_CLOSE_TIMEOUT, Bot
 from daemonkit.core.connection import CloseReason
 from daemonkit.framing.http_client import HttpResponse, HttpResponseFramer
 from daemonkit.framing.websocket import DEFAULT_MAX_MESSAGE, Close, CloseCode, Ping, Pong
@@ -68,13 +67,18 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 # websockets' close_timeout is 10 s; the server side uses the same default.
 _CLOSE_TIMEOUT = 10.0
 
+# A ping's key among the bot's pending requests: a tuple no reply_key of a
+# user's returns, so a Pong answers its own Ping and nothing else.
+_PING = object()
+
 
 class WebSocketBot(Bot):
     """A bot that speaks WebSocket (RFC 6455) to a ``ws://`` or ``wss://`` target.
 
     Settings (class attributes) beyond :class:`~daemonkit.bots.Bot`'s:
 
-    * ``path``: the request target of the handshake (default ``"/"``).
+    * ``path``: the request target of the handshake (default ``"/"``); a
+      target with a path (``ws://host:port/chat``) overrides it.
     * ``subprotocols``: offered in order; the chosen one is ``self.subprotocol``.
     * ``compression``: offer permessage-deflate (default True); what was
       agreed is ``self.compression`` (a Deflate, or None).
@@ -110,7 +114,7 @@ class WebSocketBot(Bot):
         self._framer: WebSocketClientFramer | None = None
         self._close_sent = False
         self._timer: Timer | None = None
-        self._pings: collections.deque[tuple[float, asyncio.Future[float]]] = collections.deque()
+        self._ping_seq = 0
         self._on_read = self._handshake_read
 
     # -- actions ---------------------------------------------------------------------
@@ -118,26 +122,24 @@ class WebSocketBot(Bot):
     async def ping(self, name: str = "ping") -> float:
         """Send a Ping, wait for its Pong; return the round trip in seconds, timed as ``name``.
 
-        Raises :class:`~daemonkit.bots.RequestFailed` if the connection
-        closes first (counted already).
+        A ping is a request like any other: named with the class prefix in a
+        run of several classes, failed by ``request_timeout`` or by the
+        connection closing, and judged by the script as a :meth:`call`'s
+        reply is (``self.fail(name, why)`` right after it counts it as a
+        failure instead). Raises :class:`~daemonkit.bots.RequestFailed` when
+        it got no Pong (counted already).
         """
-        conn = self.conn
-        framer = self._framer
-        loop = self._fleet.reactor.loop
-        future: asyncio.Future[float] = loop.create_future()
-        if conn is None or framer is None or conn.closing or self._close_sent:
-            self._fleet.stats.fail(name, "not connected")
-            raise RequestFailed(name, "not connected")
-        start = self.now()
-        self._pings.append((start, future))
-        conn.write(framer.encode_ping(b"%d" % len(self._pings)))
-        try:
-            rtt = await future
-        except RequestFailed:
-            self._fleet.stats.fail(name, "closed")
-            raise
-        self._fleet.stats.record(name, rtt)
-        return rtt
+        self._ping_seq += 1
+        payload = b"%d" % self._ping_seq
+        future: asyncio.Future[float] = self._fleet.reactor.loop.create_future()
+        self._request(payload, name, (_PING, payload), future, self._send_ping)
+        return await future
+
+    def _send_ping(self, payload: bytes) -> bool:
+        conn, framer = self.conn, self._framer
+        if conn is None or framer is None:
+            return False
+        return conn.write(framer.encode_ping(payload))
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake (Close *code* *reason*); :meth:`on_close` follows.
@@ -145,23 +147,31 @@ class WebSocketBot(Bot):
         The TCP connection closes when the server's Close arrives, or after
         10 s. Before the handshake is done, or a second time: just closes.
         """
+        self._start_closing(code, reason, _CLOSE_TIMEOUT)
+
+    def _start_closing(self, code: int, reason: str, timeout: float) -> None:
         conn = self.conn
         framer = self._framer
         if conn is None or conn.closing:
             return
         if framer is None or self._close_sent:
-            conn.close()
+            conn.close(timeout)
             return
-        self._close_sent = True
+        self._close_sent = self._refusing = True
         conn.write(framer.encode_close(code, reason))
-        conn.after(_CLOSE_TIMEOUT, conn.close)
+        conn.after(timeout, conn.close, timeout)
+
+    def _close_at_end(self) -> None:
+        # The run is over: a clean Close 1000, so the server sees a normal
+        # closure rather than 1006; its Close is awaited END_CLOSE_TIMEOUT.
+        self._start_closing(CloseCode.NORMAL, "", END_CLOSE_TIMEOUT)
 
     # -- the handshake ---------------------------------------------------------------
 
     def _on_connection_made(self, conn: Connection) -> None:
         # A new connection (the first, or a reconnect) starts with a handshake.
         self.conn = conn
-        self._opened = self._gave_up = self._close_sent = False
+        self._opened = self._gave_up = self._close_sent = self._refusing = False
         self._framer = None
         self.close_code = None
         self.close_reason = ""
@@ -179,7 +189,7 @@ class WebSocketBot(Bot):
         conn.write(
             handshake_request(
                 host,
-                self.path,
+                self._fleet.target_path or self.path,  # the target's path wins
                 self._key,
                 subprotocols=self.subprotocols,
                 compression=self.compression,
@@ -247,12 +257,24 @@ class WebSocketBot(Bot):
             if framer is not None and not self._close_sent:
                 conn.write(framer.encode_pong(frame.payload))
         elif kind is Pong:
-            if self._pings:
-                start, future = self._pings.popleft()
-                if not future.done():
-                    future.set_result(self.now() - start)
+            self._pong(frame.payload)
         elif kind is Close:
             self._closed_by(conn, frame)
+
+    def _pong(self, payload: bytes) -> None:
+        """A Pong: the reply of the ping with that payload (an unsolicited one answers none)."""
+        item = self._by_key.pop((_PING, payload), None)
+        if item is None:
+            return
+        start, name, future = item
+        latency = self.now() - start
+        # Judged when the script moves on, as a call's reply is (see Bot.fail).
+        self._unjudged_calls.append((name, latency))
+        if future is not None and not future.done():
+            future.set_result(latency)
+        fleet = self._fleet
+        if not self._fifo and not self._by_key and self._has_tick and fleet.closed_model:
+            self._next_tick()
 
     def _closed_by(self, conn: Connection, frame: Close) -> None:
         self.close_code = frame.code
@@ -260,21 +282,17 @@ class WebSocketBot(Bot):
         framer = self._framer
         if not self._close_sent and framer is not None:
             # The server closes: echo its Close, then close the TCP connection.
-            self._close_sent = True
+            self._close_sent = self._refusing = True
             conn.write(framer.encode_close(frame.code))
             if frame.code not in (CloseCode.NORMAL, CloseCode.NO_STATUS) and not (
                 self._fleet.ending
             ):
-                self._fleet.stats.fail("connection", f"close {frame.code}", request=False)
+                self.fail("connection", f"close {frame.code}")
         conn.close()
 
     # -- the connection's host interface ----------------------------------------------
 
     def _on_connection_lost(self, conn: Connection, reason: CloseReason) -> None:
-        for _, future in self._pings:
-            if not future.done():
-                future.set_exception(RequestFailed("ping", f"closed: {reason}"))
-        self._pings.clear()
         if self.close_code is None:
             self.close_code = int(CloseCode.ABNORMAL)
         if not self._opened:

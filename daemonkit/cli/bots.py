@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import shlex
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -239,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bot whose connection the daemon drops connects again, with backoff "
         "(default: the bot class's reconnect setting)",
     )
+    tls = p.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="tls://, https://, wss://: trust the CAs in FILE (PEM) instead of the system's "
+        "(overrides the bot class's cafile)",
+    )
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="tls://, https://, wss://: check neither the server's certificate nor its name "
+        "(overrides the bot class's verify; for tests only)",
+    )
     p.add_argument(
         "--server-pid", type=int, metavar="PID", help="sample this daemon's RSS: memory per bot"
     )
@@ -337,6 +352,17 @@ def _run(args: argparse.Namespace, stream: TextIO) -> int:
         return _fail(EXIT_LOAD, str(exc))
     if args.server_pid is not None and not os.path.exists(f"/proc/{args.server_pid}"):
         return _fail(EXIT_CONFIG, f"--server-pid {args.server_pid}: no such process")
+    if args.cafile is not None:
+        try:
+            ssl.create_default_context(cafile=args.cafile)
+        except (OSError, ssl.SSLError) as exc:
+            return _fail(EXIT_CONFIG, f"--cafile {args.cafile}: {exc}")
+    if args.insecure and not args.worker:
+        # An explicit choice, said once (the workers of --procs say nothing).
+        logging.getLogger("daemonkit.bots").warning(
+            "--insecure: TLS certificates and server names are not verified; "
+            "for tests only, or give the CA with --cafile"
+        )
 
     if args.worker:
         return _run_worker(args, bot_class)
@@ -381,6 +407,8 @@ def _runner(
         stop_timeout=args.stop_timeout,
         reconnect=True if args.reconnect else None,
         weights=args.weights,
+        cafile=args.cafile,
+        verify=False if args.insecure else None,
     )
 
 
@@ -564,6 +592,10 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
     argv += ["--stop-timeout", f"{args.stop_timeout}s", "--log-level", args.log_level]
     if args.reconnect:
         argv.append("--reconnect")
+    if args.cafile is not None:
+        argv += ["--cafile", os.path.abspath(args.cafile)]
+    if args.insecure:
+        argv.append("--insecure")
     return argv
 
 

@@ -195,6 +195,7 @@ class HttpResponseFramer(Framer):
         "_chunk_left",
         "_fields",
         "_framing",
+        "_keep_alive",
         "_max_body",
         "_max_head",
         "_max_headers",
@@ -231,6 +232,7 @@ class HttpResponseFramer(Framer):
         self._fields: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._framing: list[bytes | None] = [None, None]
+        self._keep_alive = True
         self._response: HttpResponse | None = None
         self._body: list[bytes] = []
         self._body_size = 0
@@ -287,6 +289,15 @@ class HttpResponseFramer(Framer):
                 self._framing[0] = value
             elif lower == b"transfer-encoding":
                 self._framing[1] = value
+
+    def on_headers_complete(self) -> None:
+        """llhttp callback: the head is read; whether the connection stays open is known.
+
+        Read here, not after ``feed_data``: once a message without a body
+        (``Content-Length: 0``) is complete, llhttp has reset its flags for
+        the next one and would say the connection ends.
+        """
+        self._keep_alive = bool(self._parser.should_keep_alive())
 
     # -- reading ------------------------------------------------------------------
 
@@ -445,6 +456,7 @@ class HttpResponseFramer(Framer):
         self._reason = b""
         framing = self._framing
         framing[0] = framing[1] = None
+        self._keep_alive = True
         try:
             parser.feed_data(head)
         except httptools.HttpParserUpgrade:
@@ -463,7 +475,7 @@ class HttpResponseFramer(Framer):
             None,
             reason=self._reason.decode("latin1"),
             version=parser.get_http_version(),
-            keep_alive=parser.should_keep_alive(),
+            keep_alive=self._keep_alive,
             _fields=fields,
         )
         method = self._methods.popleft() if self._methods else "GET"

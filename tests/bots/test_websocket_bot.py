@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from daemonkit import Endpoint
-from daemonkit.bots import BotRunner, RunResult, WebSocketBot
+from daemonkit.bots import BotRunner, RequestFailed, RunResult, WebSocketBot
 from daemonkit.core.connection import CloseReason
 from daemonkit.errors import ConfigError
 from daemonkit.testing import DaemonRunner
@@ -137,18 +137,25 @@ def test_a_websocket_bot_refuses_an_http_target() -> None:
 # -- a server that is not ours: the websockets library ----------------------------
 
 
+#: How each connection to websockets_server ended, as the server saw it.
+SERVER_CLOSES: list[int | None] = []
+
+
 @pytest.fixture
 def websockets_server() -> Iterator[str]:
     from websockets.asyncio.server import ServerConnection, serve
 
     async def handler(ws: ServerConnection) -> None:
-        async for message in ws:
-            if message == "close please":
-                await ws.close(1011, "asked to")
-                return
-            if message == "twice":
-                await ws.send("extra")  # no reply to anything: a broadcast
-            await ws.send(message)  # the echo, same type (text or binary)
+        try:
+            async for message in ws:
+                if message == "close please":
+                    await ws.close(1011, "asked to")
+                    return
+                if message == "twice":
+                    await ws.send("extra")  # no reply to anything: a broadcast
+                await ws.send(message)  # the echo, same type (text or binary)
+        finally:
+            SERVER_CLOSES.append(ws.close_code)  # 1006: the client sent no Close
 
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -213,3 +220,88 @@ def test_against_the_websockets_library(websockets_server: str) -> None:
     assert Echoer.seen.count((1011, "asked to")) == 2
     # Its Close 1011 is a failure of the connection, and no drop on top of it.
     assert ops["connection"].errors == {"close 1011": 2}
+
+
+# -- pings and close codes go through the paths of requests -------------------------
+
+
+class Pinger(WebSocketBot):
+    """Two pings: the first kept, the second failed by the script's own check."""
+
+    subprotocols = ("chat.v1",)  # the server takes no client without one
+
+    async def script(self) -> None:
+        rtt = await self.ping()
+        assert rtt >= 0
+        await self.ping()
+        self.fail("ping", "too slow")  # judges the ping that just returned: once, a failure
+        await self.call("hello", name="text")
+        await self.sleep(5)
+
+
+class Closer(WebSocketBot):
+    subprotocols = ("chat.v1",)  # the server takes no client without one
+
+    async def script(self) -> None:
+        await self.call("hello", name="text")
+        self.send("close please")  # the server closes with 1011
+        await self.sleep(5)
+
+
+def test_pings_and_close_codes_have_the_class_prefix_and_the_verdict(
+    websockets_server: str,
+) -> None:
+    result = BotRunner(
+        [Pinger, Closer], websockets_server, bots=4, duration=0.8, stop_timeout=1.0
+    ).run()
+    ops = result.stats.operations
+    # Two of each class; every operation named Class:name, pings and closes included.
+    assert ops["Pinger:ping"].count == 2 and ops["Pinger:ping"].errors == {"too slow": 2}
+    assert ops["Pinger:text"].count == 2 and ops["Closer:text"].count == 2
+    assert ops["Closer:connection"].errors == {"close 1011": 2} and ops["Closer:connection"].measure
+    assert "ping" not in ops and "connection" not in ops
+    # A ping is a request: in the total, and its failures are request failures.
+    assert result.stats.requests == 6 and result.stats.request_errors == 2
+
+
+class LatePinger(WebSocketBot):
+    subprotocols = ("chat.v1",)  # the server takes no client without one
+
+    async def script(self) -> None:
+        self.close()
+        try:
+            await self.ping()
+        except RequestFailed as exc:
+            self.state["kind"] = exc.kind
+
+
+def test_a_ping_after_the_close_is_a_request_that_could_not_be_made(
+    websockets_server: str,
+) -> None:
+    result = run(LatePinger, websockets_server, bots=1, duration=0.5)
+    assert result.stats.operations["ping"].errors == {"not connected": 1}
+
+
+# -- the end of a run: a clean close -------------------------------------------------
+
+
+class Lingerer(WebSocketBot):
+    """Still open when the run ends: the runner closes it."""
+
+    subprotocols = ("chat.v1",)
+
+    async def script(self) -> None:
+        await self.call("hello", name="text")
+        await self.sleep(30)
+
+
+def test_a_bot_still_open_at_the_end_sends_close_1000(websockets_server: str) -> None:
+    SERVER_CLOSES.clear()
+    result = run(Lingerer, websockets_server, bots=3, duration=0.5)
+    assert result.stats.operations["text"].count == 3 and result.stats.errors == 0
+    for _ in range(100):  # the server's handlers finish just after the run (bounded: 2 s)
+        if len(SERVER_CLOSES) == 3:
+            break
+        threading.Event().wait(0.02)
+    # Before, the runner dropped the TCP connection and the server saw 1006.
+    assert SERVER_CLOSES == [1000, 1000, 1000]

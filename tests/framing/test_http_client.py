@@ -90,6 +90,17 @@ def test_connection_close_and_http_10_end_keep_alive() -> None:
     assert not close.keep_alive and not old.keep_alive
 
 
+@pytest.mark.parametrize("feed", FEEDS)
+def test_an_empty_body_keeps_the_connection_alive(feed: object) -> None:
+    # llhttp resets its flags once a message without a body is complete; the
+    # answer is read when the head is, so a 301 or a 200 with no body keeps alive.
+    empty = b"HTTP/1.1 301 Moved Permanently\r\nlocation: /\r\ncontent-length: 0\r\n\r\n"
+    responses = feed(empty + OK, "GET", "GET")  # type: ignore[operator]
+    assert [(r.status, r.keep_alive) for r in responses] == [(301, True), (200, True)]
+    [old] = feed(empty.replace(b"HTTP/1.1", b"HTTP/1.0"), "GET")  # type: ignore[operator]
+    assert not old.keep_alive
+
+
 def test_a_101_pauses_and_keeps_the_new_protocols_bytes() -> None:
     f = framer("GET")
     out = f.feed(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n\x81\x02hi")
