@@ -229,6 +229,9 @@ class Bot:
         self._backoff: Backoff | None = None
         # "Class:" before every operation name when the run has several classes.
         self._prefix = ""
+        # A drop the protocol saw before the connection closed (a WebSocket
+        # Close from the server mid-run), for the fleet to count: see _bot_closed.
+        self._drop_kind: str | None = None
 
     # -- callbacks: override these --------------------------------------------
 
@@ -611,7 +614,8 @@ class Bot:
             self.on_close(reason)
         except Exception:
             self.log.exception("bot #%d: on_close raised", self.index)
-        self._fleet._bot_closed(self, reason)
+        self._fleet._bot_closed(self, reason, self._drop_kind)
+        self._drop_kind = None
 
     def _connect_failed(self, kind: str) -> bool:
         """A connect of this bot failed; True if the bot dealt with it (see HttpBot)."""

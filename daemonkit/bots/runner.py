@@ -287,13 +287,21 @@ class Fleet:
             if bot._backoff is not None:
                 bot._backoff.reset()
 
-    def _bot_closed(self, bot: Bot, reason: CloseReason) -> None:
+    def _bot_closed(self, bot: Bot, reason: CloseReason, drop: str | None = None) -> None:
+        """A bot's connection ended; ``drop`` names a drop the bot saw in its protocol.
+
+        A close that was not the bot's own (``reason`` not LOCAL), or one the
+        bot says the server asked for (``drop``: a WebSocket Close from the
+        server mid-run), is a drop: counted once as a failure of the
+        connection, and reconnected when the bot class asks for it.
+        """
         self.live.pop(bot, None)
         key = str(reason)
         self.closed[key] = self.closed.get(key, 0) + 1
-        if not self.ending and reason is not CloseReason.LOCAL:
+        if not self.ending and (reason is not CloseReason.LOCAL or drop is not None):
             # The daemon (or the network) dropped a bot mid-run: that is an error.
-            self.stats.fail(bot._prefix + "connection", f"closed: {reason}", request=False)
+            kind = drop or f"closed: {reason}"
+            self.stats.fail(bot._prefix + "connection", kind, request=False)
             self.stats.dropped()
             self.down[bot] = self.clock_now()
             if self._reconnects(bot):

@@ -34,8 +34,9 @@ frames are read and written by
 server's own codec turned around. Pings from the server are answered;
 :meth:`WebSocketBot.ping` times a round trip. ``close(code, reason)`` runs
 the closing handshake; ``close_code`` and ``close_reason`` say how the
-connection ended. A Close from the server with a code other than 1000
-counts as a failure of ``"connection"`` (``"close 1011"``).
+connection ended. A Close from the server mid-run with a code other than
+1000 is a drop, as a reset is: one failure of ``"connection"`` (``"close
+1001"``), and a reconnect when the class asks for one.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class WebSocketBot(Bot):
         # A new connection (the first, or a reconnect) starts with a handshake.
         self.conn = conn
         self._opened = self._gave_up = self._close_sent = self._refusing = False
+        self._drop_kind = None
         self._framer = None
         self.close_code = None
         self.close_reason = ""
@@ -287,7 +289,12 @@ class WebSocketBot(Bot):
             if frame.code not in (CloseCode.NORMAL, CloseCode.NO_STATUS) and not (
                 self._fleet.ending
             ):
-                self.fail("connection", f"close {frame.code}")
+                # The server ended the session mid-run for a reason of its own
+                # (a graceful restart sends 1001 "going away", an error 1011):
+                # the bot was dropped, as by a reset. Counted once, by the
+                # fleet, named by the code; a bot with `reconnect` comes back.
+                # A normal Close (1000, after QUIT say) ends the session as agreed.
+                self._drop_kind = f"close {frame.code}"
         conn.close()
 
     # -- the connection's host interface ----------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from daemonkit.bots import BotRunner, RequestFailed, RunResult, WebSocketBot
 from daemonkit.core.connection import CloseReason
 from daemonkit.errors import ConfigError
 from daemonkit.testing import DaemonRunner
-from tests.helpers import load_example
+from tests.helpers import free_port, load_example
 
 ws_chat = load_example("ws_chat")
 http_hello = load_example("http_hello")
@@ -305,3 +306,61 @@ def test_a_bot_still_open_at_the_end_sends_close_1000(websockets_server: str) ->
         threading.Event().wait(0.02)
     # Before, the runner dropped the TCP connection and the server saw 1006.
     assert SERVER_CLOSES == [1000, 1000, 1000]
+
+
+class Reconnecter(WebSocketBot):
+    """Asks LIST again and again; reconnects when the server goes away."""
+
+    path = "/ws"
+    reconnect = True
+    reconnect_min = 0.02  # a test's restart takes a fraction of a second
+    reconnect_max = 0.2
+    think_time = 0.01
+
+    def on_tick(self) -> None:
+        self.request("LIST", name="list")
+
+
+def test_a_graceful_restart_is_a_drop_and_websocket_bots_reconnect(backend: str) -> None:
+    # A daemon's graceful stop sends Close 1001 (going away): from the client
+    # side that is the connection dropped by the server, which a bot with
+    # `reconnect` comes back from, as it does from a reset.
+    bots = 5
+    port = free_port()
+    listen = ws_chat.endpoints(f"http://127.0.0.1:{port}", "tcp://127.0.0.1:0")
+    first = DaemonRunner(ws_chat.WsChatDaemon(listen=listen), backend=backend).start()
+    runner = BotRunner(
+        Reconnecter, f"ws://127.0.0.1:{port}", bots=bots, duration=60.0, backend=backend
+    )
+    results: list[RunResult] = []
+    thread = threading.Thread(target=lambda: results.append(runner.run()), daemon=True)
+    thread.start()
+    second: DaemonRunner | None = None
+
+    def wait_until(predicate: Any, what: str) -> None:
+        deadline = time.monotonic() + 15.0
+        while not predicate():
+            assert time.monotonic() < deadline, f"not within 15 s: {what}"
+            time.sleep(0.01)
+
+    try:
+        wait_until(lambda: runner.fleet is not None and len(runner.fleet.live) == bots, "up")
+        first.stop()  # graceful: every WebSocket client gets Close 1001
+        wait_until(lambda: runner.stats.drops == bots, "all dropped")
+        listen = ws_chat.endpoints(f"http://127.0.0.1:{port}", "tcp://127.0.0.1:0")
+        second = DaemonRunner(ws_chat.WsChatDaemon(listen=listen), backend=backend).start()
+        wait_until(lambda: runner.stats.reconnects == bots, "all reconnected")
+    finally:
+        if runner._reactor is not None:
+            runner._reactor.loop.call_soon_threadsafe(runner.stop)
+        thread.join(15.0)
+        if second is not None:
+            second.stop(now=True)
+        first.stop(now=True)
+    (result,) = results
+    stats = result.stats
+    assert (stats.drops, stats.reconnects) == (bots, bots)
+    # Each drop counted once, as a failure of the connection, named by its close code.
+    connection = stats.operations["connection"]
+    assert connection.failures == bots
+    assert dict(connection.errors) == {"close 1001": bots}
