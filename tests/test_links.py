@@ -19,6 +19,7 @@ import trustme
 from daemonkit import Connection, Daemon, Endpoint, Lines
 from daemonkit.cli import ctl
 from daemonkit.core.connection import CloseReason
+from daemonkit.core.log import StormFilter
 from daemonkit.errors import ConfigError
 from daemonkit.framework.handler import Handler
 from daemonkit.framework.links import (
@@ -490,3 +491,24 @@ def test_proxy_example_forwards_lines_and_returns_answers(run_daemon: StartDaemo
     with socket.create_connection((r.address.host, r.address.port), timeout=TIMEOUT) as sock:
         sock.sendall(b"c\n")
         assert recv_until(sock, b"\n") == b"ERR upstream down\n"
+
+
+def test_every_up_and_down_of_a_link_reaches_the_log(backend: str) -> None:
+    # A link's ups and downs are its lifecycle: an operator must see each
+    # recovery, so the storm filter (which collapses a connection logger's
+    # lines, one per peer) must let every one of them through.
+    records: list[logging.LogRecord] = []
+    with daemonkit_log_to(records.append):
+        up = DaemonRunner(HalfFrame(listen="tcp://127.0.0.1:0"), backend=backend).start()
+        try:
+            d = Client(url_of(up), FAST)
+            with DaemonRunner(d, backend=backend) as r:
+                link = the_link(d)
+                r.wait_for(lambda: link.reconnects >= 2)
+        finally:
+            up.stop(now=True)
+    storm = StormFilter()
+    passed = [rec.getMessage() for rec in records if storm.filter(rec)]
+    ups = [m for m in passed if m.startswith("link ") and " up (#" in m]
+    downs = [m for m in passed if m.startswith("link ") and "down (peer closed, #" in m]
+    assert len(ups) >= 3 and len(downs) >= 2

@@ -463,7 +463,10 @@ class Link(HandlerCalls):
             self.reconnects += 1
         self.connects += 1
         self._warned = False
-        conn.log.info("link %s up", self.url)
+        # The daemon's logger, not the connection's: a link's ups and downs are
+        # its lifecycle, which the storm filter must never fold (it folds a
+        # connection logger's lines, one per peer); the connection's id is kept.
+        self.log.info("link %s up (#%d)", self.url, conn.id)
         try:
             self._on_connect(conn)
         except Exception as exc:
@@ -489,10 +492,11 @@ class Link(HandlerCalls):
         if self.reactor.time() - self._up_since >= self.stable_after:
             self.backoff.reset()
         if self._retry():
-            conn.log.info(
-                "link %s down (%s); reconnecting in %.3gs",
+            self.log.info(
+                "link %s down (%s, #%d); reconnecting in %.3gs",
                 self.url,
                 reason,
+                conn.id,
                 (self.next_attempt or 0.0) - self.reactor.time(),
             )
         else:
