@@ -38,6 +38,12 @@ from daemonkit.core.endpoints import INHERIT, Address, Endpoint, parse_endpoint
 from daemonkit.core.reactor import Listener, Reactor
 from daemonkit.core.timers import Clock, Timer
 from daemonkit.errors import ConfigError, DaemonkitError, UpgradeError
+from daemonkit.framework.broker import (
+    DEFAULT_BROKER_HEARTBEAT,
+    Broker,
+    BrokerError,
+    check_broker_url,
+)
 from daemonkit.framework.groups import Group
 from daemonkit.framework.handler import Handler
 from daemonkit.framework.hosts import EndpointHost, StreamHost, framer_factory
@@ -64,8 +70,10 @@ __all__ = [
     "DEFAULT_MAX_WRITE_BUFFER",
     "DEFAULT_MEMORY_CHECK_INTERVAL",
     "DEFAULT_SHUTDOWN_TIMEOUT",
+    "DEFAULT_UPGRADE_DRAIN",
     "DEFAULT_WRITE_HIGH_WATER",
     "DEFAULT_WRITE_LOW_WATER",
+    "DRAIN_REPORT_INTERVAL",
     "ConnectionSet",
     "Daemon",
     "StartError",
@@ -96,6 +104,17 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 #: Seconds a graceful stop waits for connections to drain; Kubernetes sends
 #: SIGKILL 30 s after SIGTERM, so stay well inside that.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+#: Seconds the old process of an upgrade keeps serving the connections it has
+#: before closing them as a graceful stop does (0: close them at once). nginx
+#: (worker_shutdown_timeout) and HAProxy (hard-stop-after) keep old processes
+#: serving without limit unless told, and old processes then pile up; 60 s lets
+#: what is in flight finish (nginx's send_timeout and proxy_read_timeout are
+#: 60 s) and keeps upgrade_drain + shutdown_timeout inside systemd's 90 s
+#: DefaultTimeoutStopSec.
+DEFAULT_UPGRADE_DRAIN = 60.0
+#: Seconds between two "draining: N connection(s) left" log lines (pound
+#: counts its busy threads every 10 s while it shuts down).
+DRAIN_REPORT_INTERVAL = 10.0
 #: Seconds between two RSS samples. RoadRunner's supervisor samples every
 #: second (``watch_tick``); a leak grows over minutes to hours, and each
 #: sample is a read of /proc, so every 5 s is prompt and costs nothing.
@@ -213,7 +232,8 @@ class Daemon(Handler):
     ``shutdown_timeout``, ``name``, ``signals``; for blocking work
     (:meth:`offload`) ``offload_threads``, ``offload_processes``,
     ``offload_queue_limit``, ``offload_timeout``; ``max_runtime`` and
-    ``max_runtime_jitter`` recycle the process. ``listen = []`` makes a
+    ``max_runtime_jitter`` recycle the process; ``upgrade_drain`` is how
+    long an upgrade's old process keeps serving its clients. ``listen = []`` makes a
     worker daemon, with no endpoint.
 
     Callbacks are plain methods, never ``async``, all optional. The legal
@@ -284,6 +304,14 @@ class Daemon(Handler):
     max_runtime: float | None = None
     #: Largest random extra added to ``max_runtime``, as a fraction of it (0 to 1).
     max_runtime_jitter: float = DEFAULT_MAX_RUNTIME_JITTER
+    #: Seconds the old process of an upgrade keeps serving its connections
+    #: (0: it closes them at once, as a stop does); see :meth:`stop` ``drain``.
+    upgrade_drain: float = DEFAULT_UPGRADE_DRAIN
+    #: Redis URL (``redis://host:port/db``) making every group span the processes
+    #: sharing it (see daemonkit.framework.broker), or None: groups are local.
+    broker: str | None = None
+    #: Seconds between two presence heartbeats of the broker (see docs/scaling.md).
+    broker_heartbeat: float = DEFAULT_BROKER_HEARTBEAT
 
     _SETTINGS: ClassVar[tuple[str, ...]] = (
         "listen",
@@ -309,6 +337,9 @@ class Daemon(Handler):
         "offload_timeout",
         "max_runtime",
         "max_runtime_jitter",
+        "upgrade_drain",
+        "broker",
+        "broker_heartbeat",
     )
 
     def __init__(self, **settings: Any) -> None:
@@ -333,6 +364,10 @@ class Daemon(Handler):
         self._stopping = False
         self._stopped = False
         self._drain_timer: Timer | None = None
+        # A draining stop (stop(drain=...)): its deadline, its log line, when it began.
+        self._drain_deadline: Timer | None = None
+        self._drain_reporter: Timer | None = None
+        self._drain_began = 0.0
         self._backstop: asyncio.TimerHandle | None = None
         # A graceful stop's sweep (see _sweep), whether on_stop ran, and the
         # connections it has closed.
@@ -360,7 +395,13 @@ class Daemon(Handler):
         #: True once the daemon stopped itself because ``max_runtime`` passed
         #: with no listener to hand over (the CLI then exits with EXIT_RECYCLE).
         self.retired = False
+        self._worker_id: int | None = None  # set by the runner in a --workers worker
         self._links: list[Link] = []  # outbound links (see connect())
+        #: The link to the broker while running with one (``broker`` set), else None.
+        self.broker_link: Broker | None = None
+        if self.broker is not None:
+            check_broker_url(self.broker)
+            check_duration("broker_heartbeat", self.broker_heartbeat, positive=True)
 
     # -- callbacks (override) --------------------------------------------
 
@@ -416,6 +457,11 @@ class Daemon(Handler):
         return self._reactor
 
     @property
+    def worker_id(self) -> int | None:
+        """Which worker of ``--workers N`` this process is (0 to N-1); None in a single process."""
+        return self._worker_id
+
+    @property
     def addresses(self) -> list[Address]:
         """The addresses actually bound (port 0 resolved), in ``listen`` order."""
         return [host.address for host in self._hosts if host.address is not None]
@@ -469,6 +515,10 @@ class Daemon(Handler):
     def is_stopping(self) -> bool:
         """True once a stop (graceful or immediate) has begun."""
         return self._stopping
+
+    def is_draining(self) -> bool:
+        """True while a stop with ``drain`` keeps serving the connections (see :meth:`stop`)."""
+        return self._drain_deadline is not None
 
     def is_stopped(self) -> bool:
         """True once the stop has finished (every connection closed, cleanups run)."""
@@ -541,7 +591,13 @@ class Daemon(Handler):
         self.stats["closed"] += 1
 
     def check_drained(self) -> None:
-        """During a stop, finish it once no connection is left (after an ``on_close``)."""
+        """During a stop, finish it once no connection is left (after an ``on_close``).
+
+        A draining stop ends its drain then: the process need not wait for the deadline.
+        """
+        if self._drain_deadline is not None and not self.connections:
+            age = self.reactor.time() - self._drain_began
+            self._end_drain(("drained: the last connection closed after %.3gs", age), logging.INFO)
         self._maybe_finish()
 
     def after(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
@@ -622,7 +678,9 @@ class Daemon(Handler):
         group = self._groups.get(name)
         if group is None:
             now = self._reactor.time if self._reactor is not None else None
-            group = self._groups[name] = Group(name, self.log, now, self._groups)
+            group = self._groups[name] = Group(
+                name, self.log, now, self._groups, broker=self.broker_link
+            )
         return group
 
     @property
@@ -648,7 +706,7 @@ class Daemon(Handler):
                 count += 1
         return count
 
-    def stop(self, *, now: bool = False, keep_backlog: bool = False) -> None:
+    def stop(self, *, now: bool = False, keep_backlog: bool = False, drain: float = 0.0) -> None:
         """Stop the daemon: gracefully, or with ``now=True`` at once.
 
         Graceful: stop accepting, then accept the clients already waiting in
@@ -666,9 +724,18 @@ class Daemon(Handler):
         ``now=True`` (or a second call with it, as a second SIGTERM does)
         connections are aborted instead of drained.
         Either way every connection still gets its ``on_close``.
+
+        ``drain=S`` (seconds; an upgrade's old process passes ``upgrade_drain``)
+        puts a drain before the graceful close: accepting nothing, the daemon
+        keeps serving the connections it has (callbacks, timers, links) until
+        the last one closes or ``S`` seconds pass, then stops as above:
+        ``on_stop``, WebSocket 1001, HTTP ``Connection: close`` after the
+        response being written. Meanwhile :meth:`is_draining` is true and
+        ``stop()`` again ends the drain at once.
         """
         if self._reactor is None or self._stopped:
             return
+        check_duration("drain", drain)
         if not self._stopping:
             self._stopping = True
             self._announce("stopping")
@@ -677,12 +744,15 @@ class Daemon(Handler):
                 host.pause()
             for listener in self.listeners:
                 listener.close(drain=not (now or keep_backlog))
-            if not now:
-                self._drain_timer = self.reactor.call_later(
-                    self.shutdown_timeout, self._drain_expired
-                )
-                self._sweep()
+            if not now and drain > 0 and self.connections:
+                self._begin_drain(drain)
+            elif not now:
+                self._end_drain()
+        elif not now and self._drain_deadline is not None:
+            left = len(self.connections)
+            self._end_drain(("drain ended by a stop: closing the %d connection(s) left", left))
         if now:
+            self._cancel_drain()
             self._abandon_work("stopping now")
             self._call_on_stop()
             for conn in self.connections:
@@ -703,6 +773,49 @@ class Daemon(Handler):
                 self.on_stop()
             except Exception:
                 self.log.exception("on_stop failed")
+
+    def _begin_drain(self, seconds: float) -> None:
+        """Keep serving the connections for up to ``seconds``; then the graceful close."""
+        reactor = self.reactor
+        self._drain_began = reactor.time()
+        self._drain_deadline = reactor.call_later(seconds, self._drain_deadline_passed, seconds)
+        self._drain_reporter = reactor.call_every(DRAIN_REPORT_INTERVAL, self._report_drain)
+        self.log.info(
+            "draining: accepting nothing, serving the %d connection(s) left until they close "
+            "or %gs pass, then closing them",
+            len(self.connections),
+            seconds,
+        )
+
+    def _report_drain(self) -> None:
+        deadline = self._drain_deadline
+        if deadline is not None:
+            self.log.info(
+                "draining: %d connection(s) left, %.3gs to the deadline",
+                len(self.connections),
+                max(0.0, deadline.when - self.reactor.time()),
+            )
+
+    def _drain_deadline_passed(self, seconds: float) -> None:
+        self._drain_deadline = None  # fired: nothing to cancel
+        left = len(self.connections)
+        self._end_drain(
+            ("drain deadline (%gs) passed: closing the %d connection(s) left", seconds, left)
+        )
+
+    def _cancel_drain(self) -> None:
+        for timer in (self._drain_deadline, self._drain_reporter):
+            if timer is not None:
+                timer.cancel()
+        self._drain_deadline = self._drain_reporter = None
+
+    def _end_drain(self, message: tuple[Any, ...] = (), level: int = logging.WARNING) -> None:
+        """End a drain (if any), log ``message`` (format, args), begin the graceful close."""
+        self._cancel_drain()
+        if message:
+            self.log.log(level, *message)
+        self._drain_timer = self.reactor.call_later(self.shutdown_timeout, self._drain_expired)
+        self._sweep()
 
     def _sweep(self) -> None:
         """A graceful stop's step: on_stop, then close each connection that read its input.
@@ -763,7 +876,7 @@ class Daemon(Handler):
         ``max_delay``, ``stable_after``, ``queue``, ``idle_timeout``, ``rng``
         (see docs/outbound.md). Call it from ``on_start`` or later.
         """
-        if self._reactor is None or self._stopping:
+        if self._reactor is None or (self._stopping and not self.is_draining()):
             raise ConfigError(f"connect({url}): the daemon is not running (call it from on_start)")
         link = Link(self, url, self if handler is None else handler, **options)
         self._links.append(link)
@@ -961,6 +1074,8 @@ class Daemon(Handler):
         # Operations open their own sockets here (the control socket, metrics),
         # and privileges are dropped: after binding, before on_start.
         self._announce("bound" if bind else "started")
+        if self.broker is not None:
+            self._open_broker(reactor)
         try:
             self.on_start()
         except Exception as exc:
@@ -979,6 +1094,29 @@ class Daemon(Handler):
         # pidfile must name us before that one exits.
         self._announce("ready")
 
+    def _open_broker(self, reactor: Reactor) -> None:
+        """Connect the broker (a StartError if it cannot be used) and close it at stop.
+
+        redis is imported here, and only here: a daemon without a broker never loads it.
+        """
+        try:
+            link = Broker(
+                str(self.broker),
+                registry=self._groups,
+                reactor=reactor,
+                log=self.log,
+                heartbeat=self.broker_heartbeat,
+            )
+            link.open()
+        except (BrokerError, ConfigError) as exc:
+            for host in self._hosts:
+                host.close()
+            if isinstance(exc, ConfigError):  # no redis package: the user's to install
+                raise
+            raise StartError(str(exc)) from None  # the message says it all: no traceback
+        self.broker_link = link
+        self.cleanup(link)
+
     def _announce(self, event: str) -> None:
         for hook in self._lifecycle:
             hook(event)
@@ -995,7 +1133,17 @@ class Daemon(Handler):
 
     def _on_stop_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
-        if self._stopping:
+        if self.is_draining():
+            # An upgrade's old process, draining: the signal ends the drain
+            # (graceful close now); one more aborts.
+            self.log.warning(
+                "%s while draining: closing the %d connection(s) left now "
+                "(send it again to stop at once)",
+                name,
+                len(self.connections),
+            )
+            self.stop()
+        elif self._stopping:
             self.log.warning("%s again: stopping now", name)
             self.stop(now=True)
         else:
@@ -1031,7 +1179,8 @@ class Daemon(Handler):
         """Replace this process by a new copy of itself without dropping clients (as SIGUSR2).
 
         Starts the new process (same command line, listeners inherited) and
-        returns its pid; once it listens, this daemon stops gracefully. If it
+        returns its pid; once it listens, this daemon drains (serves the
+        clients it has for up to ``upgrade_drain``) and stops gracefully. If it
         fails, this daemon goes on serving and logs why. See
         :mod:`daemonkit.ops.upgrade`. Raises :class:`~daemonkit.ops.upgrade.UpgradeError`
         when no upgrade can begin now (not running, stopping, one under way).
@@ -1067,6 +1216,7 @@ class Daemon(Handler):
         if self._stopped:
             return
         self._stopped = True
+        self._cancel_drain()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
@@ -1133,7 +1283,7 @@ class Daemon(Handler):
             raise ConfigError("max_write_buffer must be at least write_high_water")
         for key in ("idle_timeout", "frame_timeout", "send_timeout"):
             check_optional_duration(key, getattr(self, key))
-        for key in ("close_timeout", "shutdown_timeout"):
+        for key in ("close_timeout", "shutdown_timeout", "upgrade_drain"):
             check_duration(key, getattr(self, key))
         check_memory_settings(self.max_memory, self.memory_check_interval)
         self._check_work_settings()

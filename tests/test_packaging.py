@@ -43,6 +43,7 @@ OPTIONAL = {
     "watchfiles": "reload",
     "prometheus_client": "metrics",
     "cronsim": "cron",
+    "redis": "broker",
 }
 
 

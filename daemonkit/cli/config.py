@@ -31,7 +31,12 @@ from daemonkit.core.durations import check_duration, parse_duration
 from daemonkit.core.endpoints import Endpoint, parse_endpoint
 from daemonkit.core.log import FORMATS, LEVELS
 from daemonkit.core.reactor import BACKENDS
-from daemonkit.daemon import DEFAULT_MAX_RUNTIME_JITTER, name_endpoints, override_listen
+from daemonkit.daemon import (
+    DEFAULT_MAX_RUNTIME_JITTER,
+    DEFAULT_UPGRADE_DRAIN,
+    name_endpoints,
+    override_listen,
+)
 from daemonkit.errors import ConfigError
 from daemonkit.ops.memguard import parse_size
 
@@ -328,6 +333,19 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics", "text", "serve Prometheus metrics at ENDPOINT (tcp://...)", metavar="ENDPOINT"
     ),
     Setting(
+        "broker",
+        "text",
+        "make every group span the processes sharing this Redis database, e.g. "
+        "redis://127.0.0.1:6379/0 (needs daemonkit[broker])",
+        metavar="URL",
+    ),
+    _d(
+        "broker_heartbeat",
+        "seconds between two presence heartbeats of the broker; the members of a process "
+        "not heard from for 2 heartbeats leave the counts",
+        positive=True,
+    ),
+    Setting(
         "max_memory",
         "size",
         "when the RSS passes SIZE (e.g. 512M), replace the process by a fresh copy "
@@ -375,6 +393,12 @@ SETTINGS: tuple[Setting, ...] = (
         "a fleet started together does not recycle together "
         f"(default: {DEFAULT_MAX_RUNTIME_JITTER:g})",
         metavar="FRACTION",
+    ),
+    _d(
+        "upgrade_drain",
+        "after a zero-downtime upgrade's hand-over, the old process keeps serving its "
+        "connections until they close or DURATION passes, then closes the rest as a "
+        f"graceful stop does; 0: close them at once (default: {DEFAULT_UPGRADE_DRAIN:g}s)",
     ),
     Setting(
         "certfile",
@@ -448,6 +472,22 @@ SETTINGS: tuple[Setting, ...] = (
         "flag",
         "development: run the daemon in a child process and restart it when a .py file "
         "next to TARGET changes",
+        scope="runner",
+        default=False,
+    ),
+    Setting(
+        "workers",
+        "count",
+        "run N worker processes under a supervisor that binds the endpoints once and "
+        "restarts a worker that dies; 1: one process, no supervisor",
+        scope="runner",
+        default=1,
+        metavar="N",
+    ),
+    Setting(
+        "workers_force",
+        "flag",
+        "allow --workers above 4 per CPU (the fork-bomb guard)",
         scope="runner",
         default=False,
     ),

@@ -47,8 +47,9 @@ from daemonkit.cli.config import (
     runner_settings,
 )
 from daemonkit.cli.loader import load_daemon_class
+from daemonkit.core.endpoints import address_of
 from daemonkit.core.log import setup
-from daemonkit.core.reactor import new_event_loop
+from daemonkit.core.reactor import Reactor, new_event_loop
 from daemonkit.daemon import Daemon, StartError
 from daemonkit.errors import ConfigError, LoadError
 from daemonkit.ops.control import check_operations
@@ -56,6 +57,14 @@ from daemonkit.ops.pidfile import AlreadyRunning, PidfileError, check_pidfile_di
 from daemonkit.ops.process import Deployment, DetachError, resolve_credentials
 from daemonkit.ops.reloader import is_reload_child, supervise
 from daemonkit.ops.upgrade import report_start_failure
+from daemonkit.ops.workers import (
+    STOP_MARGIN,
+    Supervisor,
+    bind_endpoints,
+    check_workers,
+    tag_worker_logs,
+    worker_id_from_env,
+)
 
 __all__ = [
     "EXIT_ADDRESS_IN_USE",
@@ -181,15 +190,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (ConfigError, OSError) as exc:
         return _fail(EXIT_CONFIG, f"cannot set up logging: {exc}")
+    worker = worker_id_from_env()
+    if worker is not None:
+        tag_worker_logs(worker)  # every line of a worker says which one it is
     try:
         if args.reload and not is_reload_child():
             return supervise(args_list, args.target)
-        return _run(args, log_config, layers)
+        return _run(args, log_config, layers, supervised=worker is not None)
     finally:
         log_config.close()
 
 
-def _run(args: argparse.Namespace, log_config: Any, layers: Layers) -> int:
+def _run(
+    args: argparse.Namespace, log_config: Any, layers: Layers, *, supervised: bool = False
+) -> int:
     try:
         cls = load_daemon_class(args.target)
     except LoadError as exc:
@@ -228,6 +242,8 @@ def _run(args: argparse.Namespace, log_config: Any, layers: Layers) -> int:
         return EXIT_OK
 
     daemon._on_log_reopen = log_config.reopen
+    if args.workers > 1 and not supervised:
+        return _supervise(daemon, args)
     deployment = Deployment(
         pidfile=args.pidfile, detach=args.daemon, user=args.user, group=args.group
     )
@@ -239,6 +255,49 @@ def _run(args: argparse.Namespace, log_config: Any, layers: Layers) -> int:
         return _fail(EXIT_CONFIG, str(exc))
     except DetachError as exc:
         return _fail(EXIT_ERROR, str(exc))
+
+
+def _supervise(daemon: Daemon, args: argparse.Namespace) -> int:
+    """``--workers N``: bind every endpoint once here, run N workers on them (ops.workers)."""
+    try:
+        check_workers(args.workers, force=args.workers_force)
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    unsupported = [
+        option
+        for option, value in (
+            ("--pidfile", args.pidfile),
+            ("--daemon", args.daemon),
+            ("--user", args.user),
+            ("--group", args.group),
+        )
+        if value
+    ]
+    if unsupported:
+        return _fail(EXIT_USAGE, f"{', '.join(unsupported)} with --workers is not supported yet")
+    try:
+        sockets = bind_endpoints(daemon.endpoints)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return _fail(EXIT_ADDRESS_IN_USE, f"cannot bind: {exc}")
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return _fail(EXIT_PERMISSION, f"cannot bind: {exc}")
+        return _fail(EXIT_CONFIG, f"cannot bind: {exc}")
+    log = daemon.log.getChild("supervisor")
+    for name, sock in sockets.items():
+        log.info("listening on %s (%s) for %d workers", address_of(sock), name, args.workers)
+    reactor = Reactor(args.backend, log=log)
+    try:
+        supervisor = Supervisor(
+            reactor,
+            sockets,
+            args.workers,
+            log=log,
+            stop_timeout=daemon.shutdown_timeout + STOP_MARGIN,
+        )
+        return supervisor.run()
+    finally:
+        reactor.close()
 
 
 def _start_checks(daemon: Daemon, args: argparse.Namespace) -> None:

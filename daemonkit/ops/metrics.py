@@ -443,6 +443,8 @@ class Sample:
     log_level: str = "info"
     #: The outbound links' ``Link.status()`` dicts (url, state, counts, last error).
     links: tuple[dict[str, Any], ...] = ()
+    #: The broker link's ``Broker.status()`` dict, or None without a broker.
+    broker: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (the ``status`` reply of the control socket)."""
@@ -483,6 +485,7 @@ class Sample:
             "slow_callbacks": self.slow_callbacks,
             "log_level": self.log_level,
             "links": [dict(link) for link in self.links],
+            "broker": dict(self.broker) if self.broker is not None else None,
         }
 
 
@@ -565,6 +568,7 @@ def sample(
         slow_callbacks=watchdog.reported if watchdog is not None else 0,
         log_level=logging.getLevelName(daemon.log.getEffectiveLevel()).lower(),
         links=tuple(link.status() for link in daemon.links),
+        broker=daemon.broker_link.status() if daemon.broker_link is not None else None,
     )
 
 
@@ -678,6 +682,7 @@ def families(s: Sample) -> list[Metric]:
             "daemonkit_uptime_seconds", "Seconds since the daemon started.", value=s.uptime
         ),
         *link_families,
+        *_broker_families(s, GaugeMetricFamily, CounterMetricFamily),
     ]
 
 
@@ -706,6 +711,40 @@ def _link_families(s: Sample, gauge: Any, counter: Any) -> list[Metric]:
         failures.add_metric(label, link["failures"])
         dropped.add_metric(label, link["dropped"])
     return [up, reconnects, failures, dropped]
+
+
+def _broker_families(s: Sample, gauge: Any, counter: Any) -> list[Metric]:
+    """The broker link's figures (see daemonkit.framework.broker); none without a broker."""
+    b = s.broker
+    if b is None:
+        return []
+    found: list[Metric] = [
+        gauge(
+            "daemonkit_broker_up",
+            "1 while the broker link reaches Redis.",
+            value=int(b["state"] == "up"),
+        ),
+        gauge("daemonkit_broker_peers", "Other processes sharing the broker.", value=b["peers"]),
+        gauge(
+            "daemonkit_broker_outbox", "Messages waiting to be written to Redis.", value=b["outbox"]
+        ),
+        gauge(
+            "daemonkit_broker_lag_seconds",
+            "Age of the last message read from the broker when it was read.",
+            value=b["lag"],
+        ),
+    ]
+    for key, help_text in (
+        ("sent", "Messages written to the broker."),
+        ("received", "Messages of other processes read from the broker."),
+        ("delayed", "Messages that waited in the outbox during an outage, then went out."),
+        ("dropped", "Messages not sent to other processes: the outbox was full."),
+        ("lost", "Messages of other processes gone from the stream before they were read."),
+        ("malformed", "Broker entries dropped as unreadable."),
+        ("reconnects", "Times the broker link came back after an outage."),
+    ):
+        found.append(counter(f"daemonkit_broker_{key}_total", help_text, value=b[key]))
+    return found
 
 
 class SampleCollector:

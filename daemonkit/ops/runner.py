@@ -23,6 +23,7 @@ itself calls :func:`attach` before ``daemon.start(reactor)``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from daemonkit.core.reactor import Listener, Reactor
@@ -30,6 +31,7 @@ from daemonkit.core.timers import Clock
 from daemonkit.daemon import Daemon
 from daemonkit.ops.control import Operations
 from daemonkit.ops.upgrade import Upgrader
+from daemonkit.ops.workers import ENV_WORKER, watch_supervisor, worker_id_from_env
 
 __all__ = ["Attached", "attach", "run"]
 
@@ -65,10 +67,18 @@ class Attached:
                 # registers its own cleanup, so it is released at stop.
                 self.operations = Operations.start(daemon, daemon.reactor)
         elif event == "ready":
+            if daemon.worker_id is not None:  # a --workers worker: stop if orphaned
+                watch_supervisor(daemon.reactor, daemon.stop, os.getppid())
             # Added after any pidfile/systemd hook, so the process we replace
             # hears of us only once those name our pid.
             daemon.set_upgrade_handler(self.upgrader.upgrade)
             self.upgrader.start(daemon.reactor)
+        elif event == "stopping" and daemon.worker_id is not None:
+            # The other workers accept from these sockets' queues: close our
+            # descriptors before the stop would drain them (which keeps new
+            # clients out of the shared socket, for every worker).
+            for listener in daemon.listeners:
+                listener.close()
 
 
 def attach(daemon: Daemon) -> Attached:
@@ -78,7 +88,16 @@ def attach(daemon: Daemon) -> Attached:
     daemon binds), and hooks the rest onto the daemon's lifecycle events.
     Raises :class:`~daemonkit.errors.ConfigError` when a handed-over
     descriptor is not a socket.
+
+    A process a ``--workers`` supervisor started (:mod:`daemonkit.ops.workers`)
+    learns its worker id here (:attr:`Daemon.worker_id
+    <daemonkit.daemon.Daemon.worker_id>`), and its listeners and readiness
+    pipe through the upgrade's hand-over, which the supervisor reuses.
     """
+    worker = worker_id_from_env()  # before the upgrader takes the supervisor's variables
+    os.environ.pop(ENV_WORKER, None)  # not for this worker's own children
+    if worker is not None:
+        daemon._worker_id = worker
     attached = Attached(daemon, Upgrader(daemon))
     attached.upgrader.service_listeners = attached.service_listeners
     daemon.add_lifecycle_hook(attached._on_event)

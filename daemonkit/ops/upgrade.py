@@ -8,10 +8,23 @@ listening sockets inherited, as nginx (``NGINX=fd;fd;``) and gunicorn
 sockets by endpoint name before it starts (:meth:`Daemon.adopt
 <daemonkit.daemon.Daemon.adopt>`), loads the code afresh, and once it is
 listening writes ``ready`` to a pipe the old one gave it. Only then does
-the old one close its copies of the listeners and stop gracefully
-(``on_stop``, its connections closed within ``shutdown_timeout``); it
+the old one close its copies of the listeners and stop gracefully; it
 exits 0. nginx and gunicorn leave that last step to the operator; the
 readiness pipe lets daemonkit take it itself.
+
+**The drain.** Stopping, the old process first keeps serving the
+connections it already has, for up to ``upgrade_drain`` seconds (default
+:data:`~daemonkit.daemon.DEFAULT_UPGRADE_DRAIN`), as nginx's old workers
+(``worker_shutdown_timeout``) and HAProxy's old process
+(``hard-stop-after``) do: it accepts nothing (the queues are the new
+process's), its callbacks, timers and links go on, and it exits as soon as
+its last connection closes. At the deadline it closes the rest as any
+graceful stop does (``on_stop``, WebSocket 1001, HTTP ``Connection: close``
+after the response being written, within ``shutdown_timeout``). SIGTERM
+while draining ends the drain at once that same way; a second SIGTERM
+aborts. ``upgrade_drain = 0`` closes them right after the hand-over. The
+log says ``draining: N connection(s) left`` every
+:data:`~daemonkit.daemon.DRAIN_REPORT_INTERVAL` seconds.
 
 What the new process finds in its environment::
 
@@ -388,6 +401,11 @@ class Upgrader:
         daemon, reactor = self.daemon, self._reactor
         if reactor is None or daemon.is_stopped():
             raise UpgradeError("the daemon is not running")
+        if daemon.is_draining():
+            raise UpgradeError(
+                f"this process is draining its {len(daemon.connections)} connection(s) "
+                "after a hand-over: upgrade the new process instead"
+            )
         if daemon.is_stopping():
             raise UpgradeError("the daemon is stopping")
         if self._proc is not None:
@@ -490,8 +508,9 @@ class Upgrader:
         self.successor = proc.pid
         self.log.info(
             "upgrade: new process %d is ready; handing over and stopping gracefully "
-            "(shutdown_timeout=%gs)",
+            "(upgrade_drain=%gs, shutdown_timeout=%gs)",
             proc.pid,
+            daemon.upgrade_drain,
             daemon.shutdown_timeout,
         )
         for host in daemon.endpoint_hosts:
@@ -516,7 +535,8 @@ class Upgrader:
             listener.release_socket_file()  # the new process owns the file now
         for _, listener in self.service_listeners():
             listener.close()  # operators now reach the new process
-        daemon.stop(keep_backlog=True)  # the new process accepts from the same queues
+        # The new process accepts from the same queues; ours are served until they close.
+        daemon.stop(keep_backlog=True, drain=daemon.upgrade_drain)
 
     def _on_timeout(self) -> None:
         self._deadline = None

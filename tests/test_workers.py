@@ -1,0 +1,419 @@
+"""``--workers N``: a supervisor and real worker processes sharing its listeners."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemonkit.cli import run as cli
+from daemonkit.core.reactor import Reactor
+from daemonkit.errors import ConfigError
+from daemonkit.ops.upgrade import ENV_PARENT
+from daemonkit.ops.workers import (
+    CRASH_BURST,
+    ENV_WORKER,
+    EXIT_NO_WORKERS,
+    MAX_WORKERS_PER_CPU,
+    CrashLoop,
+    Supervisor,
+    check_workers,
+    tag_worker_logs,
+    worker_id_from_env,
+)
+from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until
+
+# The daemon under test: a Lines echo answering "PID WORKER_ID LINE".
+DAEMON = """
+import os
+from daemonkit import Daemon, Lines
+
+
+class Echo(Daemon):
+    framing = Lines
+
+    def on_read(self, conn, line):
+        conn.send(b"%d %s %s" % (os.getpid(), str(self.worker_id).encode(), line))
+"""
+
+# Seconds a subprocess gets to do what a test waits for.
+WAIT = 20.0
+# Short connections the fairness test makes.
+SPLIT_CONNECTIONS = 200
+# The load during a kill or a reload: LOAD_THREADS clients, each making one
+# short connection after another, bounded by LOAD_MAX each and by the test's stop.
+LOAD_THREADS = 4
+LOAD_MAX = 5000
+
+
+class Served:
+    """``python -m daemonkit DAEMON --workers N`` with its log in a file."""
+
+    def __init__(self, tmp: Path, workers: int, *args: str, backend: str = "uvloop") -> None:
+        self.path = tmp / "echo_workers.py"
+        self.path.write_text(textwrap.dedent(DAEMON))
+        self.log_path = tmp / "daemon.log"
+        self.port = free_port()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
+        env.pop("PYTHONASYNCIODEBUG", None)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *(PYTHON, "-m", "daemonkit", str(self.path), "--backend", backend),
+                    *("--listen", f"tcp://127.0.0.1:{self.port}", "--workers", str(workers)),
+                    *args,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+                cwd=ROOT,
+            )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, count: int = 1) -> None:
+        """Wait until ``pattern`` (a regex) occurs ``count`` times in the log."""
+        deadline = time.monotonic() + WAIT
+        while len(re.findall(pattern, self.log)) < count:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited with {self.proc.returncode}:\n{self.log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} x{count} after {WAIT}s:\n{self.log}")
+            time.sleep(0.02)
+
+    def ask(self, line: bytes = b"hi") -> tuple[int, str]:
+        """One short connection: (pid that answered, its worker id)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(line + b"\n")
+            reply = recv_until(sock, b"\n")
+        pid, wid, echoed = reply.rstrip(b"\n").split(b" ", 2)
+        assert echoed == line, reply
+        return int(pid), wid.decode()
+
+    def workers(self, count: int = 2) -> dict[str, int]:
+        """Worker id -> pid, asked until ``count`` ids answered (at most SPLIT_CONNECTIONS)."""
+        found: dict[str, int] = {}
+        for _ in range(SPLIT_CONNECTIONS):
+            pid, wid = self.ask()
+            found[wid] = pid
+            if len(found) == count:
+                break
+        return found
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(WAIT)
+        for pid in re.findall(r"started pid (\d+)", self.log):
+            try:
+                os.kill(int(pid), signal.SIGKILL)  # a worker left over by a failed test
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """A supervisor with 2 workers, all ready (on uvloop; the single process on asyncio)."""
+    s = Served(tmp_path, 2)
+    try:
+        s.wait_log(r"all 2 worker\(s\) ready")
+        yield s
+    finally:
+        s.close()
+
+
+class Load:
+    """Clients making short connections in threads until stopped; counts what happened."""
+
+    def __init__(self, served: Served) -> None:
+        self.served = served
+        self.answered: Counter[int] = Counter()  # by pid
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client) for _ in range(LOAD_THREADS)]
+        for t in self._threads:
+            t.start()
+
+    def _client(self) -> None:
+        for _ in range(LOAD_MAX):
+            if self._stop.is_set():
+                return
+            try:
+                pid, _ = self.served.ask()
+            except (OSError, ValueError) as exc:
+                with self._lock:
+                    self.failures.append(repr(exc))
+                continue
+            with self._lock:
+                self.answered[pid] += 1
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.answered.values())
+
+    def wait_more(self, count: int) -> None:
+        """Wait until ``count`` more requests were answered (bounded)."""
+        target = self.total() + count
+        deadline = time.monotonic() + WAIT
+        while self.total() < target:
+            assert time.monotonic() < deadline, f"the load stalled: {self.failures[:5]}"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(WAIT)
+
+
+# -- the guard, the settings, the bookkeeping ------------------------------------------
+
+
+def test_the_fork_bomb_guard_needs_force() -> None:
+    limit = MAX_WORKERS_PER_CPU * 2
+    assert check_workers(limit, cpus=2) == limit
+    with pytest.raises(ConfigError, match=r"more than 4 per CPU .*--workers-force"):
+        check_workers(limit + 1, cpus=2)
+    assert check_workers(limit + 1, cpus=2, force=True) == limit + 1
+    with pytest.raises(ConfigError):
+        check_workers(0)
+
+
+def test_too_many_workers_is_a_config_error_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    too_many = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1) + 1
+    args = [str(ROOT / "examples" / "echo_daemon.py"), "--listen", "tcp://127.0.0.1:0"]
+    assert cli.main([*args, "--workers", str(too_many)]) == cli.EXIT_CONFIG
+    assert "--workers-force" in capsys.readouterr().err
+    assert cli.main([*args, "--workers", "0"]) == cli.EXIT_USAGE
+
+
+def test_options_not_supported_with_workers_yet_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [str(ROOT / "examples" / "echo_daemon.py"), "--listen", "tcp://127.0.0.1:0"]
+    pidfile = str(tmp_path / "echo.pid")
+    assert cli.main([*args, "--workers", "2", "--pidfile", pidfile]) == cli.EXIT_USAGE
+    assert "--pidfile with --workers is not supported yet" in capsys.readouterr().err
+    assert not os.path.exists(pidfile)
+
+
+def test_a_crash_loop_is_burst_deaths_within_the_interval() -> None:
+    loop = CrashLoop(burst=3, interval=10.0)
+    assert not loop.died(0.0)
+    assert not loop.died(4.0)
+    assert not loop.died(11.0)  # 0..11: three deaths, but over 11 s
+    assert loop.died(12.0)  # 4, 11, 12: within 10 s
+    assert CRASH_BURST == 5
+
+
+def test_the_worker_id_counts_only_from_our_parent() -> None:
+    mine = {ENV_WORKER: "3", ENV_PARENT: str(os.getppid())}
+    assert worker_id_from_env(mine) == 3
+    assert worker_id_from_env({**mine, ENV_PARENT: str(os.getppid() + 1)}) is None
+    assert worker_id_from_env({ENV_PARENT: str(os.getppid())}) is None
+
+
+# -- the supervisor in this process, with tiny workers ----------------------------------
+
+# A worker that says it is ready (unless it is worker 1 and STALL is set), then waits.
+TINY_WORKER = """
+import os, sys, time
+if os.environ.get("STALL") and os.environ["DAEMONKIT_WORKER"] == "1":
+    time.sleep(60)
+os.write(int(os.environ["DAEMONKIT_UPGRADE_FD"]), b"ready\\n")
+time.sleep(60)
+"""
+
+
+def _supervise(
+    command: list[str], workers: int, *, seconds: float, **options: Any
+) -> tuple[int, list[str], Supervisor]:
+    """Run a Supervisor here for at most ``seconds`` (then stop it); (exit, log lines, it)."""
+    records: list[str] = []
+    sock = socket.create_server(("127.0.0.1", 0))
+    reactor = Reactor("asyncio")
+    try:
+        sup = Supervisor(reactor, {"tcp": sock}, workers, command=command, **options)
+        reactor.call_later(seconds, sup.stop, "test deadline")
+        with daemonkit_log_to(lambda r: records.append(r.getMessage())):
+            code = sup.run()
+    finally:
+        reactor.close()
+    return code, records, sup
+
+
+def test_a_crash_loop_gives_up_the_slot_and_with_none_left_exits_1() -> None:
+    code, log, sup = _supervise(
+        [PYTHON, "-c", "raise SystemExit(3)"], 2, seconds=WAIT, crash_interval=WAIT
+    )
+    assert code == EXIT_NO_WORKERS
+    assert any("worker 0: crash loop (5 deaths" in line for line in log), log
+    assert any("worker 1: crash loop" in line for line in log), log
+    assert any("no worker left" in line for line in log), log
+    assert all(len(slot.pids) == CRASH_BURST for slot in sup.slots)  # restarted 4 times each
+
+
+def test_a_worker_never_ready_is_killed_and_the_others_keep_serving(tmp_path: Path) -> None:
+    script = tmp_path / "tiny.py"
+    script.write_text(TINY_WORKER)
+    code, log, sup = _supervise(
+        [PYTHON, str(script)],
+        2,
+        seconds=3.0,
+        ready_timeout=0.5,
+        crash_burst=100,
+        environ=dict(os.environ, STALL="1"),
+    )
+    assert code == 0
+    assert any(re.match(r"worker 1: pid \d+ not ready within 0.5s; killing it", x) for x in log)
+    assert any("worker 1: restarting in" in line for line in log), log
+    # Worker 0 became ready once and served on: never restarted, stopped by the stop.
+    assert len(sup.slots[0].pids) == 1
+    assert len(sup.slots[1].pids) >= 2
+    assert any(re.match(r"worker 0: pid \d+ is ready", line) for line in log)
+
+
+# -- the command line: real daemons ----------------------------------------------------
+
+
+def test_two_workers_both_accept(served: Served) -> None:
+    split: Counter[str] = Counter()
+    pids: dict[str, int] = {}
+    for _ in range(SPLIT_CONNECTIONS):
+        pid, wid = served.ask()
+        split[wid] += 1
+        pids[wid] = pid
+    print(f"split over {SPLIT_CONNECTIONS} connections: {dict(split)}")
+    assert set(split) == {"0", "1"}, split  # both served, each knows its id
+    assert served.proc.pid not in pids.values()  # the supervisor serves no client
+    assert re.search(r"INFO +daemonkit\.Echo: w0 listening on", served.log)
+    assert re.search(r"INFO +daemonkit\.Echo: w1 listening on", served.log)
+
+
+def test_a_killed_worker_is_replaced_while_the_other_serves(served: Served) -> None:
+    before = served.workers()
+    assert set(before) == {"0", "1"}
+    load = Load(served)
+    try:
+        load.wait_more(50)
+        os.kill(before["1"], signal.SIGKILL)
+        served.wait_log(r"worker 1: pid \d+ is ready", 2)
+        load.wait_more(100)
+    finally:
+        load.stop()
+    os.kill(before["0"], 0)  # worker 0 lives on: never restarted
+    assert len(re.findall(r"worker 0: started pid", served.log)) == 1
+    new = re.findall(r"worker 1: started pid (\d+)", served.log)
+    assert len(new) == 2 and int(new[1]) != before["1"]  # a new process in the same slot
+    assert load.answered[before["0"]] > 0
+    print(f"answers by pid: {dict(load.answered)}")
+    # Only what the killed worker had accepted can fail: one per client at most.
+    assert len(load.failures) <= LOAD_THREADS, load.failures
+    print(f"kill -9 under load: {load.total()} answered, {len(load.failures)} failed")
+
+
+def test_sighup_replaces_workers_one_at_a_time(served: Served) -> None:
+    before = served.workers()
+    load = Load(served)
+    try:
+        load.wait_more(50)
+        served.proc.send_signal(signal.SIGHUP)
+        served.wait_log(r"reload: every worker replaced")
+        load.wait_more(50)
+    finally:
+        load.stop()
+    after = served.workers()
+    assert set(after) == {"0", "1"}
+    assert not set(after.values()) & set(before.values())
+    served.wait_log(rf"worker 1: pid {before['1']} exited")
+    log = served.log
+    # One at a time: the new worker 1 starts once the new worker 0 is ready,
+    # and each old one exits only after its successor is ready.
+    new0_ready = log.index(f"worker 0: pid {after['0']} is ready")
+    new1_start = log.index(f"worker 1: started pid {after['1']}")
+    assert new0_ready < new1_start
+    assert new0_ready < log.index(f"worker 0: pid {before['0']} exited")
+    assert log.index(f"worker 1: pid {after['1']} is ready") < log.index(
+        f"worker 1: pid {before['1']} exited"
+    )
+    print(f"SIGHUP under load: {load.total()} answered, {len(load.failures)} failed")
+    assert len(load.failures) <= LOAD_THREADS, load.failures
+
+
+def test_sigterm_drains_every_worker_and_exits_0(served: Served) -> None:
+    pids = served.workers()
+    clients = []
+    for _ in range(10):
+        sock = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+        sock.sendall(b"hello\n")
+        assert recv_until(sock, b"\n").endswith(b"hello\n")
+        clients.append(sock)
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(WAIT) == 0
+    for sock in clients:
+        assert sock.recv(100) == b""  # closed by its worker's graceful stop
+        sock.close()
+    for wid, pid in pids.items():
+        assert re.search(rf"worker {wid}: pid {pid} exited with status 0", served.log)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_one_worker_is_the_single_process_of_today(tmp_path: Path) -> None:
+    s = Served(tmp_path, 1, backend="asyncio")
+    try:
+        s.wait_log("listening on")
+        pid, wid = s.ask()
+        assert pid == s.proc.pid  # no supervisor: the process started serves
+        assert wid == "None"
+        assert "worker" not in s.log
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(WAIT) == 0
+    finally:
+        s.close()
+
+
+def test_log_lines_of_a_worker_carry_its_id() -> None:
+    handler, other = logging.Handler(), logging.Handler()
+    tag_worker_logs(7, [handler, other])
+    record = logging.LogRecord("daemonkit.x", logging.INFO, __file__, 1, "hello %s", ("a",), None)
+    assert handler.filter(record)
+    assert other.filter(record)  # a second handler: still one tag
+    assert record.getMessage() == "w7 hello a"
+    assert getattr(record, "worker", None) == 7
+
+
+def test_workers_stop_themselves_when_the_supervisor_is_killed(served: Served) -> None:
+    pids = served.workers()
+    served.proc.kill()
+    served.proc.wait(WAIT)
+    deadline = time.monotonic() + WAIT
+    alive = set(pids.values())
+    while alive and time.monotonic() < deadline:
+        for pid in list(alive):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                alive.discard(pid)  # reaped
+                continue
+            if stat.rpartition(")")[2].split()[0] == "Z":
+                alive.discard(pid)  # exited; a container's init may never reap it
+        time.sleep(0.05)
+    assert not alive, f"workers {alive} outlived their supervisor"
