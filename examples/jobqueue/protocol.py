@@ -206,6 +206,17 @@ class CommandFramer(Framer):
     def feed(self, data: bytes) -> list[Any]:
         """Append ``data`` and return the commands (and errors) it completes, in order."""
         buf = self._buffer
+        if (
+            not buf
+            and self._mode == _LINE
+            and type(data) is bytes
+            and 0 <= data.find(b"\r") == len(data) - 2 < LINE_BUF_SIZE - 2
+            and data[-1:] == b"\n"
+        ):
+            # The common read: exactly one whole command line (a client waits for
+            # each answer). Same result as the loop below, without it.
+            frame = self._command(data[:-2])
+            return [] if frame is None else [frame]
         if buf:
             buf += data
             if self._mode == _BODY and len(buf) < self._need:
@@ -319,8 +330,14 @@ class CommandFramer(Framer):
 
     def _put_header(self, line: bytes) -> Any:
         parts = line.split(b" ")
-        if len(parts) == 5 and all(p.isdigit() for p in parts[1:]):
-            pri, delay, ttr, size = map(int, parts[1:])
+        if (
+            len(parts) == 5
+            and parts[1].isdigit()
+            and parts[2].isdigit()
+            and parts[3].isdigit()
+            and parts[4].isdigit()
+        ):  # the usual "put 1024 0 60 100": no generator, it runs once per put
+            pri, delay, ttr, size = int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4])
             tail = b""
         else:
             m = _PUT.match(line, 4)

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemonkit.testing import FakeClock
 from tests.helpers import PYTHON, ROOT, free_port, wait_for_port
@@ -123,6 +125,36 @@ def test_the_framer_whole_byte_by_byte_and_with_trailing_data(
     assert framer.feed(data + b"stats\r\nput 0 0 1 2\r\nx") == [*expected, ("stats",)]
     assert framer.buffered == 1  # the start of the body waits for the rest
     assert framer.feed(b"y\r\n") == [("put", 0, 0, 1, b"xy\r\n")]
+
+
+# Pieces of commands, good and bad, that a stream is built from.
+_PIECES = [
+    b"reserve\r\n", b"delete 7\r\n", b"put 1 0 60 3\r\nabc\r\n", b"put 0 0 1 2\r\n",
+    b"use tube-1\r\n", b"stats\r\n", b"x" * 230 + b"\r\n", b"\r\n", b"\n", b"\r",
+    b"put 0 0 1 20\r\n" + b"b" * 22, b"bury 3 4\r\n", b"kick 2\r\n", b"\0\r\n",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(_PIECES), max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_any_split_of_a_stream_gives_the_same_frames(pieces: list[bytes], cuts: list[int]) -> None:
+    # The single-line fast path and the general loop must agree: the stream
+    # fed whole, cut anywhere, and one read per line give the same frames.
+    stream = b"".join(pieces)
+    whole = CommandFramer(10).feed(stream)
+    framer = CommandFramer(10)
+    frames: list[Any] = []
+    start = 0
+    for cut in sorted({c for c in cuts if c < len(stream)}):
+        frames += framer.feed(stream[start:cut])
+        start = cut
+    frames += framer.feed(stream[start:])
+    assert frames == whole
+    framer = CommandFramer(10)
+    assert [f for piece in pieces for f in framer.feed(piece)] == whole
 
 
 def test_a_big_body_arriving_in_pieces_is_buffered_once() -> None:
