@@ -305,6 +305,10 @@ def test_two_workers_both_accept(served: Served) -> None:
     assert served.proc.pid not in pids.values()  # the supervisor serves no client
     assert re.search(r"INFO +daemonkit\.Echo: w0 listening on", served.log)
     assert re.search(r"INFO +daemonkit\.Echo: w1 listening on", served.log)
+    # The hand-over is the upgrade's, but a worker says what really happens:
+    # the supervisor gave it the listeners and goes on supervising.
+    assert re.search(r"w0 worker 0: took over \d+ listener\(s\) from the supervisor", served.log)
+    assert "upgrade:" not in served.log and "stops now" not in served.log
 
 
 def test_a_killed_worker_is_replaced_while_the_other_serves(served: Served) -> None:

@@ -326,9 +326,18 @@ class Upgrader:
                     message,
                 )
                 sock.close()
-        self.log.info(
-            "upgrade: took over %d listener(s) from pid %s", len(fds), env.get(ENV_PARENT)
-        )
+        worker = self.daemon.worker_id
+        if worker is not None:  # a --workers supervisor reuses this hand-over
+            self.log.info(
+                "worker %d: took over %d listener(s) from the supervisor (pid %s)",
+                worker,
+                len(fds),
+                env.get(ENV_PARENT),
+            )
+        else:
+            self.log.info(
+                "upgrade: took over %d listener(s) from pid %s", len(fds), env.get(ENV_PARENT)
+            )
 
     def start(self, reactor: Reactor) -> None:
         """The daemon listens: tell the process it replaces (if any), arm the memory guard."""
@@ -339,7 +348,12 @@ class Upgrader:
             daemon.inherited_sockets.pop(name).close()
         old = upgrading_from(self._env)
         if _write_ready_pipe(self._env, b"ready\n"):
-            self.log.info("upgrade: ready; the old process (pid %d) stops now", old)
+            if daemon.worker_id is not None:
+                self.log.info(
+                    "worker %d: ready; told the supervisor (pid %d)", daemon.worker_id, old
+                )
+            else:
+                self.log.info("upgrade: ready; the old process (pid %d) stops now", old)
             for name, listener in self._listeners():
                 identity = self._files.get(name)
                 if identity is not None and listener.address.scheme == "unix":
