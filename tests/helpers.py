@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import importlib.util
 import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,3 +104,21 @@ def load_example(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def serve_stdlib_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Yield the URL of a stdlib ``ThreadingHTTPServer`` running ``handler``; stop it after.
+
+    A third-party HTTP server (not ours) for the bots' tests: ``yield from
+    serve_stdlib_http(Handler)`` in a fixture.
+    """
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

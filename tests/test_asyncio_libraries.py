@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -40,8 +38,8 @@ from tests.helpers import (
     recv_until,
     wait_for_port,
 )
+from tests.redis_server import REDIS_SERVER, RedisServer
 
-REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"
 )
@@ -54,72 +52,6 @@ CLIENTS = 50  # concurrent clients of the counting test
 INCRS = 20  # INCR commands each of them pipelines
 
 example = load_example("redis_counter")
-
-
-class RedisServer:
-    """A redis-server on a free port of 127.0.0.1, without persistence; this test's own."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None and self.proc is None
-        options = {
-            "port": str(self.port),
-            "bind": "127.0.0.1",
-            "save": "",  # no snapshots, no append-only file: nothing to disk
-            "appendonly": "no",
-            "dir": str(self.workdir),
-            "logfile": str(self.workdir / "redis.log"),
-        }
-        argv = [REDIS_SERVER]
-        for name, value in options.items():
-            argv += [f"--{name}", value]
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        wait_for_port(self.port, self.proc, WAIT)
-
-    def stop(self) -> None:
-        """Stop it (by its pid; SIGCONT first in case a test paused it) and reap it."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        try:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-                proc.terminate()
-                try:
-                    proc.wait(WAIT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(WAIT)
-        finally:
-            if proc.stderr is not None:
-                proc.stderr.close()
-
-    def pause(self) -> None:
-        """SIGSTOP: the server holds every command it is sent until :meth:`resume`."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def get(self, key: str) -> bytes | None:
-        """The value of ``key``, read with redis-py's blocking client."""
-        with redis.Redis(port=self.port, socket_timeout=WAIT) as client:
-            value: bytes | None = client.get(key)
-            return value
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -33,8 +32,8 @@ from daemonkit.daemon import StartError
 from daemonkit.errors import ConfigError
 from daemonkit.testing import DaemonRunner
 from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, wait_for_port
+from tests.redis_server import REDIS_SERVER, RedisServer
 
-REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"
 )
@@ -43,43 +42,6 @@ redis = pytest.importorskip("redis", reason="the redis package is not installed"
 WAIT = 10.0  # real seconds any wait in these tests may take at most
 HEARTBEAT = 0.2  # the tests' broker_heartbeat: a dead process leaves within 3 of them
 STREAM = "daemonkit:stream"
-
-
-class RedisServer:
-    """A redis-server of this module's own, without persistence; restartable on its port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None and self.proc is None
-        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        argv += ["--logfile", str(self.workdir / "redis.log")]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for_port(self.port, self.proc, WAIT)
-
-    def stop(self) -> None:
-        """SIGKILL it by its pid (an abrupt end: nothing is saved) and reap it."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        try:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(WAIT)
-        finally:
-            if proc.stderr is not None:
-                proc.stderr.close()
-
-    def client(self) -> Any:
-        return redis.Redis(port=self.port, socket_timeout=WAIT)
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +234,7 @@ def test_redis_restarted_delivery_resumes_and_nothing_sent_meanwhile_is_lost(
     on_a.sendall(b"before\n")
     assert read_lines(on_a, 1) == read_lines(on_b, 1) == [b"before"]
 
-    broker.stop()
+    broker.kill()
     wait_until(lambda: status_of(a)["state"] == status_of(b)["state"] == "down")
     sent = 20
     on_a.sendall(b"".join(b"during:%d\n" % n for n in range(sent)))
@@ -307,7 +269,7 @@ def test_a_stream_made_anew_with_older_ids_is_read_from_its_start(
     with broker.client() as client:  # an entry from far in the future: the last id seen
         client.xadd(STREAM, {b"junk": b"1"}, id="99999999999999-0")
     wait_until(lambda: status_of(b)["malformed"] == 1 and status_of(a)["malformed"] == 1)
-    broker.stop()
+    broker.kill()
     wait_until(lambda: status_of(a)["state"] == status_of(b)["state"] == "down")
     broker.start()
     wait_until(lambda: status_of(a)["state"] == status_of(b)["state"] == "up")

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from daemonkit import Endpoint
 from daemonkit.cli import bots as bots_cli
@@ -50,14 +49,9 @@ class Chatter(WebSocketBot):
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
-    root = tmp_path_factory.mktemp("clitls")
-    authority = trustme.CA()
-    server = authority.issue_cert("127.0.0.1")
-    cert, key, ca_file = root / "server.pem", root / "server.key", root / "ca.pem"
-    cert.write_bytes(b"".join(pem.bytes() for pem in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(str(key))
-    authority.cert_pem.write_to_path(str(ca_file))
+def certs(ca: tuple[Path, Path, Path]) -> tuple[str, str, str]:
+    """The shared certificate (conftest's ``ca``) as strings for command lines."""
+    cert, key, ca_file = ca
     return str(cert), str(key), str(ca_file)
 
 

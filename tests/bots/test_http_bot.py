@@ -5,12 +5,10 @@ from __future__ import annotations
 import http.server
 import io
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from daemonkit import Endpoint
 from daemonkit.bots import Bot, BotRunner, HttpBot, RunResult
@@ -18,7 +16,7 @@ from daemonkit.bots.http import HttpResponse
 from daemonkit.cli import bots as bots_cli
 from daemonkit.errors import ConfigError
 from daemonkit.testing import DaemonRunner
-from tests.helpers import ROOT, load_example
+from tests.helpers import ROOT, load_example, serve_stdlib_http
 
 http_hello = load_example("http_hello")
 ECHO_BOT = str(ROOT / "examples" / "echo_bot.py")
@@ -106,18 +104,6 @@ def test_a_post_sends_its_body_and_headers_to_a_third_party_server(stdlib: str) 
 # -- TLS -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("httpbotcerts")
-    authority = trustme.CA()
-    server = authority.issue_cert("127.0.0.1")
-    cert, key, ca_file = root / "server.pem", root / "server.key", root / "ca.pem"
-    cert.write_bytes(b"".join(pem.bytes() for pem in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(str(key))
-    authority.cert_pem.write_to_path(str(ca_file))
-    return cert, key, ca_file
-
-
 def test_https_with_a_ca_file_and_with_verification_off(
     ca: tuple[Path, Path, Path], backend: str
 ) -> None:
@@ -177,28 +163,15 @@ class OldHandler(Handler):
     protocol_version = "HTTP/1.0"
 
 
-def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 @pytest.fixture
 def stdlib() -> Iterator[str]:
     Seen.posts = []
-    yield from serve(Handler)
+    yield from serve_stdlib_http(Handler)
 
 
 @pytest.fixture
 def stdlib_10() -> Iterator[str]:
-    yield from serve(OldHandler)
+    yield from serve_stdlib_http(OldHandler)
 
 
 class Mixed(HttpBot):

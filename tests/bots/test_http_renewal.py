@@ -19,7 +19,7 @@ import pytest
 from daemonkit.bots import BotRunner, HttpBot, RequestFailed, RunResult
 from daemonkit.core.connection import CloseReason
 from daemonkit.testing import DaemonRunner
-from tests.helpers import load_example
+from tests.helpers import load_example, serve_stdlib_http
 
 http_hello = load_example("http_hello")
 
@@ -47,16 +47,7 @@ class OldHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def http10() -> Iterator[str]:
     OldHandler.peers = set()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OldHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    yield from serve_stdlib_http(OldHandler)
 
 
 class Session(HttpBot):

@@ -10,7 +10,6 @@ import csv
 import http.server
 import io
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from daemonkit.bots.report import format_summary, write_csv, write_html, write_j
 from daemonkit.bots.stats import Stats
 from daemonkit.cli import bots as bots_cli
 from daemonkit.testing import DaemonRunner
-from tests.helpers import load_example
+from tests.helpers import load_example, serve_stdlib_http
 
 http_hello = load_example("http_hello")
 
@@ -59,16 +58,7 @@ class Moved(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stdlib() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Moved)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    yield from serve_stdlib_http(Moved)
 
 
 class Pages(HttpBot):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +19,7 @@ from daemonkit.cli import bots as bots_cli
 from daemonkit.core.endpoints import Address
 from daemonkit.errors import ConfigError
 from daemonkit.testing import DaemonRunner
-from tests.helpers import ROOT, load_example
+from tests.helpers import ROOT, load_example, serve_stdlib_http
 
 ws_chat = load_example("ws_chat")
 ECHO_BOT = str(ROOT / "examples" / "echo_bot.py")
@@ -107,16 +106,7 @@ class Paths(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def stdlib() -> Iterator[str]:
     Paths.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Paths)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    yield from serve_stdlib_http(Paths)
 
 
 class Api(HttpBot):

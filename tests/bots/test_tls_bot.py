@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import trustme
-
 from daemonkit import Endpoint
 from daemonkit.bots import BotRunner
 from daemonkit.testing import DaemonRunner
@@ -14,18 +11,6 @@ from tests.helpers import load_example
 
 chat_daemon = load_example("chat_daemon")
 chat_bot = load_example("chat_bot")
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("tlsbotcerts")
-    authority = trustme.CA()
-    server = authority.issue_cert("127.0.0.1")
-    cert, key, ca_file = root / "server.pem", root / "server.key", root / "ca.pem"
-    cert.write_bytes(b"".join(pem.bytes() for pem in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(str(key))
-    authority.cert_pem.write_to_path(str(ca_file))
-    return cert, key, ca_file
 
 
 def test_chat_bots_over_tls_with_a_ca_file(ca: tuple[Path, Path, Path], backend: str) -> None:

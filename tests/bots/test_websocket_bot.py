@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from daemonkit import Endpoint
 from daemonkit.bots import BotRunner, RequestFailed, RunResult, WebSocketBot
@@ -86,18 +85,6 @@ def test_bots_chat_on_ws_chat(backend: str) -> None:
         target = str(daemon.address).replace("http://", "ws://")
         Chatter.bots = 3
         check_chat(run(Chatter, target, bots=3), 3)
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("wsbotcerts")
-    authority = trustme.CA()
-    server = authority.issue_cert("127.0.0.1")
-    cert, key, ca_file = root / "server.pem", root / "server.key", root / "ca.pem"
-    cert.write_bytes(b"".join(pem.bytes() for pem in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(str(key))
-    authority.cert_pem.write_to_path(str(ca_file))
-    return cert, key, ca_file
 
 
 def test_bots_chat_on_ws_chat_over_tls(ca: tuple[Path, Path, Path]) -> None:
