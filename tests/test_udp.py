@@ -145,7 +145,11 @@ def test_many_datagrams_from_several_senders(run_daemon: Any) -> None:
     assert sorted(by_sender) == names
     for received in by_sender.values():
         assert received == [b"%d" % i for i in range(per_sender)]
-    assert host.received == host.sent == per_sender * len(senders) > RECV_BATCH
+    # The daemon's thread counts a reply after its sendto(): the echo may
+    # reach us before the count moves, so wait for it (a race seen in CI).
+    total = per_sender * len(senders)
+    runner.wait_for(lambda: host.sent == total, timeout=TIMEOUT)
+    assert host.received == host.sent == total > RECV_BATCH
     assert host.oversize == host.dropped == host.errors == 0
 
 
