@@ -52,7 +52,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from daemonkit.errors import ConfigError, FrameTooLarge, ProtocolError
 from daemonkit.framing.base import DEFAULT_MAX_FRAME, Framer, _to_bytes
@@ -296,6 +296,10 @@ class WebSocketFramer(Framer):
         "_message_size",
     )
 
+    #: Bytes of masking key after each frame header this side reads: a
+    #: client's frames are masked (4), a server's are not (the client framer: 0).
+    _MASK_BYTES: ClassVar[int] = 4
+
     def __init__(
         self,
         *,
@@ -368,14 +372,16 @@ class WebSocketFramer(Framer):
             data = bytes(buf) + data
             buf.clear()
             return self._split(data, [])
-        # A whole header is buffered: it was checked when first read.
+        # A whole header is buffered: it was checked when first read. Append
+        # up to the frame's end, so a long frame in many reads costs linear time.
+        mask = self._MASK_BYTES
         length = buf[1] & 0x7F
         if length == 126:
-            length = _unpack_h(buf, 2)[0] + 8
+            length = _unpack_h(buf, 2)[0] + 4 + mask
         elif length == 127:
-            length = _unpack_q(buf, 2)[0] + 14
+            length = _unpack_q(buf, 2)[0] + 10 + mask
         else:
-            length += 6
+            length += 2 + mask
         missing = length - len(buf)
         if len(data) < missing:
             buf += data

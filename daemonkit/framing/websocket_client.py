@@ -106,37 +106,7 @@ class WebSocketClientFramer(WebSocketFramer):
 
     # -- reading: server frames carry no mask -------------------------------------
 
-    def _feed_slow(self, data: bytes) -> list[Any]:
-        data = self._checked_input(data)
-        if self._closed:
-            return []
-        buf = self._buffer
-        if len(buf) < _MAX_HEADER:
-            # At most a header's worth carried over: re-read it from scratch.
-            data = bytes(buf) + data
-            buf.clear()
-            return self._split(data, [])
-        # A whole header is buffered (checked when first read): append up to
-        # the frame's end, so a long frame in many reads costs linear time.
-        length = buf[1] & 0x7F
-        if length == 126:
-            length = _unpack_h(buf, 2)[0] + 4
-        elif length == 127:
-            length = _unpack_q(buf, 2)[0] + 10
-        else:
-            length += 2
-        missing = length - len(buf)
-        if len(data) < missing:
-            buf += data
-            return []
-        buf += data[:missing]
-        frame = bytes(buf)
-        buf.clear()
-        frames: list[Any] = []
-        self._split(frame, frames)
-        if self._closed or len(data) == missing:
-            return frames
-        return self._split(data[missing:], frames)
+    _MASK_BYTES = 0  # the shared slow path then finds each frame's end unmasked
 
     def _split(self, data: bytes, frames: list[Any]) -> list[Any]:
         """Read the unmasked frames of *data* into *frames*; the buffer must be empty."""

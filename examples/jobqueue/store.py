@@ -22,7 +22,7 @@ and cost less memory than tuples: the ready set is the big one.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -489,21 +489,10 @@ class Store:
         queueing: with nobody else waiting, the best (priority, id) ready job
         of the tubes it watches (paused ones left out) is the one it gets.
         """
-        best = None
-        best_key = 0
-        for tube in session.watch:
-            if not tube.ready:
-                continue
-            if tube in self.paused:
-                if tube.unpause_at > now:
-                    continue
-                self._unpause(tube)
-            key = tube.ready[0]
-            if best is None or key < best_key:
-                best, best_key = tube, key
+        best = self._best_ready(session.watch, now)
         if best is None:
             return False
-        job = self.jobs[best_key & _ID_MASK]
+        job = self.jobs[best.ready[0] & _ID_MASK]
         self._unready(job)
         session.worker = True
         self._reserve(session, job, now)
@@ -534,27 +523,36 @@ class Store:
         Paused tubes are left out; ``now`` starts the TTR of each reservation.
         """
         while self.waiting_tubes:
-            best = None
-            best_key = 0
-            for tube in self.waiting_tubes:
-                if not tube.ready:
-                    continue
-                if tube in self.paused:
-                    if tube.unpause_at > now:
-                        continue
-                    self._unpause(tube)  # lazily, as beanstalkd's next_awaited_job
-                key = tube.ready[0]
-                if best is None or key < best_key:
-                    best, best_key = tube, key
+            best = self._best_ready(self.waiting_tubes, now)
             if best is None:
                 return
             session = self._take_waiter(best)
-            job = self.jobs[best_key & _ID_MASK]
+            job = self.jobs[best.ready[0] & _ID_MASK]
             self._unready(job)
             self.stop_waiting(session)
             session.worker = True
             self._reserve(session, job, now)
             self.on_reserved(session, job)
+
+    def _best_ready(self, tubes: Iterable[Tube], now: float) -> Tube | None:
+        """The tube of ``tubes`` whose first ready job is the best (priority, id), or None.
+
+        Paused tubes are left out; one whose pause is over resumes here,
+        lazily, as in beanstalkd's ``next_awaited_job``.
+        """
+        best = None
+        best_key = 0
+        for tube in tubes:
+            if not tube.ready:
+                continue
+            if tube in self.paused:
+                if tube.unpause_at > now:
+                    continue
+                self._unpause(tube)
+            key = tube.ready[0]
+            if best is None or key < best_key:
+                best, best_key = tube, key
+        return best
 
     def _unpause(self, tube: Tube) -> None:
         self.paused.discard(tube)
