@@ -38,11 +38,16 @@ def echo() -> Iterator[str]:
 
 def test_the_search_writes_a_report_per_step_and_a_summary(echo: str, tmp_path: Path) -> None:
     out = io.StringIO()
+    # A step passes only if its bots delivered 95 % of its rate, and the
+    # requests due before the bots have connected are lost: each step lasts a
+    # whole second and starts at 20/s, so a connect may take 100 ms on a busy
+    # machine. Step 2 (40/s) is failed by --fail-if even with a quarter of its
+    # requests lost, so the check is always seen to fail a step.
     code = bots_cli.main(
-        [ECHO_BOT, "--target", echo, "--bots", "2", "--duration", "0.3s", "--quiet",
-         "--max-rate-search", "--p99", "1s", "--rate", "50",
-         # A step fails once it makes more than 40 requests: above ~133/s.
-         "--fail-if", "requests>40",
+        [ECHO_BOT, "--target", echo, "--bots", "2", "--duration", "1s", "--quiet",
+         "--max-rate-search", "--p99", "1s", "--rate", "20",
+         # A step fails once it makes more than 30 requests: above ~30/s.
+         "--fail-if", "requests>30",
          "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r"),
          "--html", str(tmp_path / "r.html")],
         out=out,
@@ -55,9 +60,9 @@ def test_the_search_writes_a_report_per_step_and_a_summary(echo: str, tmp_path: 
     # --fail-if judged every step: the rates with more than 40 requests failed by it.
     assert trials[0]["passed"] and not all(t["passed"] for t in trials)
     # (A step may also fail by delivering under 95 % of its rate on a busy machine.)
-    assert any("FAIL requests>40" in " ".join(t["violations"]) for t in trials)
+    assert any("FAIL requests>30" in " ".join(t["violations"]) for t in trials)
     assert all(not t["violations"] for t in trials if t["passed"])
-    assert data["best_rate"] < 140
+    assert data["best_rate"] < 35
     # One set of reports per step, named after it, listed in the summary.
     for i, trial in enumerate(trials, 1):
         stem = f"r_step{i}_{trial['rate']:.0f}"
