@@ -266,7 +266,8 @@ def test_a_tls_client_closing_logs_nothing_above_debug(
 # -- configuration ----------------------------------------------------------------------
 
 
-def test_missing_certificate_files_are_a_clear_error(backend: str, tmp_path: Path) -> None:
+# Not over the backends: the files are loaded when the daemon is made, before any loop.
+def test_missing_certificate_files_are_a_clear_error(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.pem")
     # Loaded when the daemon is made, so `daemonkit --check` catches it too.
     with pytest.raises(ConfigError) as info:
@@ -276,7 +277,8 @@ def test_missing_certificate_files_are_a_clear_error(backend: str, tmp_path: Pat
     assert missing in message and "No such file" in message
 
 
-def test_a_key_that_does_not_match_is_a_clear_error(backend: str, certs: Certs) -> None:
+# Not over the backends: the key is checked when the daemon is made, before any loop.
+def test_a_key_that_does_not_match_is_a_clear_error(certs: Certs) -> None:
     endpoint = Endpoint("tls://127.0.0.1:0", certfile=certs.certfile, keyfile=certs.other_keyfile)
     with pytest.raises(ConfigError, match="cannot load certfile=.*KEY_VALUES_MISMATCH"):
         LineEcho(listen=endpoint)
