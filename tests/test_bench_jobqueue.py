@@ -25,6 +25,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 
+# A parallel run (make unit: pytest -n 2 --dist loadfile) runs this whole
+# module in one worker: both of its tests may compile bench/.build/bstalk_load,
+# and two compilers writing one binary while it runs would break a test.
+
 #: Seconds the tiny run may take (about 10 s on 2 busy cores).
 RUN_TIMEOUT = 90
 #: Seconds the fake server below waits for its client.

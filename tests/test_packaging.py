@@ -32,6 +32,11 @@ from daemonkit.bots.progress import PlainProgress, choose_progress
 from daemonkit.protocols.websocket import sessions
 from tests.helpers import PYTHON, ROOT, free_port, recv_until, wait_for_port
 
+# A parallel run (make unit: pytest -n 2 --dist loadfile) runs this whole
+# module in one worker: the sdist and the wheel are built once, and never by
+# two processes at once (a build stages daemonkit-VERSION/ and
+# daemonkit.egg-info/ in the source tree; two at once fail).
+
 # Every subprocess step is bounded; a build or an install that needs longer
 # is broken (a cold build with its isolated environments takes about 15 s).
 STEP_TIMEOUT = 90
