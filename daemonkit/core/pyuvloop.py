@@ -624,15 +624,21 @@ def _fileno(fd: Any) -> int:
 DEFAULT_HIGH_WATER = 64 * 1024
 
 
-class _WriteFlow:
+class _WriteFlow(asyncio.BaseTransport):
     """``pause_writing``/``resume_writing`` around a transport's high/low water marks.
 
     What asyncio's ``_FlowControlMixin`` does, kept here so the transports
     rely on no private stdlib class.
     """
 
+    # Every attribute named, here and in the transports: no dict per connection.
+    __slots__ = ("_high_water", "_loop", "_low_water", "_protocol", "_protocol_paused")
+
     _loop: PyuvEventLoop
     _protocol: Any
+    _protocol_paused: bool
+    _high_water: int
+    _low_water: int
 
     def __init__(self) -> None:
         self._protocol_paused = False
@@ -712,6 +718,20 @@ class _StreamTransport(_WriteFlow, asyncio.Transport):
     object is kept for ``get_extra_info`` and detached when libuv closes the
     descriptor.
     """
+
+    __slots__ = (
+        "_aborted",
+        "_buffered",
+        "_closing",
+        "_conn_lost",
+        "_eof",
+        "_handle",
+        "_info",
+        "_lost_called",
+        "_paused",
+        "_reading",
+        "_sock",
+    )
 
     def __init__(
         self,
@@ -998,6 +1018,15 @@ def _discard_unread(sock: socket.socket) -> None:
 
 class _DatagramTransport(_WriteFlow, asyncio.DatagramTransport):
     """A UDP socket on ``pyuv.UDP`` (the loop's ``_make_datagram_transport``)."""
+
+    __slots__ = (
+        "_address",
+        "_closing",
+        "_conn_lost",
+        "_info",
+        "_sock",
+        "_udp",
+    )
 
     def __init__(
         self,
