@@ -1,7 +1,8 @@
 """The reactor: a thin, libevent-style event loop over an asyncio backend.
 
 One :class:`Reactor` owns one asyncio event loop (uvloop when it is
-importable, else the stdlib loop) and everything registered on it: descriptor
+importable, else the stdlib loop; or, when asked, the pyuv backend's
+:class:`~daemonkit.core.pyuvloop.PyuvEventLoop`) and everything registered on it: descriptor
 watches, timers, signal handlers, listeners and spawned tasks. Every one of
 them is delivered as an ordinary callback in the loop thread, and every one
 has a handle whose ``cancel()``/``close()`` releases it; :meth:`Reactor.close`
