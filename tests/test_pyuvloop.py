@@ -213,6 +213,37 @@ def test_udp_round_trip(loop: PyuvEventLoop) -> None:
     peer.close()
 
 
+def test_udp_over_ipv6_keeps_the_four_part_addresses(loop: PyuvEventLoop) -> None:
+    got: list[Any] = []
+
+    class Keep(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            got.append((data, addr))
+
+    peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    peer.settimeout(DEADLINE)
+    try:
+        peer.bind(("::1", 0))
+    except OSError:
+        peer.close()
+        pytest.skip("no IPv6 loopback here")
+
+    async def main() -> None:
+        transport, _ = await loop.create_datagram_endpoint(Keep, local_addr=("::1", 0))
+        peer.sendto(b"ping", transport.get_extra_info("sockname"))
+        await asyncio.wait_for(_until(lambda: bool(got)), DEADLINE)
+        data, addr = got[0]
+        assert data == b"ping"
+        assert len(addr) == 4 and addr[:2] == peer.getsockname()[:2]
+        transport.sendto(b"pong", addr)  # a 4-part address goes back out as it came
+        assert await loop.run_in_executor(None, peer.recv, 100) == b"pong"
+        transport.close()
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+    peer.close()
+
+
 def test_unix_datagrams_are_refused_with_a_clear_error(loop: PyuvEventLoop) -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     b.close()

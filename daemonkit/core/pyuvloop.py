@@ -1111,7 +1111,7 @@ class _DatagramTransport(_WriteFlow, asyncio.DatagramTransport):
         udp = self._udp
         if not udp.send_queue_size:
             try:
-                udp.try_send(addr[:2], data)
+                udp.try_send(addr, data)
                 return
             except pyuv.error.UDPError as exc:
                 if exc.args[0] != pyuv.errno.UV_EAGAIN:
@@ -1119,7 +1119,7 @@ class _DatagramTransport(_WriteFlow, asyncio.DatagramTransport):
                     return
         if not isinstance(data, bytes):
             data = bytes(data)
-        udp.send(addr[:2], data, self._on_sent)
+        udp.send(addr, data, self._on_sent)
         self._maybe_pause_protocol()
 
     def _on_sent(self, handle: Any, error: int | None) -> None:
