@@ -94,6 +94,13 @@ RAW_SERVERS: tuple[ServerSpec, ...] = (
         lag=True,
         about="the same on the stdlib loop",
     ),
+    _dk(
+        "daemonkit-pyuv",
+        S + "daemonkit_echo.py",
+        "pyuv",
+        lag=True,
+        about="the same on the pyuv backend (libuv through pyuv)",
+    ),
     _script(
         "streams-uvloop",
         S + "streams.py",
@@ -153,6 +160,12 @@ LINES_SERVERS: tuple[ServerSpec, ...] = (
         S + "daemonkit_lines.py",
         "asyncio",
         about="the same on the stdlib loop",
+    ),
+    _dk(
+        "daemonkit-lines-pyuv",
+        S + "daemonkit_lines.py",
+        "pyuv",
+        about="the same on the pyuv backend",
     ),
     _dk(
         "daemonkit-lines-batch-uvloop",
@@ -545,8 +558,34 @@ def _raw_targets() -> list[Target]:
     return out
 
 
+def _pyuv_targets() -> list[Target]:
+    """The pyuv backend against the uvloop one: both are libuv underneath (issue 16)."""
+    out = [
+        Target(
+            f"{wl}: daemonkit-pyuv >= 0.9x daemonkit-uvloop",
+            wl,
+            "daemonkit-pyuv",
+            "daemonkit-uvloop",
+            0.9,
+        )
+        for wl in ("raw-64-p1", "raw-64-p16")
+    ]
+    out.append(
+        Target(
+            "idle memory: daemonkit-pyuv <= 1.2x daemonkit-uvloop per connection",
+            "idle-memory",
+            "daemonkit-pyuv",
+            "daemonkit-uvloop",
+            1.2,
+            at_most=True,
+        )
+    )
+    return out
+
+
 TARGETS: tuple[Target, ...] = (
     *_raw_targets(),
+    *_pyuv_targets(),
     Target(
         "lines-64-p16: daemonkit-lines-uvloop >= 0.9x raw-lines-coalesced",
         "lines-64-p16",

@@ -123,10 +123,19 @@ def ensure_apt(notes: list[str]) -> None:
     )
 
 
+def ensure_pyuv(notes: list[str]) -> None:
+    """Build and install pyuv (the pyuv backend) with scripts/build-pyuv when it is missing."""
+    if module_available("pyuv"):
+        return
+    ok, out = _run(["sh", "scripts/build-pyuv", python_executable()], PIP_TIMEOUT)
+    notes.append(f"sh scripts/build-pyuv: {'ok' if ok else 'failed: ' + out}")
+
+
 def ensure_all(install: bool) -> list[str]:
     """Install what is missing when ``install``; return notes on what was done."""
     notes: list[str] = []
     if install:
         ensure_python(notes)
-        ensure_apt(notes)
+        ensure_apt(notes)  # libuv1-dev first: pyuv builds against it
+        ensure_pyuv(notes)
     return notes

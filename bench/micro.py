@@ -8,6 +8,7 @@ so none fires), among 100,000 already pending, then all cancelled. Variants:
 
 * ``uvloop call_later+cancel`` -- the reference of the target;
 * ``asyncio call_later+cancel`` -- the stdlib loop;
+* ``pyuv call_later+cancel`` -- the pyuv backend's loop, when pyuv is installed;
 * ``daemonkit TimerQueue.call_later+cancel`` -- daemonkit's timer queue
   itself (what bench/timers.py measures, and the target);
 * ``daemonkit Daemon.after+cancel`` -- the same through the method a
@@ -125,6 +126,12 @@ def _timer_variants() -> dict[str, Callable[[list[float], list[float]], float]]:
     if uvloop is not None:
         variants["uvloop call_later+cancel"] = loop_variant(uvloop.new_event_loop)
     variants["asyncio call_later+cancel"] = loop_variant(asyncio.new_event_loop)
+    try:
+        from daemonkit.core.pyuvloop import PyuvEventLoop
+    except ImportError:
+        pass
+    else:
+        variants["pyuv call_later+cancel"] = loop_variant(PyuvEventLoop)
 
     backend = "uvloop" if uvloop is not None else "asyncio"
 

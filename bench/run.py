@@ -189,7 +189,7 @@ def resolve(ctx: Context, spec: ServerSpec, wl: Workload) -> tuple[str, str | No
                 return C_LIBUV, "libuv not available (bench/cecho.c has no fan-out mode)"
             return C_EPOLL, None
         return C_LIBUV, None
-    needs = list(spec.needs) + (["uvloop"] if spec.backend == "uvloop" else [])
+    needs = list(spec.needs) + ([spec.backend] if spec.backend in ("uvloop", "pyuv") else [])
     for module in needs:
         if module in ctx.missing:
             return spec.name, f"{module} not available"
@@ -867,7 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results_dir = st.out if st.out is not None else RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{stamp}.jsonl"
-    modules = ("uvloop", "twisted", "gevent", "tornado")
+    modules = ("uvloop", "pyuv", "twisted", "gevent", "tornado")
     missing = {m: "not importable" for m in missing_modules(modules)}
     for note in notes:
         print(f"run.py: {note}")

@@ -15,11 +15,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from daemonkit.daemon import Daemon
 from daemonkit.ops.control import Operations
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+
+#: Every backend, for tests that hand one to a subprocess or a Reactor
+#: themselves (the ``backend`` fixture of conftest.py serves the rest). pyuv
+#: has no wheel for today's Pythons: ``make test`` builds it, else it skips.
+ALL_BACKENDS = [
+    "uvloop",
+    "asyncio",
+    pytest.param(
+        "pyuv",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("pyuv") is None,
+            reason="pyuv is not installed: run sh scripts/build-pyuv PYTHON (make test does)",
+        ),
+    ),
+]
 
 
 def recv_until(sock: socket.socket, end: bytes, limit: int = 1 << 20) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemonkit import cli
-from tests.helpers import PYTHON, ROOT, free_port, recv_all, recv_until, wait_for_port
+from tests.helpers import ALL_BACKENDS, PYTHON, ROOT, free_port, recv_all, recv_until, wait_for_port
 
 ECHO = str(ROOT / "examples" / "echo_daemon.py")
 
@@ -333,7 +333,7 @@ def test_every_option_of_every_subcommand_has_help() -> None:
 # -- real processes ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_echo_example_serves_and_stops_on_sigterm(backend: str) -> None:
     port = free_port()
     proc = spawn(ECHO, "--listen", f"tcp://127.0.0.1:{port}", "--backend", backend)
@@ -478,7 +478,7 @@ def wait_for_text(path: Path, text: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"{text!r} never appeared in {path}")
 
 
-@pytest.mark.parametrize("backend", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_emfile_neither_spins_nor_floods(tmp_path: Path, backend: str) -> None:
     """With a tiny open-file limit, excess clients are closed at once and the log stays short."""
     path = write_daemon(

@@ -37,7 +37,7 @@ from daemonkit.ops.metrics import (
     resident_memory,
 )
 from daemonkit.testing import DaemonRunner
-from tests.helpers import ROOT, load_example, operations_of, recv_all, recv_until
+from tests.helpers import ALL_BACKENDS, ROOT, load_example, operations_of, recv_all, recv_until
 
 # -- the lag monitor's logic, on an injected clock and scheduler --------------------------
 
@@ -174,7 +174,7 @@ def test_describe_stack_names_innermost_frames_first() -> None:
     assert describe_stack(None) == "an unknown place"
 
 
-@pytest.mark.parametrize("backend", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_describe_stack_stops_at_the_loop(backend: str) -> None:
     reactor = Reactor(backend)
     seen: list[str] = []

@@ -31,7 +31,15 @@ from daemonkit.ops.upgrade import (
     report_start_failure,
     upgrading_from,
 )
-from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until, wait_for_port
+from tests.helpers import (
+    ALL_BACKENDS,
+    PYTHON,
+    ROOT,
+    daemonkit_log_to,
+    free_port,
+    recv_until,
+    wait_for_port,
+)
 
 # The daemon under test: a Lines echo that answers "PID LINE", refuses to
 # import while FLAG exists (a broken release), fails on_start while
@@ -244,7 +252,7 @@ class Load:
 # -- real processes ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_upgrade_under_load_drops_nothing(served: Any, backend: str) -> None:
     d = served(backend=backend)
     old = d.proc.pid

@@ -419,7 +419,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "backend",
         "choice",
-        "event loop: auto = uvloop if installed, else asyncio",
+        "event loop: auto = uvloop if installed, else asyncio; or pyuv",
         scope="runner",
         choices=BACKENDS,
         default="auto",

@@ -1,7 +1,8 @@
 """The reactor: a thin, libevent-style event loop over an asyncio backend.
 
 One :class:`Reactor` owns one asyncio event loop (uvloop when it is
-importable, else the stdlib loop) and everything registered on it: descriptor
+importable, else the stdlib loop; or, when asked, the pyuv backend's
+:class:`~daemonkit.core.pyuvloop.PyuvEventLoop`) and everything registered on it: descriptor
 watches, timers, signal handlers, listeners and spawned tasks. Every one of
 them is delivered as an ordinary callback in the loop thread, and every one
 has a handle whose ``cancel()``/``close()`` releases it; :meth:`Reactor.close`
@@ -71,12 +72,17 @@ __all__ = [
     "new_event_loop",
 ]
 
+# What ``--backend pyuv`` says when pyuv is missing: the one command (run in a
+# daemonkit checkout) that builds pyuv from its sdist with the project's patch
+# and installs it for the given interpreter.
+_PYUV_INSTALL = "sh scripts/build-pyuv PYTHON (in a daemonkit checkout; PYTHON: your venv's)"
+
 #: Event bits passed to watch callbacks: ``cb(watch, what)``.
 READ = 1
 WRITE = 2
 TIMEOUT = 4
 
-BACKENDS = ("auto", "uvloop", "asyncio")
+BACKENDS = ("auto", "uvloop", "asyncio", "pyuv")
 
 # How many connections one readiness wakeup of a listener accepts before it
 # yields to other work (the stdlib loop uses its backlog, 100; libuv accepts
@@ -162,10 +168,23 @@ def new_event_loop(backend: str = "auto") -> tuple[asyncio.AbstractEventLoop, st
 
     ``"auto"`` picks uvloop when it can be imported, else the stdlib loop;
     ``"uvloop"`` fails with :class:`~daemonkit.errors.ConfigError` when
-    uvloop is missing (install it, or choose ``"asyncio"``).
+    uvloop is missing (install it, or choose ``"asyncio"``). ``"pyuv"`` is
+    :class:`~daemonkit.core.pyuvloop.PyuvEventLoop`, and fails with
+    :class:`~daemonkit.errors.ConfigError` naming the command that builds
+    pyuv when it is missing; "auto" never picks it.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "pyuv":
+        try:
+            from daemonkit.core.pyuvloop import PyuvEventLoop
+        except ImportError as exc:
+            raise ConfigError(
+                f"backend 'pyuv' requested but pyuv cannot be imported ({exc}); "
+                f"build and install it with: {_PYUV_INSTALL} "
+                "(or use --backend uvloop or asyncio)"
+            ) from exc
+        return PyuvEventLoop(), "pyuv"
     if backend in ("auto", "uvloop"):
         try:
             import uvloop
