@@ -296,7 +296,7 @@ def lag_table(res: Results, wl: Workload) -> Rendered:
                 num(med(s["lag_max_ms"] for s in ss), 2),
                 num(med(s.get("msgs_per_s") for s in ss)),
                 pct(med(s.get("server_cpu_share") for s in ss)),
-                "",
+                "; ".join(core_notes(name, ss)),
             ]
         )
         bars.append((name, p99[0], p99[1], p99[2], False))
@@ -388,7 +388,7 @@ def churn_table(res: Results, wl: Workload) -> Rendered:
                 num(med(s["rss_first_kib"] for s in ss) / 1024, 1),  # type: ignore[operator]
                 f"{worst['rss_growth_kib']:+,}",
                 "yes" if ok else "**no**",
-                f"{errs} errors" if errs else "",
+                "; ".join(core_notes(name, ss) + ([f"{errs} errors"] if errs else [])),
             ]
         )
         bars.append((name, rate[0], rate[1], rate[2], False))

@@ -107,16 +107,18 @@ CHURN_FLOOR_RATE = 500.0
 #: The RESP load generator (Debian's redis-tools package, beside redis-server).
 REDIS_BENCHMARK = "redis-benchmark"
 #: Requests per test (SET, then GET) of the redis-benchmark run that warms a
-#: RESP server up and gives the rate the measured run is sized from: about
-#: 0.2 s per test at the ~100,000 requests/s of a Python server at pipeline 1.
-RESP_PROBE_REQUESTS = 20_000
+#: RESP server up and gives the rate the measured run is sized from: 100 per
+#: connection, about 0.25 s per test at the ~40,000 requests/s the Python
+#: servers reached at pipeline 1 on the 2-core machine this was written on.
+RESP_PROBE_REQUESTS = 10_000
 #: Bounds of the measured run's requests per test: at least the probe's, at
-#: most about 10 s of redis-server at pipeline 16 (~2M requests/s here).
+#: most 10 s at 2M requests/s, beyond what redis-benchmark's one thread sent
+#: here (about 0.5M/s against redis-server at pipeline 16).
 RESP_MAX_REQUESTS = 20_000_000
 #: A redis-benchmark run may take this many times what the probe's rate
 #: predicts (plus LOADGEN_SLACK) before it is killed.
 RESP_OVERRUN = 5.0
-#: Seconds the probe run may take: 2 x 20,000 requests at 1,000 requests/s.
+#: Seconds the probe run may take: 2 x 10,000 requests at 500 requests/s.
 RESP_PROBE_TIMEOUT = 40.0
 
 
@@ -200,21 +202,30 @@ def server_argv(spec: ServerSpec, port: int, c_server: str | None) -> list[str]:
 
 
 def server_env(ctx: Context, row: str, spec: ServerSpec) -> dict[str, str]:
-    """The variables added to ``spec``'s environment: its own, and where a daemonkit
-    server writes the core it runs (read back by :func:`read_core`)."""
+    """Return the variables to add to the environment of ``spec`` about to start as ``row``.
+
+    Its own (``spec.env``), and for a daemonkit server ``BENCH_CORE_FILE``,
+    where it writes the core it loaded (read back by :func:`read_core`; an
+    earlier server's file is removed first).
+    """
     env = dict(spec.env)
     if spec.kind == "daemonkit":
-        env["BENCH_CORE_FILE"] = str(core_file(ctx, row))
+        path = core_file(ctx, row)
+        path.unlink(missing_ok=True)
+        env["BENCH_CORE_FILE"] = str(path)
     return env
 
 
 def core_file(ctx: Context, row: str) -> Path:
+    """Where the daemonkit server ``row`` writes its core."""
     return ctx.tmp / f"{row}.core"
 
 
 def read_core(ctx: Context, row: str, spec: ServerSpec) -> str | None:
-    """The core a started daemonkit server reported ("compiled", "pure"), "?" if none; None
-    for other servers."""
+    """Return the core a started daemonkit server reported ("compiled", "pure"; "?" if none).
+
+    None for a server that is not daemonkit.
+    """
     if spec.kind != "daemonkit":
         return None
     try:
@@ -609,6 +620,8 @@ def run_throughput(ctx: Context, group: str, names: Sequence[str]) -> None:
                 noise=sample.get("noise"),
                 server_cpu_share=sample["server_cpu_share"],
             )
+            if "core" in sample:
+                stats["core"] = sample["core"]
             ctx.emit(stats)
 
 
@@ -785,6 +798,7 @@ def churn_sample(ctx: Context, row: str, spec: ServerSpec, cycles: int) -> dict[
             "back_at_baseline": fds2 <= fds0,
             "errors": errors,
             "stderr": rec1.get("stderr") or rec2.get("stderr"),
+            **({"core": server.core} if server.core is not None else {}),
         }
     finally:
         server.stop()
@@ -916,6 +930,14 @@ def machine_info() -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         libuv = ""
     versions["libuv"] = libuv or None
+    versions["redis"] = None
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        banner = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        versions["redis"] = next(
+            (w[2:] for w in banner.split() if w.startswith("v=")), None
+        )  # "Redis server v=7.0.15 sha=..."
     return {
         "nproc": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)),
