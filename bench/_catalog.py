@@ -744,6 +744,20 @@ TARGETS: tuple[Target, ...] = (
         )
         for wl in ("resp-p1", "resp-p16")
     ),
+    # The same target as server CPU per request (1 / 1.5): redis-benchmark's one
+    # thread limits the requests/s of every server at pipeline 1, redis-server's too.
+    *(
+        Target(
+            f"{wl}: daemonkit-resp-uvloop server CPU per request <= 0.67x {RESP_REF}'s",
+            wl,
+            "daemonkit-resp-uvloop",
+            RESP_REF,
+            1 / 1.5,
+            at_most=True,
+            metric="server_us_per_msg",
+        )
+        for wl in ("resp-p1", "resp-p16")
+    ),
     Target(
         "lines-64-p16: raw-lines-coalesced >= 3x twisted-lines (LineReceiver)",
         "lines-64-p16",
