@@ -125,8 +125,8 @@ def pin(pid: int, cpus: frozenset[int] | None) -> None:
         os.sched_setaffinity(pid, cpus)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """Return user + system CPU seconds of process ``pid`` (all its threads).
+def process_cpu_times(pid: int) -> tuple[float, float]:
+    """Return (user, system) CPU seconds of process ``pid`` (all its threads).
 
     Reads /proc/PID/stat, whose resolution is one clock tick (usually 10 ms).
     Raises OSError if the process is gone.
@@ -136,7 +136,13 @@ def process_cpu_seconds(pid: int) -> float:
     # The command name (field 2) may contain spaces; count fields after its ')'.
     fields = stat[stat.rindex(b")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / _CLK_TCK
+    return utime / _CLK_TCK, stime / _CLK_TCK
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """Return user + system CPU seconds of process ``pid`` (see process_cpu_times)."""
+    user, system = process_cpu_times(pid)
+    return user + system
 
 
 def runq_wait_seconds(pid: int) -> float:
@@ -207,6 +213,7 @@ class Server:
     argv: list[str]
     cpus: frozenset[int] | None = None
     env: dict[str, str] | None = None  # added to child_env()
+    core: str | None = None  # the daemonkit core it reported ("compiled", "pure"), if any
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     _stderr: Any = field(default=None, repr=False)
@@ -264,6 +271,11 @@ class Server:
         """Return the server's CPU seconds so far (raises OSError if it is gone)."""
         assert self.proc is not None, "start() first"
         return process_cpu_seconds(self.proc.pid)
+
+    def cpu_times(self) -> tuple[float, float]:
+        """Return the server's (user, system) CPU seconds so far (OSError if it is gone)."""
+        assert self.proc is not None, "start() first"
+        return process_cpu_times(self.proc.pid)
 
     def runq_wait_seconds(self) -> float:
         """Return the seconds the server was runnable but not running, so far."""

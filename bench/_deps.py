@@ -4,7 +4,9 @@
   charts come from the ``bench`` extra, ``pip install -e '.[bench]'``; a
   package still missing after that (an older setup.cfg) is installed by name.
 * C: libuv's headers (Debian's ``libuv1-dev``) for the C reference server,
-  with ``apt-get`` when running as root on a Debian-like system.
+  and ``redis-server`` and ``redis-benchmark`` (``redis-tools``) for the
+  RESP workloads, with ``apt-get`` when running as root on a Debian-like
+  system.
 
 Every step has a time limit, and none of them is fatal: what could not be
 installed turns into "skipped: ... not available" rows. Nothing here prints;
@@ -30,8 +32,14 @@ PY_PACKAGES: dict[str, str] = {
     "tornado": "tornado",
     "matplotlib": "matplotlib",
 }
-#: Debian packages, with a file whose presence shows each is installed.
-APT_PACKAGES: dict[str, str] = {"libuv1-dev": "/usr/include/uv.h"}
+#: Debian packages, with a file whose presence shows each is installed: libuv
+#: for the C echo server, redis-server and redis-benchmark (redis-tools) for
+#: the RESP workloads.
+APT_PACKAGES: dict[str, str] = {
+    "libuv1-dev": "/usr/include/uv.h",
+    "redis-server": "/usr/bin/redis-server",
+    "redis-tools": "/usr/bin/redis-benchmark",
+}
 PIP_TIMEOUT = 600.0
 APT_TIMEOUT = 600.0
 

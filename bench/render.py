@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _catalog import BY_NAME, C_NAMES, TARGETS, Target, Workload
+from _catalog import BY_NAME, C_NAMES, PURE_SUFFIX, TARGETS, Target, Workload
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 CHART_DIR = Path("_static") / "bench"
@@ -171,6 +171,17 @@ def saturated(s: dict[str, Any]) -> bool:
     return max(s.get("loadgen_busy") or 0.0, s.get("loadgen_cpu_share") or 0.0) > SATURATED
 
 
+def core_notes(name: str, ss: Sequence[dict[str, Any]]) -> list[str]:
+    """The daemonkit core a server's samples ran on, flagged when a -pure one was not pure."""
+    cores = sorted({s["core"] for s in ss if s.get("core")})
+    if not cores:
+        return []
+    notes = [f"core: {'/'.join(cores)}"]
+    if name.endswith(PURE_SUFFIX) and cores != ["pure"]:
+        notes.append("**expected the pure core**")
+    return notes
+
+
 def problem_rows(res: Results, wl: str, ncols: int) -> list[list[str]]:
     rows = []
     for server, why in res.problems.get(wl, {}).items():
@@ -225,6 +236,7 @@ def throughput_table(res: Results, wl: Workload) -> Rendered:
         notes = []
         if name in C_NAMES:
             notes.append("C reference")
+        notes += core_notes(name, ss)
         if sat:
             notes.append(f"**saturated** ({sat}/{len(ss)})")
         errs = sum(s.get("errors", 0) for s in ss)
@@ -284,7 +296,7 @@ def lag_table(res: Results, wl: Workload) -> Rendered:
                 num(med(s["lag_max_ms"] for s in ss), 2),
                 num(med(s.get("msgs_per_s") for s in ss)),
                 pct(med(s.get("server_cpu_share") for s in ss)),
-                "",
+                "; ".join(core_notes(name, ss)),
             ]
         )
         bars.append((name, p99[0], p99[1], p99[2], False))
@@ -330,7 +342,7 @@ def memory_table(res: Results, wl: Workload) -> Rendered:
                 bars.append((name, k[0], k[1], k[2], False))
         base = med(s["rss_base_kib"] for s in ss)
         failed = sum(s.get("failed", 0) for s in ss)
-        notes = [f"{failed} connections failed"] if failed else []
+        notes = core_notes(name, ss) + ([f"{failed} connections failed"] if failed else [])
         row += [num(None if base is None else base / 1024, 1), "; ".join(notes)]
         rows.append(row)
     rows += problem_rows(res, wl.name, len(header))
@@ -376,7 +388,7 @@ def churn_table(res: Results, wl: Workload) -> Rendered:
                 num(med(s["rss_first_kib"] for s in ss) / 1024, 1),  # type: ignore[operator]
                 f"{worst['rss_growth_kib']:+,}",
                 "yes" if ok else "**no**",
-                f"{errs} errors" if errs else "",
+                "; ".join(core_notes(name, ss) + ([f"{errs} errors"] if errs else [])),
             ]
         )
         bars.append((name, rate[0], rate[1], rate[2], False))
@@ -447,6 +459,7 @@ def idle_timeout_table(res: Results, wl: Workload) -> Rendered:
 RENDERERS: dict[str, Callable[[Results, Workload], Rendered]] = {
     "echo": throughput_table,
     "fanout": throughput_table,
+    "resp": throughput_table,
     "lag": lag_table,
     "memory": memory_table,
     "churn": churn_table,
@@ -484,15 +497,26 @@ def verdict(res: Results, t: Target) -> tuple[str, str]:
         why = res.problems.get(t.workload, {}).get(t.other, "not run")
         return "NOT MEASURED", f"{t.other}: {why}"
     wl = workload_of(t.workload)
+    metric = t.metric or wl.metric
+    where = ""
+    if t.level is not None:
+        at = [s for s in mine if s.get("level") == t.level]
+        if at:
+            mine = at
+        elif mine:
+            # A run at other levels (--quick): judge at the highest one, and say so.
+            top = max(s.get("level", 0) for s in mine)
+            mine = [s for s in mine if s.get("level") == top]
+            where = f" at {top:,}, not {t.level:,}"
     if wl.kind == "memory":
-        rs = round_ratios(mine, other, wl.metric, lambda s: (s["round"], s["level"]))
+        rs = round_ratios(mine, other, metric, lambda s: (s["round"], s["level"]))
     else:
-        rs = round_ratios(mine, other, wl.metric)
+        rs = round_ratios(mine, other, metric)
     s = span(rs)
     if s is None:
         return "NOT MEASURED", "no round with both"
     ok = s[0] <= t.bound if t.at_most else s[0] >= t.bound
-    figure = f"{s[0]:.2f}x" + (f" ({s[1]:.2f}-{s[2]:.2f})" if len(rs) > 1 else "")
+    figure = f"{s[0]:.2f}x" + (f" ({s[1]:.2f}-{s[2]:.2f})" if len(rs) > 1 else "") + where
     return ("PASS" if ok else "MISS"), figure
 
 
@@ -680,6 +704,21 @@ def machine_lines(res: Results) -> list[str]:
     ]
     if m.get("missing"):
         lines.append(f"- **Not installed:** {', '.join(m['missing'])} (their rows are skipped)")
+    cores: dict[str, set[str]] = defaultdict(set)
+    for wl_samples in res.samples.values():
+        for server, ss in wl_samples.items():
+            for s in ss:
+                if s.get("core"):
+                    cores[s["core"]].add(server)
+    if cores:
+        shown = "; ".join(
+            f"{core}: {', '.join(f'`{n}`' for n in sorted(names))}"
+            for core, names in sorted(cores.items())
+        )
+        lines.append(
+            f"- **daemonkit core** (as each server reported it; `-pure` servers run with"
+            f" `DAEMONKIT_NO_EXTENSIONS=1`): {shown}"
+        )
     return lines
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import datetime
 import importlib.metadata
 import json
@@ -48,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -58,6 +59,7 @@ from _catalog import (
     BY_NAME,
     C_EPOLL,
     C_LIBUV,
+    C_NAMES,
     WORKLOAD_NAMES,
     WORKLOADS,
     ServerSpec,
@@ -66,6 +68,7 @@ from _catalog import (
 from _common import (
     BENCH_DIR,
     BUILD_DIR,
+    LOADGEN_SLACK,
     REPO_DIR,
     RESULTS_DIR,
     BenchError,
@@ -101,6 +104,22 @@ IDLE_READY_TIMEOUT = 150.0
 MICRO_TIMEOUT = 1200.0
 #: Slowest churn rate assumed when bounding a churn run (cycles/s).
 CHURN_FLOOR_RATE = 500.0
+#: The RESP load generator (Debian's redis-tools package, beside redis-server).
+REDIS_BENCHMARK = "redis-benchmark"
+#: Requests per test (SET, then GET) of the redis-benchmark run that warms a
+#: RESP server up and gives the rate the measured run is sized from: 100 per
+#: connection, about 0.25 s per test at the ~40,000 requests/s the Python
+#: servers reached at pipeline 1 on the 2-core machine this was written on.
+RESP_PROBE_REQUESTS = 10_000
+#: Bounds of the measured run's requests per test: at least the probe's, at
+#: most 10 s at 2M requests/s, beyond what redis-benchmark's one thread sent
+#: here (about 0.5M/s against redis-server at pipeline 16).
+RESP_MAX_REQUESTS = 20_000_000
+#: A redis-benchmark run may take this many times what the probe's rate
+#: predicts (plus LOADGEN_SLACK) before it is killed.
+RESP_OVERRUN = 5.0
+#: Seconds the probe run may take: 2 x 10,000 requests at 500 requests/s.
+RESP_PROBE_TIMEOUT = 40.0
 
 
 @dataclass
@@ -135,6 +154,7 @@ class Context:
     cpus: CpuPlan
     c_server: str | None  # C_LIBUV, C_EPOLL or None
     out: TextIO
+    tmp: Path  # scratch files of this run (the servers' core files)
     missing: dict[str, str] = field(default_factory=dict)  # module -> why
 
     def emit(self, record: dict[str, Any]) -> None:
@@ -160,27 +180,66 @@ def server_argv(spec: ServerSpec, port: int, c_server: str | None) -> list[str]:
     if spec.kind == "c":
         binary = "cecho" if c_server == C_EPOLL else spec.path
         return [str(BUILD_DIR / binary), str(port), *spec.args]
+    if spec.kind == "exe":
+        return [spec.path, *(a.format(port=port) for a in spec.args)]
     if spec.kind == "script":
         return [python, spec.path, str(port), *spec.args]
     assert spec.backend is not None
+    # `python -m daemonkit ...`, through a file that first reports the core it loaded.
     return [
         python,
-        "-m",
-        "daemonkit",
+        str(BENCH_DIR / "servers" / "_dk_run.py"),
         spec.path,
         "--listen",
         f"tcp://127.0.0.1:{port}",
         "--backend",
         spec.backend,
         "--log-level",
-        "warning",
+        spec.log_level,
         "--max-connections",
         str(max_connections()),
     ]
 
 
+def server_env(ctx: Context, row: str, spec: ServerSpec) -> dict[str, str]:
+    """Return the variables to add to the environment of ``spec`` about to start as ``row``.
+
+    Its own (``spec.env``), and for a daemonkit server ``BENCH_CORE_FILE``,
+    where it writes the core it loaded (read back by :func:`read_core`; an
+    earlier server's file is removed first).
+    """
+    env = dict(spec.env)
+    if spec.kind == "daemonkit":
+        path = core_file(ctx, row)
+        path.unlink(missing_ok=True)
+        env["BENCH_CORE_FILE"] = str(path)
+    return env
+
+
+def core_file(ctx: Context, row: str) -> Path:
+    """Where the daemonkit server ``row`` writes its core."""
+    return ctx.tmp / f"{row}.core"
+
+
+def read_core(ctx: Context, row: str, spec: ServerSpec) -> str | None:
+    """Return the core a started daemonkit server reported ("compiled", "pure"; "?" if none).
+
+    None for a server that is not daemonkit.
+    """
+    if spec.kind != "daemonkit":
+        return None
+    try:
+        return core_file(ctx, row).read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
 def resolve(ctx: Context, spec: ServerSpec, wl: Workload) -> tuple[str, str | None]:
     """Return (row name, why it cannot run or None) for ``spec`` under ``wl``."""
+    if spec.kind == "exe":
+        if shutil.which(spec.path) is None:
+            return spec.name, f"{spec.path} not installed"
+        return spec.name, None
     if spec.kind == "c":
         if ctx.c_server is None:
             return spec.name, "no C server built"
@@ -201,7 +260,7 @@ def selected(ctx: Context, specs: Sequence[ServerSpec], wl: Workload) -> list[Se
     only = ctx.st.servers
     if only is None:
         return list(specs)
-    keep = only | {wl.reference or "", C_LIBUV, C_EPOLL}
+    keep = only | {wl.reference or "", *C_NAMES}
     return [s for s in specs if s.name in keep]
 
 
@@ -216,13 +275,14 @@ def started(
         for name, spec in specs:
             port = free_port()
             server = Server(name, server_argv(spec, port, ctx.c_server), ctx.cpus.server)
-            server.env = env.get(name)
+            server.env = server_env(ctx, name, spec) | env.get(name, {})
             try:
                 server.start(port)
             except OSError as exc:
                 failures[name] = f"failed to start: {exc}"
                 continue
             servers[name] = server
+        spec_of = dict(specs)
         for name, server in list(servers.items()):
             try:
                 server.wait_ready()
@@ -230,6 +290,8 @@ def started(
                 failures[name] = f"failed to start: {exc}"
                 server.stop(timeout=0)
                 del servers[name]
+                continue
+            server.core = read_core(ctx, name, spec_of[name])
         yield servers, failures
     finally:
         stop_all(list(servers.values()))
@@ -238,35 +300,22 @@ def started(
 # -- throughput ------------------------------------------------------------------
 
 
-def measure_load(
-    ctx: Context, server: Server, wl: Workload, mode: str, size: int, pipeline: int
-) -> dict[str, Any]:
-    """Run one load against ``server``; return the sample (load generator record + server CPU).
+def measured(ctx: Context, server: Server, drive: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run the load ``drive()`` against ``server``; return its record plus the server's CPU.
 
-    Raises BenchError if the server died, the load generator failed or nothing
-    came back.
+    ``drive`` returns a record with ``msgs`` (measured), ``msgs_total``
+    (warm-up included: what the server's CPU time covers), ``seconds`` and
+    ``errors``. Raises BenchError if the server died, the load failed or
+    nothing came back.
     """
-    st, cpus = ctx.st, ctx.cpus
+    cpus = ctx.cpus
     if not server.alive():
         raise BenchError(f"server died:\n{server.stderr_tail()}")
     cores0, t0 = core_times(), time.monotonic()
-    cpu0, runq0 = server.cpu_seconds(), server.runq_wait_seconds()
-    extra = [f"--mode={mode}"]
-    if st.spin_us:
-        extra.append(f"--spin-us={st.spin_us}")
-    record = run_loadgen(
-        ctx.loadgen,
-        port=server.port,
-        connections=wl.connections,
-        size=size,
-        pipeline=pipeline,
-        duration=st.duration,
-        warmup=st.warmup,
-        cpus=cpus.loadgen,
-        extra=extra,
-    )
+    (user0, sys0), runq0 = server.cpu_times(), server.runq_wait_seconds()
+    record = drive()
     try:
-        cpu1, runq1 = server.cpu_seconds(), server.runq_wait_seconds()
+        (user1, sys1), runq1 = server.cpu_times(), server.runq_wait_seconds()
     except OSError:
         raise BenchError(f"server died during the run:\n{server.stderr_tail()}") from None
     t1, cores1 = time.monotonic(), core_times()
@@ -275,16 +324,17 @@ def measure_load(
             f"nothing came back ({record['errors']} connection errors; load generator:"
             f" {record.get('stderr', '-')}); server stderr:\n{server.stderr_tail()}"
         )
-    wall, seconds = t1 - t0, record["seconds"]
+    wall = t1 - t0
+    cpu = (user1 + sys1) - (user0 + sys0)
     record["t_end"] = t1
-    record["server_cpu_seconds"] = cpu1 - cpu0
-    record["server_cpu_share"] = (cpu1 - cpu0) / wall
-    record["server_us_per_msg"] = (cpu1 - cpu0) / record["msgs_total"] * 1e6
+    record["server_cpu_seconds"] = cpu
+    record["server_cpu_share"] = cpu / wall
+    record["server_us_per_msg"] = cpu / record["msgs_total"] * 1e6
+    record["server_user_us_per_msg"] = (user1 - user0) / record["msgs_total"] * 1e6
     record["server_runq_share"] = (runq1 - runq0) / wall
-    record["loadgen_cpu_share"] = record["cpu_seconds"] / seconds
-    record["loadgen_busy"] = 1.0 - record["wait_seconds"] / seconds
-    record["loadgen_runq_share"] = record["runq_wait_seconds"] / seconds
-    noise = [record["server_runq_share"], record["loadgen_runq_share"]]
+    noise = [record["server_runq_share"]]
+    if "loadgen_runq_share" in record:
+        noise.append(record["loadgen_runq_share"])
     for role, core_set in (("server", cpus.server), ("loadgen", cpus.loadgen)):
         shares = core_shares(cores0, cores1, core_set)
         if shares is not None:
@@ -292,6 +342,127 @@ def measure_load(
             noise.append(shares[1])
     if cpus.server is not None:
         record["noise"] = max(noise)
+    if server.core is not None:
+        record["core"] = server.core
+    return record
+
+
+def measure_load(
+    ctx: Context, server: Server, wl: Workload, mode: str, size: int, pipeline: int
+) -> dict[str, Any]:
+    """Run one bench/loadgen.c load against ``server``; return the sample (see measured())."""
+    st = ctx.st
+    extra = [f"--mode={mode}"]
+    if st.spin_us:
+        extra.append(f"--spin-us={st.spin_us}")
+
+    def drive() -> dict[str, Any]:
+        record = run_loadgen(
+            ctx.loadgen,
+            port=server.port,
+            connections=wl.connections,
+            size=size,
+            pipeline=pipeline,
+            duration=st.duration,
+            warmup=st.warmup,
+            cpus=ctx.cpus.loadgen,
+            extra=extra,
+        )
+        seconds = record["seconds"]
+        if record["msgs"]:
+            record["loadgen_cpu_share"] = record["cpu_seconds"] / seconds
+            record["loadgen_busy"] = 1.0 - record["wait_seconds"] / seconds
+            record["loadgen_runq_share"] = record["runq_wait_seconds"] / seconds
+        return record
+
+    return measured(ctx, server, drive)
+
+
+def redis_benchmark(
+    ctx: Context, port: int, wl: Workload, requests: int, timeout: float
+) -> dict[str, Any]:
+    """Run ``redis-benchmark -t get,set`` with ``requests`` per test; return its figures.
+
+    The record has ``msgs`` (= ``msgs_total``: the requests of both tests),
+    ``seconds`` (the time both tests took by redis-benchmark's own rates),
+    ``msgs_per_s``, each test's rate, latency percentiles (p50: the mean of
+    the two tests', p99: the larger) and the generator's CPU time. Raises
+    BenchError if it fails, prints no result or runs past ``timeout``.
+    """
+    cmd = [
+        REDIS_BENCHMARK,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-c",
+        str(wl.connections),
+        "-n",
+        str(requests),
+        "-P",
+        str(wl.pipeline),
+        "-t",
+        "get,set",
+        "--csv",
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with contextlib.suppress(OSError):
+        pin(proc.pid, ctx.cpus.loadgen)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise BenchError(f"redis-benchmark overran {timeout:.0f} s") from None
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise BenchError(f"redis-benchmark exited {proc.returncode}: {err.strip()[-500:]}")
+    tests = {row[0]: row for row in csv.reader(out.splitlines()) if row and row[0] != "test"}
+    if set(tests) != {"SET", "GET"}:
+        raise BenchError(f"redis-benchmark printed no SET and GET rates: {out!r} {err!r}")
+    rates = {name: float(row[1]) for name, row in tests.items()}
+    if min(rates.values()) <= 0:
+        raise BenchError(f"redis-benchmark measured a zero rate: {out!r}")
+    seconds = sum(requests / r for r in rates.values())
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    record: dict[str, Any] = {
+        "msgs": 2 * requests,
+        "msgs_total": 2 * requests,
+        "requests_per_test": requests,
+        "seconds": seconds,
+        "wall_seconds": wall,
+        "msgs_per_s": 2 * requests / seconds,
+        "set_per_s": rates["SET"],
+        "get_per_s": rates["GET"],
+        "lat_p50_us": sum(float(row[4]) for row in tests.values()) / 2 * 1e3,
+        "lat_p99_us": max(float(row[6]) for row in tests.values()) * 1e3,
+        "cpu_seconds": cpu,
+        "loadgen_cpu_share": cpu / wall if wall > 0 else 0.0,
+        "errors": 0,
+    }
+    if err.strip():
+        record["stderr"] = err.strip()[-500:]
+    return record
+
+
+def measure_resp(ctx: Context, server: Server, wl: Workload) -> dict[str, Any]:
+    """Warm ``server`` up with a redis-benchmark probe, then measure a run sized from its rate.
+
+    The measured run takes about ``--duration`` seconds (``-n`` is the
+    probe's rate times the duration, within RESP_PROBE_REQUESTS and
+    RESP_MAX_REQUESTS); see redis_benchmark() for the record.
+    """
+    if not server.alive():
+        raise BenchError(f"server died:\n{server.stderr_tail()}")
+    probe = redis_benchmark(ctx, server.port, wl, RESP_PROBE_REQUESTS, RESP_PROBE_TIMEOUT)
+    rate = probe["msgs_per_s"]
+    requests = int(min(RESP_MAX_REQUESTS, max(RESP_PROBE_REQUESTS, rate * ctx.st.duration / 2)))
+    timeout = 2 * requests / rate * RESP_OVERRUN + LOADGEN_SLACK
+    record = measured(ctx, server, lambda: redis_benchmark(ctx, server.port, wl, requests, timeout))
+    record["probe_per_s"] = rate
     return record
 
 
@@ -333,21 +504,31 @@ def run_throughput(ctx: Context, group: str, names: Sequence[str]) -> None:
         runs.append((lag_wl, "echo"))
     if not runs:
         return
-    # The group's servers: the union of its workloads' lists (they are the same list).
+    # The group's servers: the union of its workloads' lists (a workload may
+    # add a few, such as the pure-core variants of raw-64-*); each workload
+    # runs its own.
     specs: dict[str, ServerSpec] = {}
+    members = {wl.name: {s.name for s in wl.servers} for wl, _ in runs}
     for wl, _ in runs:
         for spec in selected(ctx, wl.servers, wl):
             specs.setdefault(spec.name, spec)
+    tool_missing = None
+    if group == "resp" and shutil.which(REDIS_BENCHMARK) is None:
+        tool_missing = f"{REDIS_BENCHMARK} not installed (Debian's redis-tools)"
     runnable: list[tuple[str, ServerSpec]] = []
+    spec_of: dict[str, ServerSpec] = {}
     for spec in specs.values():
         row, why = resolve(ctx, spec, runs[0][0])
+        why = tool_missing or why
         if why is not None:
             for wl, _ in runs:
-                ctx.emit({"kind": "skip", "workload": wl.name, "server": row, "reason": why})
+                if spec.name in members[wl.name]:
+                    ctx.emit({"kind": "skip", "workload": wl.name, "server": row, "reason": why})
             if lag_wanted and spec.lag:
                 ctx.emit({"kind": "skip", "workload": "lag", "server": row, "reason": why})
             continue
         runnable.append((row, spec))
+        spec_of[row] = spec
     with tempfile.TemporaryDirectory(prefix="dk-bench-lag-") as tmp:
         lag_files = {
             row: Path(tmp) / f"{row}.lag" for row, spec in runnable if lag_wanted and spec.lag
@@ -357,7 +538,10 @@ def run_throughput(ctx: Context, group: str, names: Sequence[str]) -> None:
         with started(ctx, runnable, env) as (servers, failures):
             for row, why in failures.items():
                 for wl, _ in runs:
-                    ctx.emit({"kind": "error", "workload": wl.name, "server": row, "error": why})
+                    if spec_of[row].name in members[wl.name]:
+                        ctx.emit(
+                            {"kind": "error", "workload": wl.name, "server": row, "error": why}
+                        )
             dead: dict[str, str] = {}
             told: set[tuple[str, str]] = set()
             order = list(servers)
@@ -365,6 +549,8 @@ def run_throughput(ctx: Context, group: str, names: Sequence[str]) -> None:
                 for wl, mode in runs:
                     k = rnd % len(order) if order else 0
                     for row in order[k:] + order[:k]:
+                        if spec_of[row].name not in members[wl.name]:
+                            continue
                         if row in dead:
                             if (wl.name, row) not in told:
                                 told.add((wl.name, row))
@@ -378,7 +564,12 @@ def run_throughput(ctx: Context, group: str, names: Sequence[str]) -> None:
                                 )
                             continue
                         try:
-                            sample = measure_load(ctx, servers[row], wl, mode, wl.size, wl.pipeline)
+                            if wl.kind == "resp":
+                                sample = measure_resp(ctx, servers[row], wl)
+                            else:
+                                sample = measure_load(
+                                    ctx, servers[row], wl, mode, wl.size, wl.pipeline
+                                )
                         except (BenchError, OSError) as exc:
                             dead[row] = str(exc)
                             told.add((wl.name, row))
@@ -400,7 +591,8 @@ def run_throughput(ctx: Context, group: str, names: Sequence[str]) -> None:
                             lag_runs.append((row, rnd, sample))
                         print(
                             f"  {wl.name:<13} round {rnd + 1}/{st.rounds} {row:<30}"
-                            f" {sample['msgs_per_s']:>12,.0f} {wl.unit}",
+                            f" {sample['msgs_per_s']:>12,.0f} {wl.unit}"
+                            + (f" ({sample['core']} core)" if "core" in sample else ""),
                             flush=True,
                         )
         # The servers have stopped (and flushed their lag files).
@@ -428,6 +620,8 @@ def run_throughput(ctx: Context, group: str, names: Sequence[str]) -> None:
                 noise=sample.get("noise"),
                 server_cpu_share=sample["server_cpu_share"],
             )
+            if "core" in sample:
+                stats["core"] = sample["core"]
             ctx.emit(stats)
 
 
@@ -467,12 +661,14 @@ def fresh_server(ctx: Context, row: str, spec: ServerSpec) -> Server:
     """Start one server for one sample and wait until it accepts; the caller stops it."""
     port = free_port()
     server = Server(row, server_argv(spec, port, ctx.c_server), ctx.cpus.server)
+    server.env = server_env(ctx, row, spec)
     server.start(port)
     try:
         server.wait_ready()
     except BenchError:
         server.stop(timeout=0)
         raise
+    server.core = read_core(ctx, row, spec)
     time.sleep(SETTLE)
     return server
 
@@ -527,6 +723,7 @@ def memory_sample(ctx: Context, row: str, spec: ServerSpec, level: int) -> dict[
             "server_cpu_seconds": server.cpu_seconds() - cpu0,
             "errors": final.get("errors", 0),
             "stderr": err.strip() or None,
+            **({"core": server.core} if server.core is not None else {}),
         }
     finally:
         try:
@@ -601,6 +798,7 @@ def churn_sample(ctx: Context, row: str, spec: ServerSpec, cycles: int) -> dict[
             "back_at_baseline": fds2 <= fds0,
             "errors": errors,
             "stderr": rec1.get("stderr") or rec2.get("stderr"),
+            **({"core": server.core} if server.core is not None else {}),
         }
     finally:
         server.stop()
@@ -628,6 +826,8 @@ def run_fresh(ctx: Context, wl: Workload) -> None:
                     if wl.kind == "memory":
                         sample = memory_sample(ctx, row, spec, level)
                         shown = f"{sample['kib_per_conn']:8.2f} KiB/conn at {level:,}"
+                        if "core" in sample:
+                            shown += f" ({sample['core']} core)"
                     else:
                         sample = churn_sample(ctx, row, spec, level)
                         shown = (
@@ -730,6 +930,14 @@ def machine_info() -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         libuv = ""
     versions["libuv"] = libuv or None
+    versions["redis"] = None
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        banner = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        versions["redis"] = next(
+            (w[2:] for w in banner.split() if w.startswith("v=")), None
+        )  # "Redis server v=7.0.15 sha=..."
     return {
         "nproc": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)),
@@ -875,8 +1083,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"run.py: {cpus.note}; C server: {c_server or 'none'};"
         f" missing: {', '.join(missing) or 'nothing'}; results: {path}"
     )
-    with open(path, "w") as out:
-        ctx = Context(st, loadgen, cpus, c_server, out, missing)
+    with open(path, "w") as out, tempfile.TemporaryDirectory(prefix="dk-bench-") as tmp:
+        ctx = Context(st, loadgen, cpus, c_server, out, Path(tmp), missing)
         meta = {
             "kind": "meta",
             "started": started_at.isoformat(timespec="seconds"),
@@ -901,7 +1109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         ctx.emit(meta)
         names = st.workloads
-        for group in ("raw", "lines", "fanout"):
+        for group in ("raw", "lines", "fanout", "resp"):
             if any(BY_NAME[n].group == group for n in names):
                 print(f"== {group} ==", flush=True)
                 run_throughput(ctx, group, names)

@@ -3,10 +3,13 @@
 Runs ``bench/run.py --quick`` once, into a temporary directory (so nothing is
 written into docs/ or bench/results/), and checks that it exits 0, that every
 line it wrote is JSON, and that every workload of the catalog produced a
-measured row. Installs nothing (``--no-install``): a peer that is missing
-here shows as a skipped row, which is fine. Each load is measured for a
-shorter window than ``--quick``'s (``--duration``, ``--warmup``): every
-workload and server still runs, with --quick's sizes, and no figure is read.
+measured row (the RESP ones when ``redis-benchmark`` is installed). Installs
+nothing (``--no-install``): a peer that is missing here shows as a skipped
+row, which is fine. Each load is measured for a shorter window than
+``--quick``'s (``--duration``, ``--warmup``): every workload and server still
+runs, with --quick's sizes, and no figure is read. Every daemonkit row says
+which core it ran, the ``-pure`` ones the pure one (issue 17), and the memory
+workload measured the shipped echo example.
 """
 
 from __future__ import annotations
@@ -70,9 +73,27 @@ def test_quick_benchmark_runs_every_workload(tmp_path: Path) -> None:
     assert records[0]["quick"] is True
     assert records[-1]["kind"] == "end"
 
-    measured = {r["workload"] for r in records if r["kind"] == "sample"}
-    missing = [name for name in _workload_names() if name not in measured]
+    samples = [r for r in records if r["kind"] == "sample"]
+    measured = {r["workload"] for r in samples}
+    expected = [
+        name
+        for name in _workload_names()
+        if not (name.startswith("resp-") and shutil.which("redis-benchmark") is None)
+    ]
+    missing = [name for name in expected if name not in measured]
     assert not missing, f"no measured row for {missing}\n{output}"
+
+    daemonkit_rows = [r for r in samples if r["server"].startswith("daemonkit-")]
+    assert daemonkit_rows and all(r.get("core") for r in daemonkit_rows), output
+    pure_rows = [r for r in daemonkit_rows if r["server"].endswith("-pure")]
+    assert {r["workload"] for r in pure_rows} >= {"raw-64-p1", "raw-64-p16", "idle-memory"}
+    assert all(r["core"] == "pure" for r in pure_rows), pure_rows
+    # Each workload runs its own servers, not every server its group started.
+    assert not [r for r in pure_rows if r["workload"] in ("raw-1k-p1", "raw-1k-p16", "lag")]
+    assert any(
+        r["workload"] == "idle-memory" and r["server"] == "daemonkit-example-uvloop"
+        for r in samples
+    ), output
 
     page = (tmp_path / "benchmarks.md").read_text()
     assert "## Targets" in page
