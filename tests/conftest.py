@@ -53,8 +53,16 @@ def _slowness_rank(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move the tests of :data:`SLOWEST_MODULES` to the front; the rest keep their order."""
+    """Move the tests of :data:`SLOWEST_MODULES` to the front; the rest keep their order.
+
+    Tests on the pyuv backend get pytest-timeout's thread method: libuv
+    retries its poll when a signal interrupts it, so the default SIGALRM
+    method could never stop a test hung inside ``pyuv.Loop.run``.
+    """
     items.sort(key=_slowness_rank)  # a stable sort: each module's tests stay together
+    for item in items:
+        if "pyuv" in getattr(item, "nodeid", ""):  # test_pyuvloop.py, or [pyuv] parameters
+            item.add_marker(pytest.mark.timeout(method="thread"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

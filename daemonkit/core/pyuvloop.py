@@ -85,6 +85,10 @@ CANCELLED_SWEEP_MIN = 100
 # a timer may wake up to a millisecond before its deadline; calls due within
 # that much are run on that wake-up rather than re-armed for 0 ms.
 CLOCK_RESOLUTION = 1e-3
+# The backend timer's repeat, in seconds: the longest a wait can overrun a
+# deadline that came due between arming the timer and libuv's poll (one
+# libuv tick, the clock's resolution).
+TIMER_REPEAT = 1e-3
 
 # The most unread input a graceful close reads and drops so the peer is not
 # reset: the stdlib loop's read size (selector_events.max_size, 256 KiB), i.e.
@@ -208,9 +212,15 @@ class PyuvEventLoop(asyncio.BaseEventLoop):
             mode = pyuv.UV_RUN_ONCE
             if scheduled:
                 timeout = min(max(0.0, scheduled[0].when() - self.time()), MAXIMUM_WAIT)
-                # Whole milliseconds, rounded up: libuv would truncate.
+                if timeout <= 0.0:
+                    mode = pyuv.UV_RUN_NOWAIT  # due now: no wait at all
+                # Whole milliseconds, rounded up: libuv would truncate. The
+                # timer repeats: uv_run(ONCE) runs the timers that are due
+                # *before* it polls, and a one-shot timer that came due in
+                # between (a busy machine) would leave the poll with no timeout
+                # at all, blocking for ever; repeating, it bounds that poll.
                 self._uv.update_time()
-                self._timer.start(_noop, math.ceil(timeout * 1000) / 1000, 0)
+                self._timer.start(_noop, math.ceil(timeout * 1000) / 1000, TIMER_REPEAT)
                 self._timer_armed = True
             elif self._timer_armed:
                 self._timer.stop()
