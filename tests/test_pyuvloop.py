@@ -164,6 +164,9 @@ def test_a_signal_sent_before_the_loop_runs_is_delivered_when_it_does(
     loop: PyuvEventLoop,
 ) -> None:
     got: list[int] = []
+    # What was there before (SIG_DFL, or what an earlier loop of this test
+    # process restored) is what removing the handler must put back.
+    before = signal.getsignal(signal.SIGUSR1)
     loop.add_signal_handler(signal.SIGUSR1, got.append, signal.SIGUSR1)
     try:
         os.kill(os.getpid(), signal.SIGUSR1)  # the loop is not running yet
@@ -171,7 +174,7 @@ def test_a_signal_sent_before_the_loop_runs_is_delivered_when_it_does(
         assert got == [signal.SIGUSR1]
     finally:
         assert loop.remove_signal_handler(signal.SIGUSR1)
-    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGUSR1) == before
 
 
 def test_signal_handlers_only_from_the_main_thread(loop: PyuvEventLoop) -> None:
