@@ -3,14 +3,30 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CORE   := $(VENV)/.core
+# The compiled core's sources (daemonkit/core/compiled.py lists the modules).
+CORE_SOURCES := setup.py daemonkit/core/compiled.py daemonkit/core/connection.py \
+	$(wildcard daemonkit/framing/*.py)
+# The core, framing and protocol tests, run a second time on the pure-Python core.
+PURE_TESTS := tests/framing tests/http tests/websocket tests/test_daemon.py \
+	tests/test_deadlines.py tests/test_reactor.py tests/test_log.py tests/test_udp.py \
+	tests/test_tls.py tests/test_stop_backlog.py tests/test_exports.py \
+	tests/test_compiled.py tests/examples/test_jobqueue.py
 
 .PHONY: demo test lint typecheck unit docs bench bench-quick bench-timers bench-bots bench-http-ws bench-http-ws-quick bench-jobqueue bench-jobqueue-quick clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,docs]'
-	touch $(STAMP)
+	touch $(STAMP) $(CORE)
+
+# pip install -e compiled the core (where a C compiler exists); a change to one
+# of its sources compiles it again in place, so no test runs a stale extension.
+$(CORE): $(STAMP) $(CORE_SOURCES)
+	$(BIN)/python setup.py -q build_ext --inplace > $(VENV)/core-build.log 2>&1 \
+		|| (cat $(VENV)/core-build.log; false)
+	touch $(CORE)
 
 ## make demo: start the echo daemon, talk to it, stop it with SIGTERM.
 demo: $(STAMP)
@@ -39,15 +55,18 @@ typecheck: $(STAMP)
 # would send the modules with the fewest tests last, and they are the slowest).
 # PYTEST_WORKERS=0 runs it in one process.
 # build-pyuv: the pyuv backend (patched sdist, cached wheel) so the suite runs on it.
+# The second run: PURE_TESTS on the pure-Python core (DAEMONKIT_NO_EXTENSIONS=1).
 PYTEST_WORKERS ?= 2
-unit: $(STAMP)
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+unit: $(STAMP) $(CORE)
 	sh scripts/ensure-test-tools
 	sh scripts/build-pyuv $(BIN)/python
-	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) \
-		--dist loadfile --no-loadscope-reorder
+	PYTHONASYNCIODEBUG=1 $(PYTEST)
+	DAEMONKIT_NO_EXTENSIONS=1 PYTHONASYNCIODEBUG=1 $(PYTEST) $(PURE_TESTS)
 
+# On the pure-Python core: mypyc keeps no docstrings, and autodoc reads them.
 docs: $(STAMP)
-	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+	DAEMONKIT_NO_EXTENSIONS=1 $(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
 ## make bench: every workload side by side with the peers (about 30 min); renders docs/benchmarks.md.
 bench: $(STAMP)

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# First import of all (it sorts first, and must): importing it honours
+# DAEMONKIT_NO_EXTENSIONS before any compiled module is loaded.
+from daemonkit.core.compiled import core as _core
 from daemonkit.core.connection import CloseReason, Connection
 from daemonkit.core.endpoints import Address, Endpoint, parse_endpoint
 from daemonkit.core.reactor import READ, TIMEOUT, WRITE, Reactor
@@ -37,7 +40,12 @@ from daemonkit.framework.offload import OffloadFull, OffloadTimeout
 from daemonkit.framing import Framer, LengthPrefixed, Lines, Netstrings, Raw
 from daemonkit.protocols.udp import UdpHost
 
+#: Which core is running: ``"compiled"`` (mypyc) or ``"pure"`` (see
+#: :mod:`daemonkit.core.compiled`).
+CORE = _core()
+
 __all__ = [
+    "CORE",
     "READ",
     "TIMEOUT",
     "WRITE",

@@ -311,10 +311,10 @@ def test_no_arguments_prints_the_top_help_and_exits_2(capsys: pytest.CaptureFixt
     "argv", [["--version"], ["run", "--version"], ["bots", "--version"], ["ctl", "--version"]]
 )
 def test_every_subcommand_has_version(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    from daemonkit import __version__
+    from daemonkit import CORE, __version__
 
     assert cli.main(argv) == cli.EXIT_OK
-    assert capsys.readouterr().out == f"daemonkit {__version__}\n"
+    assert capsys.readouterr().out == f"daemonkit {__version__} ({CORE} core)\n"
 
 
 def test_every_option_of_every_subcommand_has_help() -> None:

@@ -168,8 +168,7 @@ def _run(argv: list[str], what: str, **kw: object) -> subprocess.CompletedProces
             capture_output=True,
             text=True,
             timeout=STEP_TIMEOUT,
-            env=_clean_env(),
-            **kw,  # type: ignore[call-overload]
+            **{"env": _clean_env(), **kw},  # type: ignore[arg-type]
         )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{what} took more than {STEP_TIMEOUT}s: {exc.stderr!r}")
@@ -189,7 +188,13 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path
     except ImportError:
         pytest.fail("the packaging tests need 'build': pip install -e '.[dev]'")
     out = tmp_path_factory.mktemp("dist")
-    _run([PYTHON, "-m", "build", "--outdir", str(out), str(ROOT)], "python -m build")
+    # The pure wheel (DAEMONKIT_NO_EXTENSIONS): the one that installs where no
+    # compiler exists; compiling the core would also take most of STEP_TIMEOUT.
+    _run(
+        [PYTHON, "-m", "build", "--outdir", str(out), str(ROOT)],
+        "python -m build",
+        env={**_clean_env(), "DAEMONKIT_NO_EXTENSIONS": "1"},
+    )
     (sdist,) = out.glob("daemonkit-*.tar.gz")
     (wheel,) = out.glob("daemonkit-*.whl")
     yield sdist, wheel
@@ -267,6 +272,10 @@ def test_wheel_metadata(dists: tuple[Path, Path]) -> None:
         meta = email.message_from_bytes(zf.read(meta_name))
     assert any(n.endswith("LICENSE") and ".dist-info/" in n for n in names), names
     assert "daemonkit/py.typed" in names
+    # Built with DAEMONKIT_NO_EXTENSIONS: pure Python, for any platform, no extension inside.
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    assert not [n for n in names if n.endswith(".so")], names
+    assert "daemonkit/core/connection.py" in names
     classifiers = meta.get_all("Classifier") or []
     assert "License :: OSI Approved :: MIT License" in classifiers
     assert "Typing :: Typed" in classifiers

@@ -10,10 +10,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from daemonkit import CORE, __version__
 from daemonkit.core.durations import check_duration, parse_duration
 from daemonkit.errors import ConfigError
 
-__all__ = ["duration", "seconds", "whole_number"]
+__all__ = ["VERSION_LINE", "duration", "seconds", "whole_number"]
+
+#: What ``--version`` prints: the version and which core runs, e.g.
+#: ``daemonkit 0.1.0 (compiled core)`` (see :mod:`daemonkit.core.compiled`).
+VERSION_LINE = f"daemonkit {__version__} ({CORE} core)"
 
 
 def whole_number(minimum: int = 1) -> Callable[[str], int]:

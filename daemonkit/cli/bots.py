@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from daemonkit import __version__
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.procs import run_procs
 from daemonkit.bots.progress import Progress, choose_progress
@@ -53,7 +52,7 @@ from daemonkit.bots.runner import (
 )
 from daemonkit.bots.search import search_max_rate
 from daemonkit.bots.thresholds import Threshold, check_thresholds, parse_threshold
-from daemonkit.cli.argtypes import whole_number
+from daemonkit.cli.argtypes import VERSION_LINE, whole_number
 from daemonkit.cli.loader import load_bot_class
 from daemonkit.core.durations import check_duration
 from daemonkit.core.durations import parse_duration as _parse_duration
@@ -298,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(LEVELS),
         help="least severe level to log (default: warning)",
     )
-    p.add_argument("--version", action="version", version=f"daemonkit {__version__}")
+    p.add_argument("--version", action="version", version=VERSION_LINE)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
     return p

@@ -27,8 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from daemonkit import __version__
-from daemonkit.cli.argtypes import duration, whole_number
+from daemonkit.cli.argtypes import VERSION_LINE, duration, whole_number
 from daemonkit.core.log import LEVELS
 from daemonkit.errors import DaemonkitError
 from daemonkit.ops.control import COMMANDS, CONTROL_MAX_REPLY
@@ -292,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit status: 0 ok, 1 the daemon answered with an error, 2 usage, "
         "10 cannot connect, 11 no reply in time",
     )
-    parser.add_argument("--version", action="version", version=f"daemonkit {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION_LINE)
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, help="what to ask the daemon"
     )

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from daemonkit import __version__
+from daemonkit.cli.argtypes import VERSION_LINE
 from daemonkit.cli.config import (
     ENV_CONFIG,
     Layers,
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print every setting's effective value and where it came from, then exit",
     )
-    parser.add_argument("--version", action="version", version=f"daemonkit {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION_LINE)
     return parser
 
 

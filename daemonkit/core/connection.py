@@ -47,7 +47,9 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from daemonkit.core.log import TRACE, connection_logger, wire_preview
+from mypy_extensions import mypyc_attr
+
+from daemonkit.core.log import TRACE, ConnectionLogger, connection_logger, wire_preview
 from daemonkit.errors import FrameTooLarge, FramingError
 
 if TYPE_CHECKING:
@@ -171,7 +173,6 @@ class _Extras:
         "idle",
         "idle_timer",
         "last_read",
-        "log",
         "reason",
         "send_since",
         "send_taken",
@@ -192,7 +193,6 @@ class _Extras:
         self.idle: float | None = None
         self.idle_timer: Timer | None = None
         self.last_read = 0.0
-        self.log: logging.LoggerAdapter[logging.Logger] | None = None
         self.reason: CloseReason | None = None
         self.state: dict[str, Any] | None = None
         self.timers: list[Timer] | None = None
@@ -207,7 +207,8 @@ class _Extras:
         self.send_timer: Timer | None = None
 
 
-class Connection(asyncio.Protocol):
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Connection:
     """One client connection, as seen by the daemon's callbacks.
 
     Attributes a user reads: ``id`` (unique in the process), ``peer`` and
@@ -309,12 +310,17 @@ class Connection(asyncio.Protocol):
         return _format_address(t.get_extra_info("sockname")) if t is not None else "?"
 
     @property
-    def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        """This connection's logger: every line starts with ``#id peer``."""
-        x = self._extras()
-        if x.log is None:
-            x.log = connection_logger(self._host.log, self.id, self.peer)
-        return x.log
+    def log(self) -> ConnectionLogger:
+        """This connection's logger: every line starts with ``#id peer``.
+
+        Made afresh on each use and kept by nobody, so a connection that logs
+        (a daemon that says hello in ``on_accept``) holds no memory for it;
+        the prefix is built only when a line is actually emitted.
+        """
+        return connection_logger(self._host.log, self.id, self._peer_name)
+
+    def _peer_name(self) -> str:
+        return self.peer
 
     @property
     def endpoint(self) -> Endpoint | None:
@@ -390,50 +396,22 @@ class Connection(asyncio.Protocol):
         return value as :meth:`write`.
         """
         framer = self._framer
-        suffix = framer._suffix if framer is not None else None
-        # Lines with a one-byte delimiter: gather the frame and the delimiter
-        # without concatenating them (the dominant per-frame cost).
-        if suffix is not None and type(frame) is bytes and frame.find(suffix) < 0:
-            if self._closing:
-                return False
-            buf = self._wbuf
-            # Most frames of a read land here: test for the list first.
-            if type(buf) is list:
-                buf.append(frame)
-                buf.append(suffix)
-            elif buf is None:
-                self._wbuf = frame + suffix
-            else:
-                self._wbuf = [buf, frame, suffix]  # type: ignore[list-item]
-            size = self._wsize = self._wsize + len(frame) + 1
-            if self._flushing is None:
-                self._schedule_flush()
-            return size <= self._high or self._check_backlog()
         return self.write(framer.encode(frame) if framer is not None else frame)
 
     def send_all(self, frames: Iterable[Any]) -> bool:
         """Encode every frame of ``frames`` and :meth:`write` them as one piece.
 
-        The batch counterpart of :meth:`send`, for ``on_frames``: with one-byte
-        ``Lines`` delimiters the whole batch costs one join instead of a call
-        per frame. Raises like :meth:`send` for a frame that cannot be encoded
-        (then nothing of the batch is written). Same return value as :meth:`write`.
+        The batch counterpart of :meth:`send`, for ``on_frames``: the framer's
+        :meth:`~daemonkit.framing.Framer.encode_all` makes one ``bytes`` of
+        the batch (``Lines`` with a one-byte delimiter in one join). Raises
+        like :meth:`send` for a frame that cannot be encoded (then nothing of
+        the batch is written). Same return value as :meth:`write`.
         """
         batch = frames if type(frames) is list else list(frames)
         if not batch:
             return not self._closing
         framer = self._framer
-        suffix = framer._suffix if framer is not None else None
-        if suffix is not None:
-            data = suffix.join(batch)
-            if data.count(suffix) == len(batch) - 1:
-                return self.write(data + suffix)
-            # A frame holds the delimiter (or the join hid a bad one): let
-            # encode() find it and raise its own error.
-        if framer is None:
-            return self.write(b"".join(batch))
-        encode = framer.encode
-        return self.write(b"".join([encode(frame) for frame in batch]))
+        return self.write(framer.encode_all(batch) if framer is not None else b"".join(batch))
 
     def close(self, timeout: float | None = None) -> None:
         """Close gracefully: flush what was written, then close; idempotent.
@@ -565,7 +543,7 @@ class Connection(asyncio.Protocol):
     def _close(self, reason: CloseReason, timeout: float | None = None) -> None:
         if self._closing:
             return
-        self._closing = True
+        self._closing = 1
         self._extras().reason = reason
         t = self.transport
         if t is None:
@@ -796,21 +774,7 @@ class Connection(asyncio.Protocol):
                 elif x.frame_since >= 0:
                     x.frame_since = -1.0
         self._flushing = None
-        buf = self._wbuf
-        if buf is not None:
-            # _flush() inlined: this runs once per read on the hot path.
-            self._wbuf = None
-            data = buf if isinstance(buf, bytes) else b"".join(buf)
-            self._wsize = 0
-            t = self.transport
-            if t is not None and self._closing < 2:  # not closed
-                self.bytes_out += len(data)
-                x = self._x
-                if x is not None and x.trace:
-                    self._trace("write", data)
-                t.write(data)
-                if self._x is not None:
-                    self._drained()
+        self._flush()
 
     def eof_received(self) -> bool:
         """Backend callback: the peer half-closed. Calls ``on_eof`` or closes after flushing."""

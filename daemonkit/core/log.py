@@ -990,29 +990,37 @@ class ConnectionLogger(_AdapterBase):
     """A logger for one connection: every message starts with ``#<id> <peer>``.
 
     ``log.info("connected")`` writes ``"#17 127.0.0.1:5123 connected"``.
-    Cheap enough to create per connection; the prefix is built once and
-    added only after the level check passed. ``extra`` holds ``conn_id`` and
-    ``peer``; each record gets them as attributes of those names (the JSON
-    format writes them as fields), also only once the level check passed.
+    Cheap enough to make for each use (which is what ``conn.log`` does, so
+    that no connection keeps one): *peer* may be a string or a function that
+    returns it, and the prefix is built only once the level check passed.
+    Each record gets ``conn_id`` and ``peer`` as attributes of those names (the
+    JSON format writes them as fields), also only once the level check passed.
     """
 
-    def __init__(self, base: logging.Logger, conn_id: int, peer: str) -> None:
-        super().__init__(base, {"conn_id": conn_id, "peer": peer})
-        self._prefix = f"#{conn_id} {peer} "
-        self._fields = {"conn_id": conn_id, "peer": peer}
+    def __init__(self, base: logging.Logger, conn_id: int, peer: str | Callable[[], str]) -> None:
+        self._conn_id = conn_id
+        self._peer = peer
+        super().__init__(base)
+
+    @property
+    def extra(self) -> dict[str, object]:
+        """``conn_id`` and ``peer``, the fields each record of this logger gets."""
+        peer = self._peer if isinstance(self._peer, str) else self._peer()
+        return {"conn_id": self._conn_id, "peer": peer}
+
+    @extra.setter
+    def extra(self, value: object) -> None:
+        """Ignored: ``LoggerAdapter.__init__`` sets it; the fields are the connection's."""
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
         """Return *msg* with the connection prefix; id, peer and bare template go in ``extra``."""
+        peer = self._peer if isinstance(self._peer, str) else self._peer()
+        fields = {"conn_id": self._conn_id, "peer": peer, _TEMPLATE_ATTR: msg}
         extra = kwargs.get("extra")
-        fields = self._fields
-        kwargs["extra"] = (
-            {**fields, _TEMPLATE_ATTR: msg}
-            if extra is None
-            else {**extra, **fields, _TEMPLATE_ATTR: msg}
-        )
-        return f"{self._prefix}{msg}", kwargs
+        kwargs["extra"] = fields if extra is None else {**extra, **fields}
+        return f"#{self._conn_id} {peer} {msg}", kwargs
 
     if TYPE_CHECKING:
 
@@ -1027,6 +1035,8 @@ class ConnectionLogger(_AdapterBase):
         trace = functools.partialmethod(logging.LoggerAdapter.log, TRACE)
 
 
-def connection_logger(base: logging.Logger, conn_id: int, peer: str) -> ConnectionLogger:
+def connection_logger(
+    base: logging.Logger, conn_id: int, peer: str | Callable[[], str]
+) -> ConnectionLogger:
     """Return a :class:`ConnectionLogger` prefixing ``#<conn_id> <peer>`` to *base*'s messages."""
     return ConnectionLogger(base, conn_id, peer)

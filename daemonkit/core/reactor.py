@@ -44,7 +44,7 @@ import sys
 import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, cast
 
 from daemonkit.core.durations import check_duration
 from daemonkit.core.endpoints import (
@@ -57,6 +57,9 @@ from daemonkit.core.endpoints import (
 from daemonkit.core.timers import Clock, FakeClock, MonotonicClock, Timer, TimerQueue
 from daemonkit.errors import ConfigError
 
+if TYPE_CHECKING:
+    from daemonkit.core.connection import Connection
+
 __all__ = [
     "BACKENDS",
     "DEFAULT_CONNECT_TIMEOUT",
@@ -65,6 +68,7 @@ __all__ = [
     "WRITE",
     "Flushable",
     "Listener",
+    "ProtocolFactory",
     "Reactor",
     "ReactorStats",
     "SignalHandle",
@@ -161,6 +165,18 @@ def _keep_out_new_clients(sock: socket.socket) -> None:
 
 
 T = TypeVar("T")
+
+#: What listeners and :meth:`Reactor.connect` take: a factory of asyncio
+#: protocols or of :class:`~daemonkit.core.connection.Connection`\ s. A
+#: Connection has the asyncio protocol's methods without subclassing
+#: ``asyncio.Protocol`` (a class with a pure-Python base cannot be a native
+#: mypyc class), and the loops only ever call those methods.
+ProtocolFactory: TypeAlias = "Callable[[], asyncio.BaseProtocol | Connection]"
+
+
+def _asyncio_factory(factory: ProtocolFactory) -> Callable[[], asyncio.BaseProtocol]:
+    """``factory`` as the loop's methods are typed: it makes protocols the loop can drive."""
+    return cast("Callable[[], asyncio.BaseProtocol]", factory)
 
 
 def new_event_loop(backend: str = "auto") -> tuple[asyncio.AbstractEventLoop, str]:
@@ -322,7 +338,7 @@ class Listener:
         self,
         reactor: Reactor,
         sock: socket.socket,
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        protocol_factory: ProtocolFactory,
         admit: Callable[[], bool] | None,
         *,
         scheme: str = "tcp",
@@ -468,10 +484,10 @@ class Listener:
         """Hand an accepted socket to the backend; a peer gone meanwhile is not an error."""
         try:
             if self._ssl is None:
-                await reactor.loop.connect_accepted_socket(self._factory, conn)
+                await reactor.loop.connect_accepted_socket(_asyncio_factory(self._factory), conn)
             else:
                 await reactor.loop.connect_accepted_socket(
-                    self._factory,
+                    _asyncio_factory(self._factory),
                     conn,
                     ssl=self._ssl,
                     ssl_handshake_timeout=self._ssl_timeout,
@@ -794,7 +810,7 @@ class Reactor:
     def listen(
         self,
         endpoint: str | Address,
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        protocol_factory: ProtocolFactory,
         *,
         backlog: int = DEFAULT_BACKLOG,
         admit: Callable[[], bool] | None = None,
@@ -845,7 +861,7 @@ class Reactor:
     async def connect(
         self,
         endpoint: str | Address,
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        protocol_factory: ProtocolFactory,
         *,
         ssl: ssl_module.SSLContext | None = None,
         timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -875,21 +891,22 @@ class Reactor:
             )
         if ssl is not None and address.scheme != "tls":
             raise ConfigError(f"connect({address}): ssl= is for tls:// endpoints only")
+        factory = _asyncio_factory(protocol_factory)
         if address.scheme == "unix":
-            opening = self.loop.create_unix_connection(protocol_factory, address.path)
+            opening = self.loop.create_unix_connection(factory, address.path)
         elif address.scheme == "tls":
             if not address.host:
                 raise ConfigError(f"connect({address}): a tls endpoint needs a host to verify")
             context = ssl if ssl is not None else ssl_module.create_default_context()
             opening = self.loop.create_connection(
-                protocol_factory,
+                factory,
                 address.host,
                 address.port,
                 ssl=context,
                 server_hostname=address.host,
             )
         else:
-            opening = self.loop.create_connection(protocol_factory, address.host, address.port)
+            opening = self.loop.create_connection(factory, address.host, address.port)
         try:
             return await asyncio.wait_for(opening, seconds)
         except asyncio.TimeoutError:

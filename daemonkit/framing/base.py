@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import abc
 import operator
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
+
+from mypy_extensions import mypyc_attr
 
 from daemonkit.errors import ConfigError, FramingError
 
-__all__ = ["DEFAULT_MAX_FRAME", "Framer"]
+__all__ = ["DEFAULT_MAX_FRAME", "BytesLike", "Framer"]
 
 # websockets' default max_size and nginx's client_max_body_size are both 1 MiB.
 DEFAULT_MAX_FRAME = 1024 * 1024
@@ -40,8 +42,14 @@ DEFAULT_MAX_FRAME = 1024 * 1024
 
 _F = TypeVar("_F", bound="Framer")
 
+#: What the built-in framers' ``feed()`` takes: ``bytes`` (the fast path), or
+#: any bytes-like object, copied to ``bytes`` first. Compiled, an annotation
+#: is enforced at the call, so it names every type that is accepted.
+BytesLike: TypeAlias = "bytes | bytearray | memoryview"
 
-class Framer(abc.ABC):
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Framer:
     """Abstract base of the sans-IO framers.
 
     Call :meth:`feed` with data as it arrives, until it raises; from then on
@@ -59,13 +67,14 @@ class Framer(abc.ABC):
 
     __slots__ = ("_buffer", "_error", "_settings")
 
-    #: Not None when ``encode(frame)`` is ``frame + _suffix`` for every bytes
-    #: frame that does not contain ``_suffix`` (one byte): a connection then
-    #: gathers frame and suffix without calling :meth:`encode` (``Lines``
-    #: with a one-byte delimiter sets it).
-    _suffix: bytes | None = None
-
     def __init__(self, **settings: Any) -> None:
+        cls = type(self)
+        if cls.feed is Framer.feed or cls.encode is Framer.encode:
+            # abc.ABC's check, done by hand: not an ABC, because compiled it is
+            # a native class, and mypyc's native subclasses of an ABC share
+            # its isinstance cache (isinstance(x, Raw) being False would make
+            # isinstance(x, Framer) False too).
+            raise TypeError(f"{cls.__name__} is abstract: it must define feed() and encode()")
         self._settings = settings
         self._buffer = bytearray()
         self._error: FramingError | None = None
@@ -96,6 +105,15 @@ class Framer(abc.ABC):
         represented in the wire format, and :class:`TypeError` when it is
         not bytes-like. Nothing is sent in that case; fix the frame.
         """
+
+    def encode_all(self, frames: list[Any]) -> bytes:
+        """Return the bytes of every frame of *frames*, in order, as one ``bytes``.
+
+        What :meth:`~daemonkit.core.connection.Connection.send_all` writes.
+        The same as joining :meth:`encode` of each frame (which this does);
+        a framer may override it with a faster equivalent.
+        """
+        return b"".join([self.encode(frame) for frame in frames])
 
     @property
     def buffered(self) -> int:

@@ -18,8 +18,16 @@ import re
 import struct
 from typing import Any, NoReturn
 
+from mypy_extensions import mypyc_attr
+
 from daemonkit.errors import ConfigError, FrameTooLarge
-from daemonkit.framing.base import DEFAULT_MAX_FRAME, Framer, _check_max_length, _to_bytes
+from daemonkit.framing.base import (
+    DEFAULT_MAX_FRAME,
+    BytesLike,
+    Framer,
+    _check_max_length,
+    _to_bytes,
+)
 
 __all__ = ["LengthPrefixed"]
 
@@ -28,6 +36,7 @@ __all__ = ["LengthPrefixed"]
 _HEADER_RE = re.compile(r"[@=<>!]?[BHILQ]")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LengthPrefixed(Framer):
     """Frames are payloads preceded by their length in a fixed-size header.
 
@@ -44,7 +53,9 @@ class LengthPrefixed(Framer):
 
     __slots__ = ("_capacity", "_header", "_max_length", "_pack", "_size", "_unpack_from")
 
-    def __init__(self, header: str = "!I", max_length: int = DEFAULT_MAX_FRAME) -> None:
+    # header is a str; typed Any so that any other type gets the ConfigError
+    # below, compiled too (mypyc enforces an annotation with a TypeError).
+    def __init__(self, header: Any = "!I", max_length: int = DEFAULT_MAX_FRAME) -> None:
         if not isinstance(header, str) or not _HEADER_RE.fullmatch(header):
             raise ConfigError(
                 "header must be a struct format of one unsigned integer, "
@@ -70,7 +81,7 @@ class LengthPrefixed(Framer):
         """The longest payload accepted, in bytes, header excluded."""
         return self._max_length
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: BytesLike) -> list[bytes]:
         """Append *data* and return the payloads it completes.
 
         A partial header or payload stays buffered for the next call.
@@ -81,7 +92,7 @@ class LengthPrefixed(Framer):
         and close the connection: the framer is broken and every later call
         raises :class:`~daemonkit.errors.FrameTooLarge`.
         """
-        if self._buffer or self._error is not None or type(data) is not bytes:
+        if self._buffer or self._error is not None or not isinstance(data, bytes):
             return self._feed_slow(data)
         return self._split(data, [])
 
@@ -106,7 +117,7 @@ class LengthPrefixed(Framer):
             self._buffer += data[pos:]
         return frames
 
-    def _feed_slow(self, data: bytes) -> list[bytes]:
+    def _feed_slow(self, data: BytesLike) -> list[bytes]:
         """Handle a broken framer, non-bytes input, or data after a partial frame."""
         data = self._checked_input(data)
         buf = self._buffer

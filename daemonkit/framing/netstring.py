@@ -18,8 +18,16 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
+from mypy_extensions import mypyc_attr
+
 from daemonkit.errors import FrameTooLarge, ProtocolError
-from daemonkit.framing.base import DEFAULT_MAX_FRAME, Framer, _check_max_length, _to_bytes
+from daemonkit.framing.base import (
+    DEFAULT_MAX_FRAME,
+    BytesLike,
+    Framer,
+    _check_max_length,
+    _to_bytes,
+)
 
 __all__ = ["Netstrings"]
 
@@ -29,6 +37,7 @@ _ZERO = ord("0")
 _NINE = ord("9")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Netstrings(Framer):
     """Frames are the payloads of netstrings.
 
@@ -55,7 +64,7 @@ class Netstrings(Framer):
         """The longest payload accepted, in bytes."""
         return self._max_length
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: BytesLike) -> list[bytes]:
         """Append *data* and return the payloads of the netstrings it completes.
 
         A partial netstring stays buffered for the next call.
@@ -67,7 +76,7 @@ class Netstrings(Framer):
         before it in this call. Deliver those and close the connection: the
         framer is broken and every later call raises the same kind of error.
         """
-        if self._buffer or self._error is not None or type(data) is not bytes:
+        if self._buffer or self._error is not None or not isinstance(data, bytes):
             return self._feed_slow(data)
         return self._split(data, [])
 
@@ -109,7 +118,7 @@ class Netstrings(Framer):
             self._buffer += data[pos:]
         return frames
 
-    def _feed_slow(self, data: bytes) -> list[bytes]:
+    def _feed_slow(self, data: BytesLike) -> list[bytes]:
         """Handle a broken framer, non-bytes input, or data after a partial netstring."""
         data = self._checked_input(data)
         buf = self._buffer

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemonkit.framing.base import Framer, _to_bytes
+from mypy_extensions import mypyc_attr
+
+from daemonkit.framing.base import BytesLike, Framer, _to_bytes
 
 __all__ = ["Raw"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Raw(Framer):
     """Pass bytes through unchanged: one non-empty chunk in, one frame out.
 
@@ -28,7 +31,7 @@ class Raw(Framer):
     def __init__(self) -> None:
         super().__init__()
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: BytesLike) -> list[bytes]:
         """Return ``[data]`` as ``bytes``, or ``[]`` if *data* is empty.
 
         Never raises and never buffers: every byte is delivered at once.

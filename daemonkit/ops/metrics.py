@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemonkit import __version__
+from daemonkit import CORE, __version__
 from daemonkit.core.reactor import Reactor
 from daemonkit.errors import ConfigError
 
@@ -452,6 +452,7 @@ class Sample:
             "name": self.name,
             "pid": self.pid,
             "backend": self.backend,
+            "core": CORE,
             "state": self.state,
             "uptime": round(self.uptime, 3),
             "start_time": self.start_time,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from daemonkit.bots.bot import Bot
 from daemonkit.bots.result import RunResult
@@ -207,8 +207,9 @@ class Simulation:
             return
         self._ports += 1
         server_conn = daemon._new_connection()
-        client = _Pipe(self, conn, ("127.0.0.1", 7000))
-        server = _Pipe(self, server_conn, ("127.0.0.1", self._ports))
+        # A Connection is an asyncio protocol by its methods, not by its base.
+        client = _Pipe(self, cast(asyncio.Protocol, conn), ("127.0.0.1", 7000))
+        server = _Pipe(self, cast(asyncio.Protocol, server_conn), ("127.0.0.1", self._ports))
         client._peer, server._peer = server, client
 
         def established() -> None:

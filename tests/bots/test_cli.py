@@ -189,10 +189,10 @@ def test_a_duration_no_wait_can_last_names_the_setting(
 
 
 def test_bots_has_version(capsys: pytest.CaptureFixture[str]) -> None:
-    from daemonkit import __version__
+    from daemonkit import CORE, __version__
 
     assert bots_cli.main(["--version"]) == 0
-    assert capsys.readouterr().out == f"daemonkit {__version__}\n"
+    assert capsys.readouterr().out == f"daemonkit {__version__} ({CORE} core)\n"
 
 
 def test_parse_duration() -> None:

@@ -454,18 +454,7 @@ class HttpConnection(Connection):
                 self._flow()
             self._settle(now, bool(requests))
         self._flushing = None
-        buf = self._wbuf
-        if buf is not None:
-            # Connection._flush() inlined, as in Connection.data_received.
-            self._wbuf = None
-            out = buf if isinstance(buf, bytes) else b"".join(buf)
-            self._wsize = 0
-            t = self.transport
-            if t is not None and self._closing < 2:  # not closed
-                self.bytes_out += len(out)
-                t.write(out)
-                if self._x is not None:
-                    self._drained()
+        self._flush()
 
     def eof_received(self) -> bool:
         """Backend callback: the client half-closed.
@@ -766,7 +755,7 @@ class HttpConnection(Connection):
         if t is None or self.closed or not t.can_write_eof():
             self._close(reason)
             return
-        self._closing = True
+        self._closing = 1
         self._lingering = True
         x = self._extras()
         x.reason = reason
