@@ -140,6 +140,11 @@ _WRITE_BATCH = 1000  # messages per pipelined round trip (in entries of _ENTRY_M
 # live peer: a bound on memory against entries written by others under ever-new
 # names; past it those are forgotten (live peers' numbers always stay).
 _MAX_STRANGERS = 10_000
+# Processes remembered as gone after their goodbye, so that a presence note
+# they wrote before it but that reached the stream after it (their writer task
+# was mid-command) cannot bring them back until expiry. Names are never reused
+# (host:pid:random), so only the newest are kept.
+_MAX_DEPARTED = 1024
 
 
 class BrokerError(DaemonkitError):
@@ -253,6 +258,7 @@ class Broker:
         self._last_id: bytes = b"0-0"
         self._peers: dict[str, _Peer] = {}
         self._seqs: dict[str, int] = {}  # the last message number read, per process
+        self._departed: dict[str, None] = {}  # processes that said goodbye, oldest first
         self._dirty: set[str] = set()  # groups whose local count changed
         self._full = True  # the next presence note carries every group
         self._down: set[str] = set()  # "reader"/"writer" while they cannot reach Redis
@@ -715,6 +721,9 @@ class Broker:
         elif kind == _PRESENCE:
             self._presence(proc, counts, full)
         else:
+            self._departed[proc] = None
+            if len(self._departed) > _MAX_DEPARTED:
+                del self._departed[next(iter(self._departed))]
             self._forget(proc, "it stopped")
 
     def _deliver(self, proc: str, seq: int, group: str, message: bytes | str, policy: str) -> None:
@@ -742,6 +751,8 @@ class Broker:
             target._deliver(message, None, policy)
 
     def _presence(self, proc: str, counts: dict[str, int], full: bool) -> None:
+        if proc in self._departed:
+            return  # written before its goodbye, read after it: it is gone
         expires = self._reactor.time() + self.expiry
         peer = self._peers.get(proc)
         if peer is None:
