@@ -332,48 +332,41 @@ class PyuvEventLoop(asyncio.BaseEventLoop):
         self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], Any], *args: Unpack[_Ts]
     ) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is readable."""
-        self._check_closed()
-        fd = _fileno(fd)
-        w = self._watch(fd)
-        old = w.reader
-        w.reader = events.Handle(callback, args, self, None)
-        if old is not None:
-            old.cancel()
-        self._rearm(fd, w)
+        self._add_watch(fd, "reader", events.Handle(callback, args, self, None))
 
     def remove_reader(self, fd: FileDescriptorLike) -> bool:
         """Stop watching ``fd`` for reading; True if it was watched."""
-        fd = _fileno(fd)
-        w = self._fd_watches.get(fd)
-        if w is None or w.reader is None:
-            return False
-        w.reader.cancel()
-        w.reader = None
-        if not self.is_closed():
-            self._rearm(fd, w)
-        return True
+        return self._remove_watch(fd, "reader")
 
     def add_writer(
         self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], Any], *args: Unpack[_Ts]
     ) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is writable."""
+        self._add_watch(fd, "writer", events.Handle(callback, args, self, None))
+
+    def remove_writer(self, fd: FileDescriptorLike) -> bool:
+        """Stop watching ``fd`` for writing; True if it was watched."""
+        return self._remove_watch(fd, "writer")
+
+    def _add_watch(self, fd: FileDescriptorLike, side: str, handle: events.Handle) -> None:
+        """Make ``handle`` the ``side`` ("reader" or "writer") callback of ``fd``."""
         self._check_closed()
         fd = _fileno(fd)
         w = self._watch(fd)
-        old = w.writer
-        w.writer = events.Handle(callback, args, self, None)
+        old: events.Handle | None = getattr(w, side)
+        setattr(w, side, handle)
         if old is not None:
             old.cancel()
         self._rearm(fd, w)
 
-    def remove_writer(self, fd: FileDescriptorLike) -> bool:
-        """Stop watching ``fd`` for writing; True if it was watched."""
+    def _remove_watch(self, fd: FileDescriptorLike, side: str) -> bool:
         fd = _fileno(fd)
         w = self._fd_watches.get(fd)
-        if w is None or w.writer is None:
+        old: events.Handle | None = getattr(w, side) if w is not None else None
+        if w is None or old is None:
             return False
-        w.writer.cancel()
-        w.writer = None
+        old.cancel()
+        setattr(w, side, None)
         if not self.is_closed():
             self._rearm(fd, w)
         return True
