@@ -252,7 +252,7 @@ class Connection:
         self.transport: asyncio.Transport | None = None
         self.bytes_in = 0
         self.bytes_out = 0
-        # 0 open, 1 (or True) closing, 2 closed: one slot for both states.
+        # 0 open, 1 closing, 2 closed: one slot for both states.
         self._closing: int = 0
         # Gathered writes: None, one bytes object (the common case: no list to
         # build and clear per read), or a list of them.
