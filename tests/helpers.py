@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,19 @@ def serve_stdlib_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iter
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def issue_test_cert(root: Path) -> tuple[Any, Path, Path, Path]:
+    """A CA of the test's own and a server certificate for 127.0.0.1 under ``root``.
+
+    Returns (the trustme CA, cert chain file, key file, CA file).
+    """
+    import trustme
+
+    authority = trustme.CA()
+    server = authority.issue_cert("127.0.0.1")
+    cert, key, ca_file = root / "server.pem", root / "server.key", root / "ca.pem"
+    cert.write_bytes(b"".join(pem.bytes() for pem in server.cert_chain_pems))
+    server.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(ca_file))
+    return authority, cert, key, ca_file

@@ -29,7 +29,14 @@ from daemonkit.framework.links import (
     Link,
 )
 from daemonkit.testing import DaemonRunner, FakeClock
-from tests.helpers import daemonkit_log_to, free_port, load_example, operations_of, recv_until
+from tests.helpers import (
+    daemonkit_log_to,
+    free_port,
+    issue_test_cert,
+    load_example,
+    operations_of,
+    recv_until,
+)
 
 StartDaemon = Callable[..., DaemonRunner]
 TIMEOUT = 5.0  # per blocking socket operation; a passing test never waits this long
@@ -202,14 +209,7 @@ def test_link_exchanges_frames_and_comes_back_after_a_restart(run_daemon: StartD
 
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path, Path, Path]:
-    root = tmp_path_factory.mktemp("linkcerts")
-    authority = trustme.CA()
-    server = authority.issue_cert("127.0.0.1")
-    cert, key, ca_file = root / "server.pem", root / "server.key", root / "ca.pem"
-    cert.write_bytes(b"".join(pem.bytes() for pem in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(str(key))
-    authority.cert_pem.write_to_path(str(ca_file))
-    return authority, cert, key, ca_file
+    return issue_test_cert(tmp_path_factory.mktemp("linkcerts"))
 
 
 def tls_upstream(ca: tuple[trustme.CA, Path, Path, Path]) -> Upstream:
