@@ -164,6 +164,51 @@ def test_cli_reload_with_watchfiles(tmp_path: Path) -> None:
     assert "changed; restarting" in text
 
 
+def test_a_file_written_in_steps_is_one_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan between truncate and write must not become a restart of its own."""
+    from daemonkit.ops import reloader as module
+
+    app = str(tmp_path / "app.py")
+    scans = iter([{app: (2, 40)}, {app: (2, 40)}])  # the write lands, then all is still
+    monkeypatch.setattr(module, "_scan", lambda paths: next(scans))
+    monkeypatch.setattr(module, "RELOAD_SETTLE", 0.0)
+    watcher = Reloader(["true"], [str(tmp_path)], watcher="poll")
+    changed = {app}
+    assert watcher._settle({app: (1, 0)}, changed) == {app: (2, 40)}
+    assert changed == {app}
+    assert next(scans, None) is None  # it rescanned until two scans agreed
+
+
+def test_settling_adds_files_changed_meanwhile_and_has_a_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemonkit.ops import reloader as module
+
+    a, b = str(tmp_path / "a.py"), str(tmp_path / "b.py")
+    scans = iter([{a: (2, 1), b: (1, 1)}, {a: (2, 1), b: (1, 1)}])
+    monkeypatch.setattr(module, "_scan", lambda paths: next(scans))
+    monkeypatch.setattr(module, "RELOAD_SETTLE", 0.0)
+    watcher = Reloader(["true"], [str(tmp_path)], watcher="poll")
+    changed = {a}
+    watcher._settle({a: (2, 1)}, changed)
+    assert changed == {a, b}  # b appeared while a settled: one restart for both
+
+    # A file rewritten without pause: the limit ends the wait.
+    counter = iter(range(1_000_000))
+    monkeypatch.setattr(module, "_scan", lambda paths: {a: (next(counter), 1)})
+    monkeypatch.setattr(module, "RELOAD_SETTLE_MAX", 0.05)
+    monkeypatch.setattr(module, "RELOAD_SETTLE", 0.001)
+    watcher._settle({a: (-1, 1)}, {a})
+    assert next(counter) > 1  # it did rescan, and returned
+
+    # A stop ends the wait at once.
+    watcher.stop()
+    monkeypatch.setattr(module, "RELOAD_SETTLE_MAX", 60.0)
+    watcher._settle({a: (-1, 1)}, {a})
+
+
 def test_reload_paths_and_the_child_marker(tmp_path: Path) -> None:
     app = tmp_path / "app.py"
     app.write_text("")

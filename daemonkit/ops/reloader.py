@@ -17,7 +17,9 @@ Rules it keeps:
   SIGHUP is passed on to the child (its ``on_reload``). The handlers the
   supervisor replaced are restored when it returns.
 * **Watching** uses watchfiles (inotify) when it is installed, else polls
-  modification times every :data:`RELOAD_POLL_INTERVAL`.
+  modification times every :data:`RELOAD_POLL_INTERVAL`. A change is acted
+  on once the files have settled (:data:`RELOAD_SETTLE`), so a file written
+  in steps is one restart, not two.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -37,6 +40,8 @@ from typing import Any
 __all__ = [
     "ENV_RELOAD_CHILD",
     "RELOAD_POLL_INTERVAL",
+    "RELOAD_SETTLE",
+    "RELOAD_SETTLE_MAX",
     "RELOAD_STOP_TIMEOUT",
     "Reloader",
     "is_reload_child",
@@ -51,6 +56,14 @@ ENV_RELOAD_CHILD = "DAEMONKIT_RELOAD_CHILD"
 #: longest the supervisor goes without checking its child: uvicorn's
 #: StatReload scans every 0.25 s (its ``reload_delay``).
 RELOAD_POLL_INTERVAL = 0.25
+
+#: Seconds between the rescans that wait for a changed file to settle: a
+#: restart comes after the sources have been still this long.
+RELOAD_SETTLE = 0.05
+
+#: The longest the supervisor waits for the sources to settle before it
+#: restarts anyway (a file rewritten without pause would otherwise hold it up).
+RELOAD_SETTLE_MAX = 1.0
 
 #: Seconds a child has to stop after SIGTERM before SIGKILL. A graceful stop
 #: closes every connection at once; only clients that do not read hold it up,
@@ -82,6 +95,11 @@ def reload_paths(target: str) -> list[str]:
     if spec.endswith(".py") or path.is_file():
         return [str(path.resolve().parent)]
     return [os.getcwd()]
+
+
+def _diff(before: _Snapshot, now: _Snapshot) -> set[str]:
+    """The paths added, removed or changed between two scans."""
+    return {p for p in before.keys() | now.keys() if before.get(p) != now.get(p)}
 
 
 def _scan(paths: Sequence[str]) -> _Snapshot:
@@ -239,8 +257,29 @@ class Reloader:
         before = _scan(self.paths)
         while not self._stopping.wait(self.interval):
             now = _scan(self.paths)
-            yield {p for p in before.keys() | now.keys() if before.get(p) != now.get(p)}
+            changed = _diff(before, now)
+            if changed:
+                now = self._settle(now, changed)
+            yield changed
             before = now
+
+    def _settle(self, now: _Snapshot, changed: set[str]) -> _Snapshot:
+        """Rescan until the files stop changing; add what changed meanwhile to ``changed``.
+
+        An editor, or ``Path.write_text``, writes a file in steps (truncate,
+        then write), and a scan between the steps would otherwise be a
+        restart of its own. Waits :data:`RELOAD_SETTLE` between rescans and
+        at most :data:`RELOAD_SETTLE_MAX` in all, as watchfiles' debounce does.
+        """
+        deadline = time.monotonic() + RELOAD_SETTLE_MAX
+        while time.monotonic() < deadline and not self._stopping.wait(RELOAD_SETTLE):
+            later = _scan(self.paths)
+            more = _diff(now, later)
+            if not more:
+                break
+            changed |= more
+            now = later
+        return now
 
     def _watchfiles(self) -> Iterator[set[str]]:
         import watchfiles
