@@ -102,6 +102,9 @@ FD_DEADLINE = 10.0
 IDLE_READY_TIMEOUT = 150.0
 #: Seconds the micro-benchmark child may run.
 MICRO_TIMEOUT = 1200.0
+#: Seconds bench/broker_fanout.py may take: npm ci, then per round two servers x (start, warm-up,
+#: run, stop); a full run takes about a minute.
+BROKER_TIMEOUT = 1200.0
 #: Slowest churn rate assumed when bounding a churn run (cycles/s).
 CHURN_FLOOR_RATE = 500.0
 #: The RESP load generator (Debian's redis-tools package, beside redis-server).
@@ -902,6 +905,52 @@ def run_micro(ctx: Context, wl: Workload) -> None:
         )
 
 
+# -- cross-instance fan-out through Redis ------------------------------------------------
+
+
+def run_broker(ctx: Context, wl: Workload) -> None:
+    """Run bench/broker_fanout.py (it starts Redis and both servers' instances); emit its samples.
+
+    A quick run uses 2 x 100 subscribers instead of 2 x 500; the script
+    installs the pinned Socket.IO packages unless --no-install.
+    """
+    st = ctx.st
+    cmd = [python_executable(), str(BENCH_DIR / "broker_fanout.py"), "--jsonl"]
+    cmd += [f"--rounds={st.rounds}", f"--duration={st.duration}", f"--warmup={st.warmup}"]
+    cmd += [f"--subscribers={100 if st.quick else wl.connections // 2}"]
+    cmd += [f"--pipeline={wl.pipeline}", f"--size={wl.size}"]
+    if not st.install:
+        cmd.append("--no-install")
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_DIR,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=BROKER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        ctx.emit({"kind": "error", "workload": wl.name, "server": "-", "error": "timed out"})
+        return
+    for line in err.splitlines():
+        print(f"  {line.strip()}", flush=True)
+    if proc.returncode != 0:
+        ctx.emit(
+            {
+                "kind": "error",
+                "workload": wl.name,
+                "server": "-",
+                "error": f"bench/broker_fanout.py exited {proc.returncode}: {err.strip()[-1500:]}",
+            }
+        )
+    for line in out.splitlines():
+        ctx.emit(json.loads(line))
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -1121,6 +1170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif wl.kind in ("timers", "idle-timeout"):
                 print(f"== {name} ==", flush=True)
                 run_micro(ctx, wl)
+            elif wl.kind == "broker-fanout":
+                print(f"== {name} ==", flush=True)
+                run_broker(ctx, wl)
             # kind "http" (to come): start uvicorn/aiohttp/daemonkit servers with
             # started(), drive them with wrk pinned to cpus.loadgen, emit samples
             # with msgs_per_s = requests/s; render.py shows them as a throughput table.
