@@ -450,11 +450,16 @@ def test_the_members_of_a_killed_process_leave_the_count(
     finally:
         for sock in remote:
             sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        end(proc)
+
+
+def end(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a daemon this test started (by its pid) if it still runs, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(WAIT)
+    if proc.stderr is not None:
+        proc.stderr.close()
 
 
 def test_a_stopping_daemon_leaves_at_once(run_daemon: Any, broker: RedisServer) -> None:
@@ -605,22 +610,9 @@ def test_two_daemons_list_each_others_members(run_daemon: Any, broker: RedisServ
 
 def test_a_paused_daemon_is_missing_after_the_deadline(broker: RedisServer, tmp_path: Path) -> None:
     """SIGSTOP a daemon: a listing completes at its deadline and names it as missing."""
-    path = tmp_path / "who.py"
-    path.write_text(
-        textwrap.dedent(
-            """\
-            from daemonkit import Daemon, Lines
-
-            class Room(Daemon):
-                framing = Lines
-
-                def on_accept(self, conn):
-                    self.group("room").add(conn)
-            """
-        )
-    )
     port = free_port()
-    argv = [PYTHON, "-m", "daemonkit", "run", str(path), "--listen", f"tcp://127.0.0.1:{port}"]
+    argv = [PYTHON, "-m", "daemonkit", "run", str(write_chat(tmp_path))]
+    argv += ["--listen", f"tcp://127.0.0.1:{port}"]
     argv += ["--broker", broker.url, "--broker-heartbeat", "5", "--log-level", "warning"]
     proc = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=dict(os.environ)
@@ -649,11 +641,7 @@ def test_a_paused_daemon_is_missing_after_the_deadline(broker: RedisServer, tmp_
     finally:
         if remote is not None:
             remote.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        end(proc)
 
 
 def test_a_silent_process_is_missing_and_malformed_answers_are_dropped(
@@ -717,3 +705,30 @@ def test_a_silent_process_is_missing_and_malformed_answers_are_dropped(
     ]
     assert found.members[1] == Member("fake:2:b", 7, "10.0.0.9:5555", {"nick": "f"})
     local.close()
+
+
+def test_a_listing_while_redis_is_away_completes_and_its_question_is_not_sent_late(
+    broker: RedisServer,
+) -> None:
+    """The asker's own link cut: the listing completes at its deadline, the others missing."""
+    a_daemon, b_daemon = (Who(broker=broker.url, broker_heartbeat=HEARTBEAT) for _ in range(2))
+    got: list[Members] = []
+    with DaemonRunner(a_daemon) as a, DaemonRunner(b_daemon) as b:
+        on_a, on_b = a.connect(WAIT), b.connect(WAIT)
+        wait_until(lambda: count_on(a) == 2 and count_on(b) == 2)
+        pb = status_of(b)["process"]
+        broker.kill()
+        wait_until(lambda: status_of(a)["state"] == "down")
+        a.call(lambda: a_daemon.group("room").members(got.append, timeout=0.3))
+        wait_until(lambda: bool(got))
+        assert got[0].missing == (pb,) and [m.peer for m in got[0].members] == [sockname(on_a)]
+        broker.start()
+        wait_until(lambda: status_of(a)["state"] == status_of(b)["state"] == "up")
+        wait_until(lambda: count_on(a) == 2)
+        listing = who(on_a)  # works again, and the stale question never reached Redis
+        assert listing["missing"] == [] and len(listing["members"]) == 2
+        with broker.client() as client:
+            questions = [f for _, f in client.xrange(STREAM) if f[b"k"] == b"q"]
+        assert len(questions) == 1
+        on_a.close()
+        on_b.close()

@@ -544,16 +544,21 @@ class Broker:
         """Queue a question or an answer for the writer; False (counted) if the queue is full."""
         if len(self._control) >= _CONTROL_LIMIT:
             self.dropped += 1
-            self.log.warning(
-                "broker: %d listing question(s)/answer(s) already wait for Redis; "
-                "one more dropped (%d dropped so far)",
-                len(self._control),
-                self.dropped,
-            )
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                self.log.warning(
+                    "broker: %d listing question(s)/answer(s) already wait for Redis; "
+                    "more are dropped (%d dropped so far)",
+                    len(self._control),
+                    self.dropped,
+                )
             return False
         self._control.append(fields)
         self._poke()
         return True
+
+    def _stale(self, fields: dict[bytes, bytes]) -> bool:
+        """Is this queued entry a question of a listing that is over?"""
+        return fields[b"k"] == _QUERY and fields[b"i"].decode() not in self._listings
 
     def _expire_listing(self, key: str) -> None:
         listing = self._listings.get(key)
@@ -679,6 +684,10 @@ class Broker:
 
     async def _write_some(self, client: Redis) -> None:
         batch = [self._outbox[i] for i in range(min(_WRITE_BATCH, len(self._outbox)))]
+        if self._control:
+            # A question whose listing completed meanwhile (its deadline passed
+            # during an outage) would only make every process answer for nothing.
+            self._control = deque(f for f in self._control if not self._stale(f))
         control = [self._control[i] for i in range(min(_WRITE_BATCH, len(self._control)))]
         dirty, full = self._dirty, self._full
         self._dirty, self._full = set(), False
