@@ -208,6 +208,26 @@ class Rendered:
     unit: str
 
 
+def row_notes(res: Results, wl: Workload, name: str, ss: Sequence[dict[str, Any]]) -> list[str]:
+    """A throughput row's notes: C, core, saturated load generator, errors, noise, problems."""
+    notes = []
+    if name in C_NAMES:
+        notes.append("C reference")
+    notes += core_notes(name, ss)
+    sat = sum(saturated(s) for s in ss)
+    if sat:
+        notes.append(f"**saturated** ({sat}/{len(ss)})")
+    errs = sum(s.get("errors", 0) for s in ss)
+    if errs:
+        notes.append(f"{errs} errors")
+    noise = med(s.get("noise") for s in ss)
+    if noise is not None and noise > NOISY:
+        notes.append(f"noisy ({noise:.0%})")
+    if name in res.problems.get(wl.name, {}):
+        notes.append(res.problems[wl.name][name])
+    return notes
+
+
 def throughput_table(res: Results, wl: Workload) -> Rendered:
     """Echo and fan-out: msgs/s, ratios to the raw reference and the C server, CPU, latency."""
     data = res.samples[wl.name]
@@ -233,20 +253,7 @@ def throughput_table(res: Results, wl: Workload) -> Rendered:
         rate = span(s["msgs_per_s"] for s in ss)
         assert rate is not None
         sat = sum(saturated(s) for s in ss)
-        notes = []
-        if name in C_NAMES:
-            notes.append("C reference")
-        notes += core_notes(name, ss)
-        if sat:
-            notes.append(f"**saturated** ({sat}/{len(ss)})")
-        errs = sum(s.get("errors", 0) for s in ss)
-        if errs:
-            notes.append(f"{errs} errors")
-        noise = med(s.get("noise") for s in ss)
-        if noise is not None and noise > NOISY:
-            notes.append(f"noisy ({noise:.0%})")
-        if name in res.problems.get(wl.name, {}):
-            notes.append(res.problems[wl.name][name])
+        notes = row_notes(res, wl, name, ss)
         rows.append(
             [
                 f"`{name}`",
@@ -483,13 +490,8 @@ def broker_table(res: Results, wl: Workload) -> Rendered:
         is_ref = name == wl.reference
         p99 = med(s.get("lat_p99_us") for s in ss)
         faster = [1 / r for r in round_ratios(ss, ref, "lat_p99_us")]
-        notes = core_notes(name, ss)
+        notes = row_notes(res, wl, name, ss)
         sat = sum(saturated(s) for s in ss)
-        if sat:
-            notes.append(f"**saturated** ({sat}/{len(ss)})")
-        errs = sum(s.get("errors", 0) for s in ss)
-        if errs:
-            notes.append(f"{errs} errors")
         rows.append(
             [
                 f"`{name}`",

@@ -858,15 +858,21 @@ def run_fresh(ctx: Context, wl: Workload) -> None:
 # -- micro-benchmarks ----------------------------------------------------------------
 
 
-def run_micro(ctx: Context, wl: Workload) -> None:
-    """Run bench/micro.py pinned to the server core; emit its lines as samples."""
-    st = ctx.st
-    args = (
-        ["timers", f"--n={st.timers_n}"]
-        if wl.kind == "timers"
-        else ["idle-timeout", f"--n={st.idle_conns}", f"--reads={st.idle_reads}"]
-    )
-    cmd = [python_executable(), str(BENCH_DIR / "micro.py"), *args, f"--rounds={st.rounds}"]
+def run_script(
+    ctx: Context,
+    wl: Workload,
+    cmd: list[str],
+    timeout: float,
+    cpus: frozenset[int] | None = None,
+    *,
+    show_stderr: bool = False,
+) -> str:
+    """Run a bench script that prints JSON lines; return its stdout ("" if it timed out).
+
+    It runs pinned to ``cpus`` when given (else where it pins its own
+    children). A timeout or a failing exit is emitted as an error record;
+    ``show_stderr`` prints its stderr (its progress lines) once it is done.
+    """
     proc = subprocess.Popen(
         cmd,
         cwd=REPO_DIR,
@@ -876,23 +882,41 @@ def run_micro(ctx: Context, wl: Workload) -> None:
         text=True,
     )
     try:
-        with contextlib.suppress(OSError):
-            pin(proc.pid, ctx.cpus.server)
-        out, err = proc.communicate(timeout=MICRO_TIMEOUT)
+        if cpus is not None:
+            with contextlib.suppress(OSError):
+                pin(proc.pid, cpus)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
         ctx.emit({"kind": "error", "workload": wl.name, "server": "-", "error": "timed out"})
-        return
+        return ""
+    if show_stderr:
+        for line in err.splitlines():
+            print(f"  {line.strip()}", flush=True)
     if proc.returncode != 0:
+        script = Path(cmd[1]).relative_to(REPO_DIR)
         ctx.emit(
             {
                 "kind": "error",
                 "workload": wl.name,
                 "server": "-",
-                "error": f"bench/micro.py exited {proc.returncode}: {err.strip()[-1500:]}",
+                "error": f"{script} exited {proc.returncode}: {err.strip()[-1500:]}",
             }
         )
+    return out
+
+
+def run_micro(ctx: Context, wl: Workload) -> None:
+    """Run bench/micro.py pinned to the server core; emit its lines as samples."""
+    st = ctx.st
+    args = (
+        ["timers", f"--n={st.timers_n}"]
+        if wl.kind == "timers"
+        else ["idle-timeout", f"--n={st.idle_conns}", f"--reads={st.idle_reads}"]
+    )
+    cmd = [python_executable(), str(BENCH_DIR / "micro.py"), *args, f"--rounds={st.rounds}"]
+    out = run_script(ctx, wl, cmd, MICRO_TIMEOUT, ctx.cpus.server)
     for line in out.splitlines():
         rec = json.loads(line)
         rec.update(kind="sample", workload=wl.name, server=rec.pop("variant"))
@@ -921,32 +945,7 @@ def run_broker(ctx: Context, wl: Workload) -> None:
     cmd += [f"--pipeline={wl.pipeline}", f"--size={wl.size}"]
     if not st.install:
         cmd.append("--no-install")
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO_DIR,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=BROKER_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        ctx.emit({"kind": "error", "workload": wl.name, "server": "-", "error": "timed out"})
-        return
-    for line in err.splitlines():
-        print(f"  {line.strip()}", flush=True)
-    if proc.returncode != 0:
-        ctx.emit(
-            {
-                "kind": "error",
-                "workload": wl.name,
-                "server": "-",
-                "error": f"bench/broker_fanout.py exited {proc.returncode}: {err.strip()[-1500:]}",
-            }
-        )
+    out = run_script(ctx, wl, cmd, BROKER_TIMEOUT, show_stderr=True)
     for line in out.splitlines():
         ctx.emit(json.loads(line))
 
