@@ -203,7 +203,8 @@ def one_sample(st: Settings, wsload: Path, server: str, rnd: int, tmp: Path) -> 
             "loadgen_saturated": max(lg_share, busy) >= SATURATED,
         }
     finally:
-        stop_all(servers[::-1])
+        stop_all(servers[1:])  # the instances first: a daemonkit one says goodbye to Redis
+        redis.stop()
 
 
 def run(st: Settings, wsload: Path, emit: Any) -> list[dict[str, Any]]:

@@ -234,10 +234,12 @@ def test_a_group_lists_its_members_with_their_meta(run_daemon: StartDaemon) -> N
         assert sorted(m.peer for m in found.members) == peers
         assert {m.process for m in found.members} == {"local"}
         assert all(m.meta == {"nick": f"n{m.id}"} for m in found.members)
+        found.members[0].meta["nick"] = "changed"  # type: ignore[index]  # a copy: no effect
 
         early, future = runner.call(lambda: listing(limit=2))
         runner.wait_for(lambda: len(got) == 2)
         assert len(got[1].members) == 2 and got[1].truncated and not got[1].complete
+        assert all(m.meta == {"nick": f"n{m.id}"} for m in got[1].members)
 
         errors: list[logging.LogRecord] = []
 

@@ -356,8 +356,8 @@ class Group:
             if conn._closing:
                 continue
             total += 1
-            if len(found) < limit:
-                found.append((conn.id, conn.peer, meta))
+            if len(found) < limit:  # a copy: a listing must not change the member's meta
+                found.append((conn.id, conn.peer, None if meta is None else dict(meta)))
         return found, total
 
     def broadcast(
