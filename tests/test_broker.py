@@ -730,5 +730,12 @@ def test_a_listing_while_redis_is_away_completes_and_its_question_is_not_sent_la
         with broker.client() as client:
             questions = [f for _, f in client.xrange(STREAM) if f[b"k"] == b"q"]
         assert len(questions) == 1
+        # A stopping daemon's broker asks no one: the others are missing at once.
+        link = a_daemon.broker_link
+        assert link is not None
+        got.clear()
+        a.call(lambda: (link.close(), a_daemon.group("room").members(got.append)))
+        wait_until(lambda: bool(got))
+        assert got[0].missing == (pb,) and len(got[0].members) == 1
         on_a.close()
         on_b.close()

@@ -523,6 +523,8 @@ class Broker:
         key = secrets.token_hex(8)
         self._listings[key] = listing
         if not listing.waiting or self._closed:
+            listing.missing = sorted(listing.waiting)  # stopping: no one is asked
+            listing.waiting.clear()
             self._reactor.call_soon(self._complete, key)
             return
         question = {
