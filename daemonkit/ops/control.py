@@ -95,9 +95,11 @@ __all__ = [
     "RequestError",
     "Served",
     "check_operations",
+    "check_request",
     "check_socket_dir",
     "open_endpoints",
     "parse_request",
+    "set_log_level",
 ]
 
 #: Longest request line, in bytes: the longest request defined is under 100
@@ -205,6 +207,44 @@ def parse_request(line: bytes) -> dict[str, Any]:
     if not isinstance(obj.get("cmd"), str):
         raise RequestError(f'a request needs "cmd", a string, e.g. {_EXAMPLE}')
     return obj
+
+
+def check_request(request: dict[str, Any]) -> str:
+    """The command of a parsed request whose fields fit it; :class:`RequestError` otherwise.
+
+    An unknown command, a field the command does not take, or a required
+    field missing. The values themselves are checked by the command.
+    """
+    cmd = request.get("cmd")
+    if not isinstance(cmd, str) or cmd not in COMMANDS:
+        raise RequestError(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
+    fields = _FIELDS[cmd]
+    unknown = sorted(set(request) - {"cmd"} - set(fields))
+    if unknown:
+        takes = ", ".join(fields) or "nothing else"
+        raise RequestError(f"{cmd} does not take {unknown[0]!r} (it takes: {takes})")
+    missing = [name for name, required in fields.items() if required and name not in request]
+    if missing:
+        raise RequestError(f'{cmd} needs "{missing[0]}"')
+    return cmd
+
+
+def set_log_level(level: object, log: logging.Logger) -> tuple[str, str]:
+    """Set this process's log level to ``level`` (a name); ``(was, now)`` as seen by ``log``.
+
+    :class:`RequestError` for a name that is not in
+    :data:`~daemonkit.core.log.LEVELS`.
+    """
+    number = LEVELS.get(level.strip().lower()) if isinstance(level, str) else None
+    if number is None:
+        raise RequestError(f"unknown log level {level!r}; choose one of {', '.join(LEVELS)}")
+    was = logging.getLevelName(log.getEffectiveLevel()).lower()
+    # The loggers daemonkit.core.log.setup() configures: "daemonkit" (every
+    # daemon's logger is its child) and the root, which application and
+    # library loggers follow.
+    logging.getLogger("daemonkit").setLevel(number)
+    logging.getLogger().setLevel(number)
+    return was, logging.getLevelName(log.getEffectiveLevel()).lower()
 
 
 def check_socket_dir(path: str) -> None:
@@ -767,17 +807,7 @@ class Operations:
 
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run one parsed request and return its reply; :class:`RequestError` if it is wrong."""
-        cmd = request.get("cmd")
-        if not isinstance(cmd, str) or cmd not in COMMANDS:
-            raise RequestError(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
-        fields = _FIELDS[cmd]
-        unknown = sorted(set(request) - {"cmd"} - set(fields))
-        if unknown:
-            takes = ", ".join(fields) or "nothing else"
-            raise RequestError(f"{cmd} does not take {unknown[0]!r} (it takes: {takes})")
-        missing = [name for name, required in fields.items() if required and name not in request]
-        if missing:
-            raise RequestError(f'{cmd} needs "{missing[0]}"')
+        cmd = check_request(request)
         handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(
             self, "_cmd_" + cmd.replace("-", "_")
         )
@@ -868,18 +898,7 @@ class Operations:
         }
 
     def _cmd_log_level(self, request: dict[str, Any]) -> dict[str, Any]:
-        level = request["level"]
-        number = LEVELS.get(level.strip().lower()) if isinstance(level, str) else None
-        if number is None:
-            raise RequestError(f"unknown log level {level!r}; choose one of {', '.join(LEVELS)}")
-        log = self.daemon.log
-        was = logging.getLevelName(log.getEffectiveLevel()).lower()
-        # The loggers daemonkit.core.log.setup() configures: "daemonkit" (every
-        # daemon's logger is its child) and the root, which application and
-        # library loggers follow.
-        logging.getLogger("daemonkit").setLevel(number)
-        logging.getLogger().setLevel(number)
-        now = logging.getLevelName(log.getEffectiveLevel()).lower()
+        was, now = set_log_level(request["level"], self.daemon.log)
         self.log.warning("log level changed from %s to %s", was, now)
         return {"ok": True, "level": now, "was": was}
 

@@ -1,0 +1,480 @@
+"""``--workers N`` with ``--control`` and ``--metrics``, and staggered recycling.
+
+One set of 2 real workers (module fixture) answers ``ctl status``,
+``connections`` and one scrape for the whole set; a worker stopped with
+SIGSTOP shows as unresponsive without hanging the supervisor; workers over
+``max_memory`` are recycled one at a time. The supervisor's queue and the
+pieces (the query client, the merge, the worker's variables) are tested here too,
+in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemonkit.cli import ctl
+from daemonkit.cli import run as cli
+from daemonkit.core.reactor import Reactor
+from daemonkit.ops.workers import (
+    ENV_WORKER_CONTROL,
+    ENV_WORKER_REQUESTS,
+    ENV_WORKER_STAGGER,
+    Supervisor,
+    supervisor_link_from_env,
+    worker_control_path,
+)
+from daemonkit.ops.workerset import ask_worker, merge_scrapes
+from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until
+
+pytest.importorskip("prometheus_client")
+
+# A Lines echo answering "PID WORKER_ID LINE"; "grow N" makes worker N hold GROW bytes.
+DAEMON = """
+import os
+from daemonkit import Daemon, Lines
+
+GROW = 80 * 1024 * 1024
+
+
+class Echo(Daemon):
+    framing = Lines
+    blob = b""
+
+    def on_read(self, conn, line):
+        if line == b"grow %d" % self.worker_id:
+            self.blob = b"x" * GROW  # written, so resident
+        conn.send(b"%d %s %s" % (os.getpid(), str(self.worker_id).encode(), line))
+"""
+
+# Seconds a subprocess gets to do what a test waits for.
+WAIT = 20.0
+# Over the RSS of a fresh worker (about 40 MiB on uvloop with prometheus-client),
+# under one that holds GROW.
+MAX_MEMORY = "100M"
+
+
+class WorkerSet:
+    """``python -m daemonkit DAEMON --workers 2 --control PATH --metrics ADDR`` (log in a file)."""
+
+    def __init__(self, tmp: Path) -> None:
+        tmp.chmod(0o700)  # the control socket's directory: nobody else's
+        self.path = tmp / "echo_set.py"
+        self.path.write_text(textwrap.dedent(DAEMON))
+        self.log_path = tmp / "daemon.log"
+        self.control = str(tmp / "ctl.sock")
+        self.port, self.metrics_port = free_port(), free_port()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
+        env.pop("PYTHONASYNCIODEBUG", None)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *(PYTHON, "-m", "daemonkit", str(self.path), "--workers", "2"),
+                    *("--listen", f"tcp://127.0.0.1:{self.port}", "--control", self.control),
+                    *("--metrics", f"tcp://127.0.0.1:{self.metrics_port}"),
+                    *("--max-memory", MAX_MEMORY, "--memory-check-interval", "0.1"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+                cwd=ROOT,
+            )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, count: int = 1) -> list[str]:
+        """Wait until ``pattern`` (a regex) occurs ``count`` times in the log; its matches."""
+        deadline = time.monotonic() + WAIT
+        while len(found := re.findall(pattern, self.log)) < count:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited with {self.proc.returncode}:\n{self.log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} x{count} after {WAIT}s:\n{self.log}")
+            time.sleep(0.02)
+        return found
+
+    def ask(self, line: bytes) -> tuple[int, str]:
+        """One short connection: (pid that answered, its worker id)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(line + b"\n")
+            reply = recv_until(sock, b"\n")
+        pid, wid, _ = reply.rstrip(b"\n").split(b" ", 2)
+        return int(pid), wid.decode()
+
+    def tell(self, worker: str, line: bytes) -> int:
+        """Send ``line`` until worker ``worker`` answered it; its pid."""
+        for _ in range(200):
+            pid, wid = self.ask(line)
+            if wid == worker:
+                return pid
+        raise AssertionError(f"worker {worker} never answered")
+
+    def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        reply = ctl.request(self.control, {"cmd": "status"}, timeout=timeout)
+        assert reply["ok"], reply
+        status: dict[str, Any] = reply["status"]
+        return status
+
+    def pids(self) -> dict[int, int]:
+        """Worker id -> pid of the ready workers, as ``ctl status`` says."""
+        return {w["id"]: w["pid"] for w in self.status()["workers"] if w["state"] == "ready"}
+
+    def scrape(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(WAIT)
+        for pid in re.findall(r"started pid (\d+)", self.log):
+            try:
+                os.kill(int(pid), signal.SIGCONT)
+                os.kill(int(pid), signal.SIGKILL)  # a worker left over by a failed test
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerSet]:
+    """A supervisor with 2 ready workers, serving --control and --metrics for the set."""
+    s = WorkerSet(tmp_path_factory.mktemp("set"))
+    try:
+        s.wait_log(r"all 2 worker\(s\) ready")
+        yield s
+    finally:
+        s.close()
+
+
+# -- one set, seen from outside (these run in order on the module's set) ------------
+
+
+def test_the_supervisor_binds_the_endpoints_and_each_worker_a_private_one(
+    workers: WorkerSet,
+) -> None:
+    # Before, each worker bound the configured path and port: the first won,
+    # the other exited with status 5 until its slot was a crash loop.
+    log = workers.log
+    assert f"control socket at {workers.control}\n" in log
+    assert re.search(
+        rf"\] INFO +daemonkit\.Echo\.control: metrics at .*:{workers.metrics_port}", log
+    )
+    assert "exited with status" not in log
+    assert (
+        len(re.findall(rf"w\d control socket at {re.escape(workers.control)}\.w\d\.\d+", log)) == 2
+    )
+
+
+def test_ctl_status_shows_every_worker_with_its_pid(
+    workers: WorkerSet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answered = {workers.tell(w, b"hi"): w for w in ("0", "1")}  # pid -> worker id
+    status = workers.status()
+    assert status["pid"] == workers.proc.pid and status["role"] == "supervisor"
+    assert status["workers_configured"] == 2 and status["workers_ready"] == 2
+    by_id = {str(w["id"]): w for w in status["workers"]}
+    assert {by_id[wid]["pid"]: wid for wid in ("0", "1")} == answered
+    for w in by_id.values():
+        assert w["state"] == "ready" and w["restarts"] == 0
+        assert isinstance(w["rss"], int) and w["rss"] > 0
+        assert w["loop_lag"]["samples"] >= 0 and w["connections"] == 0
+        assert w["control"] == worker_control_path(workers.control, w["id"], w["pid"])
+    assert ctl.main(["status", "--control", workers.control]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^supervisor +Echo \(pid {workers.proc.pid}\)$", out, re.M), out
+    for pid, wid in answered.items():
+        assert re.search(rf"^{wid} +{pid} +ready +\d+ +[\d.]+ MiB ", out, re.M), out
+
+
+def test_ctl_connections_lists_every_workers_with_its_worker(workers: WorkerSet) -> None:
+    clients = []
+    try:
+        for _ in range(40):  # until both workers hold one open
+            sock = socket.create_connection(("127.0.0.1", workers.port), timeout=10)
+            sock.sendall(b"hold\n")
+            clients.append((sock, recv_until(sock, b"\n").split(b" ")[1].decode()))
+            if {wid for _, wid in clients} == {"0", "1"}:
+                break
+        held = {(int(wid), f"127.0.0.1:{sock.getsockname()[1]}") for sock, wid in clients}
+        reply = ctl.request(workers.control, {"cmd": "connections"})
+    finally:
+        for sock, _ in clients:
+            sock.close()
+    assert reply["ok"] and reply["unresponsive"] == []
+    assert reply["total"] == len(reply["connections"]) >= len(clients)
+    assert held <= {(c["worker"], c["peer"]) for c in reply["connections"]}, reply
+
+
+def test_one_scrape_has_every_worker_and_the_supervisor(workers: WorkerSet) -> None:
+    text = workers.scrape()
+    for wid in ("0", "1"):
+        assert f'daemonkit_connections{{worker="{wid}"}}' in text
+        assert re.search(rf'process_resident_memory_bytes{{worker="{wid}"}} \d', text)
+        assert f'daemonkit_worker_restarts_total{{worker="{wid}"}} 0.0' in text
+        assert f'daemonkit_worker_up{{worker="{wid}"}} 1.0' in text
+    assert "daemonkit_workers 2.0" in text and "daemonkit_workers_ready 2.0" in text
+    assert text.count("# TYPE daemonkit_connections gauge") == 1  # once per family
+    reply = ctl.request(workers.control, {"cmd": "metrics"})
+    assert 'daemonkit_connections{worker="1"}' in reply["metrics"]
+
+
+def test_what_the_set_does_not_do_yet_is_an_error_reply(workers: WorkerSet) -> None:
+    reply = ctl.request(workers.control, {"cmd": "stop", "timeout": 5})
+    assert not reply["ok"] and "not supported with --workers" in reply["error"]
+    reply = ctl.request(workers.control, {"cmd": "upgrade"})
+    assert not reply["ok"] and "ctl reload" in reply["error"]
+    reply = ctl.request(workers.control, {"cmd": "log-level", "level": "loud"})
+    assert not reply["ok"] and "unknown log level" in reply["error"]
+    assert workers.proc.poll() is None
+
+
+def test_a_stopped_worker_is_unresponsive_and_nothing_hangs(workers: WorkerSet) -> None:
+    pids = workers.pids()
+    os.kill(pids[1], signal.SIGSTOP)
+    try:
+        scraped: list[str] = []
+        scraper = threading.Thread(target=lambda: scraped.append(workers.scrape()))
+        started = time.monotonic()
+        scraper.start()  # the scrape and the status wait for worker 1 at the same time
+        status = workers.status(timeout=8.0)
+        scraper.join(WAIT)
+        took = time.monotonic() - started
+    finally:
+        os.kill(pids[1], signal.SIGCONT)
+    by_id = {w["id"]: w for w in status["workers"]}
+    assert by_id[1]["state"] == "unresponsive" and by_id[1]["pid"] == pids[1]
+    assert "no reply within 2s" in by_id[1]["error"] and by_id[1]["rss"] is None
+    assert by_id[0]["state"] == "ready" and by_id[0]["rss"] > 0
+    assert status["workers_ready"] == 1
+    assert took < 8.0, took  # each waited for its deadline, not for the worker
+    (text,) = scraped
+    assert 'daemonkit_connections{worker="0"}' in text
+    assert 'daemonkit_connections{worker="1"}' not in text
+    assert 'daemonkit_worker_scrape_errors_total{worker="1"} 1.0' in text
+    assert 'daemonkit_worker_up{worker="1"} 0.0' in text
+    assert workers.pids() == pids  # back, and nobody was restarted
+
+
+def test_a_worker_over_max_memory_is_recycled_and_the_other_untouched(
+    workers: WorkerSet,
+) -> None:
+    before = workers.pids()
+    workers.tell("1", b"grow 1")
+    workers.wait_log(r"worker 1: recycling it \(RSS [\d.]+ MiB is over max_memory 100.0 MiB\)")
+    workers.wait_log(rf"worker 1: pid {before[1]} exited with status 0")
+    after = workers.pids()
+    assert after[0] == before[0] and after[1] != before[1]
+    log = workers.log
+    new_ready = log.index(f"worker 1: pid {after[1]} is ready")
+    assert new_ready < log.index(f"worker 1: pid {before[1]} exited")  # the new one first
+    assert "worker 0: recycling" not in log
+    status = workers.status()
+    assert [w["recycles"] for w in status["workers"]] == [0, 1]
+    assert [w["restarts"] for w in status["workers"]] == [0, 0]  # a recycle is no death
+
+
+def test_two_workers_asking_at_once_are_recycled_one_after_the_other(
+    workers: WorkerSet,
+) -> None:
+    before = workers.pids()
+    first_pattern = r"worker (\d): recycling it \(RSS[^\n]*\): a new worker first"
+    earlier = len(re.findall(first_pattern, workers.log))
+    workers.tell("0", b"grow 0")
+    workers.tell("1", b"grow 1")
+    a = workers.wait_log(first_pattern, earlier + 1)[-1]
+    (b,) = workers.wait_log(r"worker (\d): recycling it \(RSS[^\n]*\) once the 1 replacement")
+    assert {a, b} == {"0", "1"}
+    for wid in (a, b):
+        workers.wait_log(rf"worker {wid}: pid {before[int(wid)]} exited with status 0")
+    after = workers.pids()
+    assert not set(after.values()) & set(before.values())
+    log = workers.log
+    # One at a time: the second new worker starts once the first new one is ready.
+    assert log.index(f"worker {a}: pid {after[int(a)]} is ready") < log.index(
+        f"worker {b}: started pid {after[int(b)]}"
+    )
+
+
+def test_ctl_stop_stops_the_set_and_its_private_sockets_go(workers: WorkerSet) -> None:
+    reply = ctl.request(workers.control, {"cmd": "stop"})
+    assert reply["ok"] and reply["stopping"] and reply["workers"] == 2
+    assert workers.proc.wait(WAIT) == 0
+    directory = Path(workers.control).parent
+    assert [p.name for p in directory.iterdir() if p.name.startswith("ctl.sock")] == []
+
+
+# -- the pieces, in this process ------------------------------------------------------
+
+# A worker that says it is ready, asks to be recycled the first time its slot
+# runs (a marker file per slot), then waits.
+RECYCLING_WORKER = """
+import os, sys, time
+wid = os.environ["DAEMONKIT_WORKER"]
+os.write(int(os.environ["DAEMONKIT_UPGRADE_FD"]), b"ready\\n")
+marker = os.path.join(sys.argv[1], "asked-" + wid)
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    os.write(int(os.environ["DAEMONKIT_WORKER_FD"]), b"recycle test " + wid.encode() + b"\\n")
+time.sleep(60)
+"""
+
+
+def test_the_supervisor_recycles_one_worker_at_a_time(tmp_path: Path) -> None:
+    script = tmp_path / "recycling.py"
+    script.write_text(RECYCLING_WORKER)
+    log: list[str] = []
+    sock = socket.create_server(("127.0.0.1", 0))
+    reactor = Reactor("asyncio")
+    try:
+        sup = Supervisor(reactor, {"tcp": sock}, 3, command=[PYTHON, str(script), str(tmp_path)])
+
+        def check() -> None:
+            members = sup.members()
+            if all(s.recycles == 1 for s in sup.slots) and all(m.state == "ready" for m in members):
+                sup.stop("done")
+
+        reactor.call_every(0.05, check)
+        reactor.call_later(WAIT, sup.stop, "test deadline")
+        with daemonkit_log_to(lambda r: log.append(r.getMessage())):
+            assert sup.run() == 0
+    finally:
+        reactor.close()
+    assert "test deadline: stopping" not in " ".join(log), log
+    text = "\n".join(log)
+    assert len(re.findall(r"recycling it \(test \d\): a new worker first", text)) == 1, text
+    assert len(re.findall(r"recycling it \(test \d\) once the", text)) == 2, text
+    assert "recycle: done" in text
+    # Never two replacements at once: a second-generation worker starts only
+    # once the one started before it is ready.
+    starts: dict[str, list[str]] = {}
+    pending: str | None = None
+    for wid, pid, what in re.findall(
+        r"worker (\d): (?:started pid (\d+)|pid (\d+) is ready)", text
+    ):
+        if pid:
+            starts.setdefault(wid, []).append(pid)
+            if len(starts[wid]) == 2:
+                assert pending is None, f"{pending} and {pid} replaced at once:\n{text}"
+                pending = pid
+        elif what == pending:
+            pending = None
+    assert all(len(slot.pids) == 2 and slot.restarts == 0 for slot in sup.slots)
+
+
+def test_a_worker_reads_what_the_supervisor_gave_it() -> None:
+    read_fd, write_fd = os.pipe()
+    env = {
+        ENV_WORKER_CONTROL: "/run/app/ctl.sock",
+        ENV_WORKER_REQUESTS: str(write_fd),
+        ENV_WORKER_STAGGER: "0.5",
+    }
+    try:
+        link = supervisor_link_from_env(1, env)
+        assert env == {}  # not for the worker's own children
+        assert link.control == f"/run/app/ctl.sock.w1.{os.getpid()}"
+        assert link.stagger == 0.5
+        assert link.ask_recycle("RSS 600 MiB\nis over")
+        assert os.read(read_fd, 100) == b"recycle RSS 600 MiB is over\n"
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    junk = supervisor_link_from_env(0, {ENV_WORKER_STAGGER: "nan", ENV_WORKER_REQUESTS: "x"})
+    assert junk.stagger == 0.0 and junk.requests is None and junk.control is None
+    assert not junk.ask_recycle("memory")  # nobody to ask
+
+
+def test_the_query_client_has_a_deadline_and_reports_why(tmp_path: Path) -> None:
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.bind(str(tmp_path / "silent.sock"))
+    silent.listen()  # connects are queued, never answered
+    answers: dict[str, Any] = {}
+    reactor = Reactor("asyncio")
+    try:
+        for name, path in (
+            ("missing", tmp_path / "none.sock"),
+            ("silent", tmp_path / "silent.sock"),
+        ):
+            ask_worker(
+                reactor,
+                str(path),
+                {"cmd": "status"},
+                lambda reply, error, name=name: answers.__setitem__(name, (reply, error)),
+                timeout=0.2,
+            )
+        assert answers == {}  # never before ask_worker returns
+        reactor.call_later(WAIT, reactor.stop)
+        reactor.call_every(0.02, lambda: len(answers) == 2 and reactor.stop())
+        reactor.run()
+    finally:
+        reactor.close()
+        silent.close()
+    assert answers["missing"][0] is None and "cannot reach" in answers["missing"][1]
+    assert answers["silent"] == (None, "no reply within 0.2s")
+
+
+def test_merged_scrapes_label_each_worker_and_keep_one_help_per_family() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    text = '# HELP jobs Jobs.\n# TYPE jobs counter\njobs_total{queue="a"} 3.0\n'
+    other = "# HELP jobs Jobs.\n# TYPE jobs gauge\njobs 1.0\n"  # typed otherwise: left out
+    families = merge_scrapes({"0": text, "1": text.replace("3.0", "4.0"), "2": other})
+
+    class Collector:
+        def collect(self) -> Any:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())
+    body = generate_latest(registry).decode()
+    assert body.count("# TYPE jobs_total counter") == 1
+    assert 'jobs_total{queue="a",worker="0"} 3.0' in body
+    assert 'jobs_total{queue="a",worker="1"} 4.0' in body
+    assert 'worker="2"' not in body
+    with pytest.raises(ValueError):
+        merge_scrapes({"0": "not { an exposition"})
+
+
+def test_a_control_path_too_long_for_the_workers_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deep = tmp_path / ("d" * (100 - len(str(tmp_path))))
+    deep.mkdir(mode=0o700)
+    args = [str(ROOT / "examples" / "echo_daemon.py"), "--listen", "tcp://127.0.0.1:0"]
+    code = cli.main([*args, "--workers", "2", "--control", str(deep / "c.sock")])
+    assert code == cli.EXIT_CONFIG
+    assert "too long for the workers' private sockets" in capsys.readouterr().err
+    assert list(deep.iterdir()) == []
+
+
+def test_ctl_prints_an_unresponsive_worker_and_why() -> None:
+    status = {
+        "name": "Echo",
+        "pid": 10,
+        "role": "supervisor",
+        "workers_configured": 2,
+        "workers_ready": 1,
+        "workers": [
+            {"id": 0, "pid": 11, "state": "ready", "connections": 3, "rss": 1 << 25},
+            {"id": 1, "pid": 12, "state": "unresponsive", "connections": None, "rss": None,
+             "loop_lag": None, "restarts": 2, "error": "no reply within 2s"},
+        ],
+    }  # fmt: skip
+    text = ctl.format_status(status)
+    assert re.search(r"^1 +12 +unresponsive +- +- +- +- +2 ", text, re.M), text
+    assert "worker 1 (pid 12): no reply within 2s" in text
