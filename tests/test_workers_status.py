@@ -14,8 +14,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import textwrap
 import threading
 import time
 import urllib.request
@@ -25,9 +23,12 @@ from typing import Any
 
 import pytest
 
+from daemonkit import Daemon
 from daemonkit.cli import ctl
 from daemonkit.cli import run as cli
 from daemonkit.core.reactor import Reactor
+from daemonkit.core.timers import FakeClock
+from daemonkit.ops.upgrade import RUNTIME_RETRY_DELAY, Upgrader
 from daemonkit.ops.workers import (
     ENV_WORKER_CONTROL,
     ENV_WORKER_REQUESTS,
@@ -38,6 +39,7 @@ from daemonkit.ops.workers import (
 )
 from daemonkit.ops.workerset import ask_worker, merge_scrapes
 from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until
+from tests.test_workers import WAIT, Served
 
 pytest.importorskip("prometheus_client")
 
@@ -59,62 +61,25 @@ class Echo(Daemon):
         conn.send(b"%d %s %s" % (os.getpid(), str(self.worker_id).encode(), line))
 """
 
-# Seconds a subprocess gets to do what a test waits for.
-WAIT = 20.0
 # Over the RSS of a fresh worker (about 40 MiB on uvloop with prometheus-client),
 # under one that holds GROW.
 MAX_MEMORY = "100M"
 
 
-class WorkerSet:
-    """``python -m daemonkit DAEMON --workers 2 --control PATH --metrics ADDR`` (log in a file)."""
+class WorkerSet(Served):
+    """``--workers 2 --control PATH --metrics ADDR --max-memory ...`` of :data:`DAEMON`."""
 
     def __init__(self, tmp: Path) -> None:
         tmp.chmod(0o700)  # the control socket's directory: nobody else's
-        self.path = tmp / "echo_set.py"
-        self.path.write_text(textwrap.dedent(DAEMON))
-        self.log_path = tmp / "daemon.log"
         self.control = str(tmp / "ctl.sock")
-        self.port, self.metrics_port = free_port(), free_port()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
-        env.pop("PYTHONASYNCIODEBUG", None)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(PYTHON, "-m", "daemonkit", str(self.path), "--workers", "2"),
-                    *("--listen", f"tcp://127.0.0.1:{self.port}", "--control", self.control),
-                    *("--metrics", f"tcp://127.0.0.1:{self.metrics_port}"),
-                    *("--max-memory", MAX_MEMORY, "--memory-check-interval", "0.1"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-                cwd=ROOT,
-            )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, pattern: str, count: int = 1) -> list[str]:
-        """Wait until ``pattern`` (a regex) occurs ``count`` times in the log; its matches."""
-        deadline = time.monotonic() + WAIT
-        while len(found := re.findall(pattern, self.log)) < count:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exited with {self.proc.returncode}:\n{self.log}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} x{count} after {WAIT}s:\n{self.log}")
-            time.sleep(0.02)
-        return found
-
-    def ask(self, line: bytes) -> tuple[int, str]:
-        """One short connection: (pid that answered, its worker id)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
-            sock.sendall(line + b"\n")
-            reply = recv_until(sock, b"\n")
-        pid, wid, _ = reply.rstrip(b"\n").split(b" ", 2)
-        return int(pid), wid.decode()
+        self.metrics_port = free_port()
+        super().__init__(
+            tmp,
+            2,
+            *("--control", self.control, "--metrics", f"tcp://127.0.0.1:{self.metrics_port}"),
+            *("--max-memory", MAX_MEMORY, "--memory-check-interval", "0.1"),
+            source=DAEMON,
+        )
 
     def tell(self, worker: str, line: bytes) -> int:
         """Send ``line`` until worker ``worker`` answered it; its pid."""
@@ -138,17 +103,6 @@ class WorkerSet:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             return str(response.read().decode())
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(WAIT)
-        for pid in re.findall(r"started pid (\d+)", self.log):
-            try:
-                os.kill(int(pid), signal.SIGCONT)
-                os.kill(int(pid), signal.SIGKILL)  # a worker left over by a failed test
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture(scope="module")
@@ -321,16 +275,16 @@ def test_ctl_stop_stops_the_set_and_its_private_sockets_go(workers: WorkerSet) -
 
 # -- the pieces, in this process ------------------------------------------------------
 
-# A worker that says it is ready, asks to be recycled the first time its slot
-# runs (a marker file per slot), then waits.
+# A worker that notes its stagger, says it is ready, and asks to be recycled
+# when it gets SIGUSR1.
 RECYCLING_WORKER = """
-import os, sys, time
+import os, signal, sys, time
 wid = os.environ["DAEMONKIT_WORKER"]
+with open(os.path.join(sys.argv[1], "staggers"), "a") as f:
+    f.write(wid + " " + os.environ["DAEMONKIT_WORKER_STAGGER"] + "\\n")
+fd = int(os.environ["DAEMONKIT_WORKER_FD"])
+signal.signal(signal.SIGUSR1, lambda *_: os.write(fd, b"recycle test " + wid.encode() + b"\\n"))
 os.write(int(os.environ["DAEMONKIT_UPGRADE_FD"]), b"ready\\n")
-marker = os.path.join(sys.argv[1], "asked-" + wid)
-if not os.path.exists(marker):
-    open(marker, "w").close()
-    os.write(int(os.environ["DAEMONKIT_WORKER_FD"]), b"recycle test " + wid.encode() + b"\\n")
 time.sleep(60)
 """
 
@@ -339,6 +293,7 @@ def test_the_supervisor_recycles_one_worker_at_a_time(tmp_path: Path) -> None:
     script = tmp_path / "recycling.py"
     script.write_text(RECYCLING_WORKER)
     log: list[str] = []
+    refused: list[bool] = []
     sock = socket.create_server(("127.0.0.1", 0))
     reactor = Reactor("asyncio")
     try:
@@ -346,19 +301,29 @@ def test_the_supervisor_recycles_one_worker_at_a_time(tmp_path: Path) -> None:
 
         def check() -> None:
             members = sup.members()
-            if all(s.recycles == 1 for s in sup.slots) and all(m.state == "ready" for m in members):
+            if not all(m.state == "ready" for m in members):
+                return
+            if all(s.recycles == 0 for s in sup.slots):
+                # Two at once here, the third through its request pipe.
+                assert sup.recycle(0, "test 0") and sup.recycle(1, "test 1")
+                refused.append(sup.recycle(0, "again"))  # queued already
+                os.kill(members[2].pid or 0, signal.SIGUSR1)
+            elif all(s.recycles == 1 for s in sup.slots):
                 sup.stop("done")
 
-        reactor.call_every(0.05, check)
+        reactor.call_every(0.02, check)
         reactor.call_later(WAIT, sup.stop, "test deadline")
         with daemonkit_log_to(lambda r: log.append(r.getMessage())):
             assert sup.run() == 0
     finally:
         reactor.close()
-    assert "test deadline: stopping" not in " ".join(log), log
     text = "\n".join(log)
-    assert len(re.findall(r"recycling it \(test \d\): a new worker first", text)) == 1, text
-    assert len(re.findall(r"recycling it \(test \d\) once the", text)) == 2, text
+    assert "test deadline: stopping" not in text, text
+    assert refused == [False]
+    assert "worker 0: recycling it (test 0): a new worker first" in text
+    assert "worker 1: recycling it (test 1) once the 1 replacement(s) before it" in text
+    assert "worker 0 asks to be recycled (again); its replacement is on its way" in text
+    assert re.search(r"worker 2: recycling it \(test 2\)", text), text  # asked by pipe
     assert "recycle: done" in text
     # Never two replacements at once: a second-generation worker starts only
     # once the one started before it is ready.
@@ -375,6 +340,10 @@ def test_the_supervisor_recycles_one_worker_at_a_time(tmp_path: Path) -> None:
         elif what == pending:
             pending = None
     assert all(len(slot.pids) == 2 and slot.restarts == 0 for slot in sup.slots)
+    # Started together, worker i of 3 staggers max_runtime by i/3; a replacement
+    # started alone does not.
+    staggers = sorted((tmp_path / "staggers").read_text().splitlines())
+    assert staggers == ["0 0.0", "0 0.0", "1 0.0", f"1 {1 / 3!r}", "2 0.0", f"2 {2 / 3!r}"]
 
 
 def test_a_worker_reads_what_the_supervisor_gave_it() -> None:
@@ -478,3 +447,26 @@ def test_ctl_prints_an_unresponsive_worker_and_why() -> None:
     text = ctl.format_status(status)
     assert re.search(r"^1 +12 +unresponsive +- +- +- +- +2 ", text, re.M), text
     assert "worker 1 (pid 12): no reply within 2s" in text
+
+
+def test_a_worker_past_its_staggered_max_runtime_asks_the_supervisor() -> None:
+    clock = FakeClock()
+    reactor = Reactor("asyncio", clock=clock)
+    daemon = Daemon(listen="tcp://127.0.0.1:0", max_runtime=10.0, max_runtime_jitter=0.0)
+    upgrader = Upgrader(daemon)
+    asked: list[str] = []
+    upgrader.recycle_request = lambda reason: asked.append(reason) is None
+    upgrader.runtime_stagger = 0.5  # worker 1 of 2
+    upgrades: list[int] = []
+    daemon.set_upgrade_handler(lambda: upgrades.append(1) or 4242)
+    try:
+        upgrader.start(reactor)
+        clock.advance(14.9)  # max_runtime plus half of it
+        assert asked == []
+        clock.advance(0.1)
+        assert asked == ["max_runtime=10s passed"]
+        clock.advance(RUNTIME_RETRY_DELAY)  # not replaced (the supervisor's new one failed)
+        assert asked == ["max_runtime=10s passed"] * 2
+        assert upgrades == [] and not daemon.retired  # never an upgrade of its own
+    finally:
+        reactor.close()

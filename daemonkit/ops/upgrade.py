@@ -380,6 +380,14 @@ class Upgrader:
         daemon = self.daemon
         if daemon.is_stopping() or self._reactor is None:
             return
+        if self.recycle_request is not None:  # a --workers worker: one at a time
+            self._reactor.call_later(RUNTIME_RETRY_DELAY, self._recycle)  # if it fails
+            self.log.warning(
+                "max_runtime=%gs passed; asking the supervisor to recycle this worker",
+                daemon.max_runtime,
+            )
+            self.recycle_request(f"max_runtime={daemon.max_runtime:g}s passed")
+            return
         if not daemon.addresses:  # nothing to hand over: the supervisor starts the next one
             self.log.warning(
                 "max_runtime=%gs passed; stopping to be replaced by a fresh process "
@@ -390,13 +398,6 @@ class Upgrader:
             daemon.stop()
             return
         self._reactor.call_later(RUNTIME_RETRY_DELAY, self._recycle)  # if this one fails
-        if self.recycle_request is not None:
-            self.log.warning(
-                "max_runtime=%gs passed; asking the supervisor to recycle this worker",
-                daemon.max_runtime,
-            )
-            self.recycle_request(f"max_runtime={daemon.max_runtime:g}s passed")
-            return
         if self._proc is not None:
             return  # an upgrade is under way already
         self.log.warning(

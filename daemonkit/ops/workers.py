@@ -803,7 +803,7 @@ class Supervisor:
         if self._reloading is None:
             self._replace_why = "recycle"
             self._reloading = [worker_id]
-            self.log.warning(
+            self.log.info(
                 "worker %d: recycling it (%s): a new worker first, then the old one stops",
                 worker_id,
                 reason,
@@ -811,7 +811,7 @@ class Supervisor:
             self._reload_next()
         else:
             self._reloading.append(worker_id)
-            self.log.warning(
+            self.log.info(
                 "worker %d: recycling it (%s) once the %d replacement(s) before it are done",
                 worker_id,
                 reason,
