@@ -10,6 +10,7 @@ in this process.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -28,6 +29,7 @@ from daemonkit.cli import ctl
 from daemonkit.cli import run as cli
 from daemonkit.core.reactor import Reactor
 from daemonkit.core.timers import FakeClock
+from daemonkit.ops.control import open_endpoints
 from daemonkit.ops.upgrade import RUNTIME_RETRY_DELAY, Upgrader
 from daemonkit.ops.workers import (
     ENV_WORKER_CONTROL,
@@ -470,3 +472,60 @@ def test_a_worker_past_its_staggered_max_runtime_asks_the_supervisor() -> None:
         assert upgrades == [] and not daemon.retired  # never an upgrade of its own
     finally:
         reactor.close()
+
+
+class _LateOperations:
+    """A :class:`~daemonkit.ops.control.Served` that answers each request later, the
+    earlier ones last (as a supervisor waiting for a slow worker would)."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self.daemon = Daemon(listen=[])
+        self.reactor = reactor
+
+    def submit(self, request: dict[str, Any], done: Any) -> None:
+        n = int(request["level"])
+        self.reactor.call_later(0.01 * (12 - n), done, {"ok": True, "n": n})
+
+    def scrape_later(self, accept: str, done: Any) -> None:
+        self.reactor.call_later(0.01, done, b"late 1\n", "text/plain")
+
+
+def test_replies_that_come_later_go_out_in_request_order(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    path = str(tmp_path / "late.sock")
+    reactor = Reactor("asyncio")
+    replies: list[int] = []
+    ops = _LateOperations(reactor)
+    control, _ = open_endpoints(ops, path, None, ops.daemon.log)
+    assert control is not None
+
+    def client() -> None:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(WAIT)
+            sock.connect(path)
+            # 12 pipelined: past the 8 waiting, the client is not read until replies go.
+            lines = (json.dumps({"cmd": "log-level", "level": str(n)}) for n in range(12))
+            sock.sendall("\n".join(lines).encode() + b"\n")
+            data = b""
+            while data.count(b"\n") < 12:
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+            sock.sendall(b'{"cmd": "log-level", "level": "11"}\n')  # read again
+            while data.count(b"\n") < 13:
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+        replies.extend(json.loads(line)["n"] for line in data.splitlines())
+
+    thread = threading.Thread(target=client)
+    try:
+        thread.start()
+        reactor.call_every(0.02, lambda: thread.is_alive() or reactor.stop())
+        reactor.call_later(WAIT, reactor.stop)
+        reactor.run()
+    finally:
+        control.close()
+        thread.join(WAIT)
+        reactor.close()
+    assert replies == [*range(12), 11]

@@ -401,6 +401,8 @@ class _ServiceHost:
         self.refused = 0
         # Per client id: its requests' replies in order; None until ready.
         self._waiting: dict[int, deque[list[Callable[[], object] | None]]] = {}
+        # Clients not read while _MAX_WAITING replies are outstanding.
+        self._paused: set[int] = set()
 
     @property
     def reactor(self) -> Reactor:
@@ -482,7 +484,8 @@ class _ServiceHost:
         queue = self._waiting.setdefault(conn.id, deque())
         entry: list[Callable[[], object] | None] = [None]
         queue.append(entry)
-        if len(queue) >= _MAX_WAITING:
+        if len(queue) >= _MAX_WAITING and conn.id not in self._paused:
+            self._paused.add(conn.id)
             conn.pause_reading()
 
         def fill(send: Callable[[], object]) -> None:
@@ -494,7 +497,8 @@ class _ServiceHost:
                 ready()
             if not queue:
                 self._waiting.pop(conn.id, None)
-            if len(queue) == _MAX_WAITING - 1:
+            if len(queue) < _MAX_WAITING and conn.id in self._paused:
+                self._paused.discard(conn.id)
                 conn.resume_reading()
 
         return fill
@@ -511,6 +515,7 @@ class _ServiceHost:
     def _on_connection_lost(self, conn: Connection, reason: CloseReason) -> None:
         self.clients.pop(conn.id, None)
         self._waiting.pop(conn.id, None)
+        self._paused.discard(conn.id)
 
     def _call_error(self, conn: Connection, exc: Exception) -> None:
         conn.log.error("internal error in the %s endpoint; closing", self.kind, exc_info=exc)
