@@ -54,7 +54,7 @@ from daemonkit.ops.control import (
     open_endpoints,
     set_log_level,
 )
-from daemonkit.ops.metrics import render
+from daemonkit.ops.metrics import render, require_client
 from daemonkit.ops.workers import Supervisor, WorkerInfo
 
 if TYPE_CHECKING:
@@ -361,6 +361,10 @@ class SetOperations:
                 raise RequestError(f"limit must be a whole number >= 0, not {limit!r}")
             self.gather(request, lambda replies: done(_connections(replies, limit)))
         elif cmd == "metrics":
+            try:
+                require_client("ctl metrics")
+            except ConfigError as exc:
+                raise RequestError(str(exc)) from None
             self.scrape_later("", lambda body, _: done({"ok": True, "metrics": body.decode()}))
         elif cmd == "log-level":
             was, now = set_log_level(request["level"], self.daemon.log)
