@@ -64,7 +64,7 @@ myst_heading_anchors = 3
 # Type hints stay in the signature: the docstrings are prose, without
 # :param: fields that "description" mode could attach them to.
 autodoc_typehints = "signature"
-# pyuv has no wheel for today's Pythons (scripts/build-pyuv builds it): the
+# pyuv has no wheel for today's Pythons (python -m daemonkit build-pyuv builds it): the
 # docs build without it.
 autodoc_mock_imports = ["pyuv"]
 autodoc_member_order = "bysource"

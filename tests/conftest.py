@@ -81,10 +81,10 @@ def backend(request: pytest.FixtureRequest) -> str:
     """The event-loop backend under test: the suite runs on uvloop, the stdlib loop and pyuv.
 
     pyuv has no wheel for today's Pythons; ``make test`` builds it
-    (scripts/build-pyuv). Without it the pyuv runs skip and say so.
+    (python -m daemonkit build-pyuv). Without it the pyuv runs skip and say so.
     """
     if request.param == "pyuv" and importlib.util.find_spec("pyuv") is None:
-        pytest.skip("pyuv is not installed: run sh scripts/build-pyuv PYTHON (make test does)")
+        pytest.skip("pyuv is not installed: run python -m daemonkit build-pyuv (make test does)")
     return str(request.param)
 
 

@@ -34,7 +34,7 @@ ALL_BACKENDS = [
         "pyuv",
         marks=pytest.mark.skipif(
             importlib.util.find_spec("pyuv") is None,
-            reason="pyuv is not installed: run sh scripts/build-pyuv PYTHON (make test does)",
+            reason="pyuv is not installed: run python -m daemonkit build-pyuv (make test does)",
         ),
     ),
 ]

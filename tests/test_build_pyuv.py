@@ -1,72 +1,111 @@
-"""scripts/build-pyuv: the patch it applies, and its quiet exit when pyuv is there.
+"""``python -m daemonkit build-pyuv``: the fixes it makes, its checks, its quiet exit.
 
 The build itself (download, patch, compile, cache, install) runs in
-``make test`` before the suite; these tests pin what can be checked without
-the network.
+``make test`` before the suite (through scripts/build-pyuv); these tests pin
+what can be checked without the network, on a stand-in sdist.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-import os
+import io
 import subprocess
+import tarfile
+from pathlib import Path
 
 import pytest
 
+from daemonkit.cli import build_pyuv
+from daemonkit.cli.build_pyuv import PATCHES, PYUV_VERSION, BuildError, prepare_source
 from tests.helpers import PYTHON, ROOT
 
-SCRIPT = ROOT / "scripts" / "build-pyuv"
-PATCH = ROOT / "scripts" / "pyuv-py310.patch"
-
-# The script answers at once when pyuv is installed; a build takes ~20 s.
+# The command answers at once when pyuv is installed; a build takes ~20 s.
 QUICK = 30.0
 
 
-def _changes(patch: str) -> dict[str, tuple[list[str], list[str]]]:
-    """file -> (removed lines, added lines) of a unified diff."""
-    out: dict[str, tuple[list[str], list[str]]] = {}
-    current: tuple[list[str], list[str]] | None = None
-    for line in patch.splitlines():
-        if line.startswith("+++ "):
-            current = out.setdefault(line[4:].split("/", 1)[1].strip(), ([], []))
-        elif line.startswith("--- "):
-            continue
-        elif current is not None and line.startswith("-"):
-            current[0].append(line[1:].strip())
-        elif current is not None and line.startswith("+"):
-            current[1].append(line[1:].strip())
-    return out
+def _sdist(folder: Path, files: dict[str, str]) -> Path:
+    """A pyuv-1.4.0.tar.gz holding *files* (and a setup.cfg) under pyuv-1.4.0/."""
+    path = folder / f"pyuv-{PYUV_VERSION}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in {**files, "setup.cfg": "[metadata]\nname = pyuv\n"}.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"pyuv-{PYUV_VERSION}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
 
 
-def test_the_patch_makes_the_two_c_api_fixes_and_nothing_else() -> None:
-    changes = _changes(PATCH.read_text())
-    assert changes == {
-        "src/handle.c": (["Py_REFCNT(self) = refcnt;"], ["Py_SET_REFCNT(self, refcnt);"]),
-        "src/common.c": (
-            [
-                "return PyUnicode_EncodeUTF8(PyUnicode_AS_UNICODE(unicode), "
-                'PyUnicode_GET_SIZE(unicode), "surrogateescape");'
-            ],
-            ['return PyUnicode_AsEncodedString(unicode, "utf-8", "surrogateescape");'],
-        ),
-    }
+def _pinned(monkeypatch: pytest.MonkeyPatch, sdist: Path) -> None:
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    monkeypatch.setattr(build_pyuv, "PYUV_SHA256", digest)
 
 
-def test_the_sdist_is_pinned_by_version_and_sha256() -> None:
-    text = SCRIPT.read_text()
-    assert "PYUV_VERSION=1.4.0" in text
-    assert "PYUV_SHA256=caea2004d1125fe17cbde3c211c8abc72844e9b8dd7dfa007711e98fbc96fbc2" in text
-    assert "sha256sum -c" in text
+SOURCES = {name: f"/* before */\n    {old}\n/* after */\n" for name, old, _ in PATCHES}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyuv") is None, reason="pyuv is not installed")
-def test_it_is_quiet_and_quick_when_pyuv_is_installed() -> None:
-    done = subprocess.run(
-        ["sh", str(SCRIPT), PYTHON],
+def test_the_two_c_api_fixes_are_made_and_the_system_libuv_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdist = _sdist(tmp_path, SOURCES)
+    _pinned(monkeypatch, sdist)
+    source = prepare_source(sdist, tmp_path, "system")
+    for name, old, new in PATCHES:
+        text = (source / name).read_text()
+        assert new in text and old not in text
+        assert text.startswith("/* before */") and text.endswith("/* after */\n")
+    assert "use_system_libuv = 1" in (source / "setup.cfg").read_text()
+    bundled = prepare_source(sdist, tmp_path / "again", "bundled")
+    assert "use_system_libuv" not in (bundled / "setup.cfg").read_text()
+
+
+def test_an_sdist_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+    sdist = _sdist(tmp_path, SOURCES)
+    with pytest.raises(BuildError, match="not the pinned"):
+        prepare_source(sdist, tmp_path, "system")
+
+
+@pytest.mark.parametrize("times", [0, 2])
+def test_a_fix_that_does_not_apply_exactly_once_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, times: int
+) -> None:
+    name, old, _ = PATCHES[1]
+    sdist = _sdist(tmp_path, {**SOURCES, name: f"{old}\n" * times})
+    _pinned(monkeypatch, sdist)
+    with pytest.raises(BuildError, match="exactly once"):
+        prepare_source(sdist, tmp_path, "system")
+
+
+def test_the_pin_is_pyuv_1_4_0_by_its_sha256() -> None:
+    assert PYUV_VERSION == "1.4.0"
+    assert build_pyuv.PYUV_SHA256 == (
+        "caea2004d1125fe17cbde3c211c8abc72844e9b8dd7dfa007711e98fbc96fbc2"
+    )
+
+
+def test_the_command_is_listed_and_has_help() -> None:
+    listed = subprocess.run(
+        [PYTHON, "-m", "daemonkit", "help"], capture_output=True, text=True, timeout=QUICK
+    )
+    assert "build-pyuv" in listed.stdout
+    helped = subprocess.run(
+        [PYTHON, "-m", "daemonkit", "help", "build-pyuv"],
         capture_output=True,
         text=True,
         timeout=QUICK,
-        env=dict(os.environ),
-        check=False,
     )
+    assert helped.returncode == 0 and "--python" in helped.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyuv") is None, reason="pyuv is not installed")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [PYTHON, "-m", "daemonkit", "build-pyuv"],
+        ["sh", str(ROOT / "scripts" / "build-pyuv"), PYTHON],
+    ],
+    ids=["module", "script"],
+)
+def test_it_is_quiet_and_quick_when_pyuv_is_installed(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=QUICK, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")

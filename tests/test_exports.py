@@ -20,7 +20,7 @@ MODULES = sorted(
 )
 
 #: Modules built on an engine that may not be installed: module -> the engine.
-#: pyuv has no wheel for today's Pythons (scripts/build-pyuv builds it).
+#: pyuv has no wheel for today's Pythons (python -m daemonkit build-pyuv builds it).
 OPTIONAL_ENGINE = {"daemonkit.core.pyuvloop": "pyuv"}
 
 
@@ -33,7 +33,7 @@ def engine_missing(name: str) -> str | None:
 @pytest.mark.parametrize("name", MODULES)
 def test_all_is_complete_and_documented(name: str) -> None:
     if missing := engine_missing(name):
-        pytest.skip(f"{missing} is not installed (sh scripts/build-pyuv PYTHON builds it)")
+        pytest.skip(f"{missing} is not installed (python -m daemonkit build-pyuv builds it)")
     module = importlib.import_module(name)
     compiled = daemonkit.CORE == "compiled"
     exported = getattr(module, "__all__", None)

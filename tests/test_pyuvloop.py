@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-pyuv = pytest.importorskip("pyuv", reason="pyuv is not installed: run sh scripts/build-pyuv PYTHON")
+pyuv = pytest.importorskip(
+    "pyuv", reason="pyuv is not installed: run python -m daemonkit build-pyuv"
+)
 
 from daemonkit.core.pyuvloop import PyuvEventLoop  # noqa: E402
 

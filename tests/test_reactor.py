@@ -52,7 +52,7 @@ def test_backend_names(backend: str) -> None:
 def test_pyuv_backend_missing_says_how_to_build_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyuv", None)  # import pyuv now fails
     monkeypatch.delitem(sys.modules, "daemonkit.core.pyuvloop", raising=False)
-    with pytest.raises(ConfigError, match=r"backend 'pyuv'.*sh scripts/build-pyuv"):
+    with pytest.raises(ConfigError, match=r"backend 'pyuv'.*python -m daemonkit build-pyuv"):
         new_event_loop("pyuv")
 
 

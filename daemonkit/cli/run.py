@@ -168,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from daemonkit.cli.ctl import main as ctl_main
 
         return ctl_main(args_list[1:])
+    if args_list and args_list[0] == "build-pyuv":
+        from daemonkit.cli.build_pyuv import main as build_pyuv_main
+
+        return build_pyuv_main(args_list[1:])
     if args_list and args_list[0] == "run":
         args_list = args_list[1:]
     parser = build_parser()
@@ -375,6 +379,7 @@ _COMMANDS = (
     ("run", "run a daemon in the foreground (the default: python -m daemonkit TARGET)"),
     ("bots", "load a daemon with simulated users (bots) and report what they measured"),
     ("ctl", "query or steer a running daemon through its control socket"),
+    ("build-pyuv", "build and install pyuv, for --backend pyuv (it has no wheel for this Python)"),
     ("help", "print this help, or a command's: python -m daemonkit help run"),
 )
 
@@ -395,12 +400,13 @@ def top_help() -> str:
             "usage: python -m daemonkit [run] TARGET [-c FILE] [options]",
             "       python -m daemonkit bots BOTFILE --target ENDPOINT [options]",
             "       python -m daemonkit ctl COMMAND [--control PATH]",
+            "       python -m daemonkit build-pyuv [--python PYTHON]",
             "       python -m daemonkit help [COMMAND]",
             "",
             f"daemonkit {__version__}: long-lived network daemons.",
             "",
             "commands:",
-            *(f"  {name:<6}  {line}" for name, line in _COMMANDS),
+            *(f"  {name:<10}  {line}" for name, line in _COMMANDS),
             "",
             "signals to a running daemon:",
             *(f"  {name:<{width}}  {line}" for name, line in _SIGNALS),
@@ -427,6 +433,10 @@ def _help(words: list[str]) -> int:
         from daemonkit.cli.ctl import build_parser as ctl_parser
 
         ctl_parser().print_help()
+    elif command == "build-pyuv":
+        from daemonkit.cli.build_pyuv import build_parser as build_pyuv_parser
+
+        build_pyuv_parser().print_help()
     elif command == "help":
         print(top_help())
     else:

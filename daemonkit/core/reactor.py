@@ -76,10 +76,10 @@ __all__ = [
     "new_event_loop",
 ]
 
-# What ``--backend pyuv`` says when pyuv is missing: the one command (run in a
-# daemonkit checkout) that builds pyuv from its sdist with the project's patch
-# and installs it for the given interpreter.
-_PYUV_INSTALL = "sh scripts/build-pyuv PYTHON (in a daemonkit checkout; PYTHON: your venv's)"
+# What ``--backend pyuv`` says when pyuv is missing: the one command that
+# builds pyuv from its sdist with the two fixes it needs and installs it
+# (daemonkit.cli.build_pyuv), in the interpreter that runs the daemon.
+_PYUV_INSTALL = "python -m daemonkit build-pyuv (with the Python that runs the daemon)"
 
 #: Event bits passed to watch callbacks: ``cb(watch, what)``.
 READ = 1
