@@ -31,7 +31,13 @@ from daemonkit.core.timers import Clock
 from daemonkit.daemon import Daemon
 from daemonkit.ops.control import Operations
 from daemonkit.ops.upgrade import Upgrader
-from daemonkit.ops.workers import ENV_WORKER, watch_supervisor, worker_id_from_env
+from daemonkit.ops.workers import (
+    ENV_WORKER,
+    AcceptShares,
+    share_accepts,
+    watch_supervisor,
+    worker_id_from_env,
+)
 
 __all__ = ["Attached", "attach", "run"]
 
@@ -39,10 +45,12 @@ __all__ = ["Attached", "attach", "run"]
 class Attached:
     """What :func:`attach` put on a daemon: its upgrader and, once bound, its operations."""
 
-    __slots__ = ("daemon", "operations", "upgrader")
+    __slots__ = ("daemon", "operations", "shares", "upgrader")
 
     def __init__(self, daemon: Daemon, upgrader: Upgrader) -> None:
         self.daemon = daemon
+        #: The --workers set's table of loads, in a worker a supervisor started.
+        self.shares: AcceptShares | None = None
         #: The daemon's side of zero-downtime upgrades (and the memory guard).
         self.upgrader = upgrader
         #: The control socket and metrics endpoint, when the settings ask for them.
@@ -61,6 +69,13 @@ class Attached:
     def _on_event(self, event: str) -> None:
         daemon = self.daemon
         if event == "bound":
+            if self.shares is not None and daemon.worker_id is not None:
+                # Unmapped at stop, once the listeners that ask it are closed.
+                daemon.cleanup(self.shares)
+                refresh = share_accepts(
+                    daemon.reactor, daemon.listeners, self.shares, daemon.worker_id, self._load
+                )
+                daemon.cleanup(refresh.cancel)
             if daemon.control is not None or daemon.metrics is not None:
                 daemon.connections.track_ages()  # for ``ctl connections``
                 # Binds; raises StartError/ConfigError (the start fails);
@@ -79,6 +94,11 @@ class Attached:
             # clients out of the shared socket, for every worker).
             for listener in daemon.listeners:
                 listener.close()
+
+    def _load(self) -> int:
+        """The connections this worker holds: open ones and accepted ones being set up."""
+        daemon = self.daemon
+        return len(daemon.connections) + sum(listener.pending for listener in daemon.listeners)
 
 
 def attach(daemon: Daemon) -> Attached:
@@ -99,6 +119,8 @@ def attach(daemon: Daemon) -> Attached:
     if worker is not None:
         daemon._worker_id = worker
     attached = Attached(daemon, Upgrader(daemon))
+    if worker is not None:
+        attached.shares = AcceptShares.from_env()
     attached.upgrader.service_listeners = attached.service_listeners
     daemon.add_lifecycle_hook(attached._on_event)
     return attached

@@ -30,6 +30,11 @@ The supervisor, as gunicorn's arbiter and Node's cluster primary do:
   N-1 workers serve throughout. A new worker that fails ends the reload;
   the old one goes on.
 * passes **SIGUSR1** (reopen the log file) on to the workers.
+* **shares the accepts**: every worker is woken for each new client and the
+  busiest, already running, tends to win it. The supervisor maps a small
+  table (:class:`AcceptShares`) into every worker, in which each publishes
+  how many connections it holds; a worker clearly over its share leaves the
+  queue to the others for a moment (:func:`share_accepts`).
 
 Workers run in a session (and process group) of their own, so a Ctrl-C at a terminal
 reaches the supervisor only (which stops them once, gracefully); a worker
@@ -41,6 +46,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import mmap
 import os
 import shlex
 import signal
@@ -50,7 +56,7 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 from daemonkit.core.endpoints import Endpoint, bind_socket
-from daemonkit.core.reactor import READ, Reactor, Watch
+from daemonkit.core.reactor import READ, Listener, Reactor, Watch
 from daemonkit.core.timers import Timer
 from daemonkit.errors import ConfigError
 from daemonkit.framework.links import Backoff
@@ -64,8 +70,11 @@ from daemonkit.ops.upgrade import (
 )
 
 __all__ = [
+    "ACCEPT_SHARE_REFRESH",
+    "ACCEPT_SHARE_SLACK",
     "CRASH_BURST",
     "CRASH_INTERVAL",
+    "ENV_SHARES",
     "ENV_WORKER",
     "EXIT_NO_WORKERS",
     "MAX_WORKERS_PER_CPU",
@@ -74,10 +83,12 @@ __all__ = [
     "RESTART_MIN_DELAY",
     "STOP_MARGIN",
     "SUPERVISOR_CHECK_INTERVAL",
+    "AcceptShares",
     "CrashLoop",
     "Supervisor",
     "bind_endpoints",
     "check_workers",
+    "share_accepts",
     "tag_worker_logs",
     "watch_supervisor",
     "worker_id_from_env",
@@ -85,6 +96,19 @@ __all__ = [
 
 #: The worker's id (0..N-1), next to the upgrade's variables.
 ENV_WORKER = "DAEMONKIT_WORKER"
+#: The descriptor of the workers' shared table of loads (:class:`AcceptShares`).
+ENV_SHARES = "DAEMONKIT_WORKER_SHARES"
+
+#: A worker defers its accepts while another holds fewer connections than
+#: it by at least 1/ACCEPT_SHARE_SLACK of its own (and by at least one):
+#: nginx's workers stop competing for the accept mutex at 7/8 of their
+#: connections (``ngx_accept_disabled``), the same eighth.
+ACCEPT_SHARE_SLACK = 8
+#: Seconds between two refreshes of a worker's published load, so that
+#: connections it closed since its last accept stop counting against it
+#: (the supervisor's :data:`SUPERVISOR_CHECK_INTERVAL`, for the same reason:
+#: soon enough for a person, rare enough to cost nothing).
+ACCEPT_SHARE_REFRESH = 0.1
 
 #: The fork-bomb guard: at most this many workers per CPU unless forced.
 #: gunicorn advises 2-4 x cores ("(2 x $num_cores) + 1"); past 4 x a typo
@@ -285,6 +309,9 @@ class Supervisor:
         self._reloading: list[int] | None = None  # slots still to replace
         self._reload_new: _Worker | None = None
         self._all_ready_logged = False
+        #: Each worker's load, shared with the workers (see share_accepts);
+        #: mapped by :meth:`run`, unmapped when it returns.
+        self.shares: AcceptShares | None = None
 
     # -- running -------------------------------------------------------------------
 
@@ -298,12 +325,15 @@ class Supervisor:
         reactor.on_signal(signal.SIGUSR2, self._on_usr2)
         reactor.call_every(SUPERVISOR_CHECK_INTERVAL, self._reap)
         reactor.call_soon(self._start_all)
+        self.shares = AcceptShares.create(len(self.slots))
         try:
             reactor.run()
         finally:
             self._kill_all()
             for sock in self.sockets.values():
                 _release(sock)
+            self.shares.close()
+            self.shares = None
         return self._exit
 
     def _start_all(self) -> None:
@@ -330,12 +360,16 @@ class Supervisor:
         env[ENV_READY_FD] = str(write_fd)
         env[ENV_PARENT] = str(os.getpid())
         env[ENV_WORKER] = str(slot.id)
+        inherit = [*(s.fileno() for s in self.sockets.values()), write_fd]
+        if self.shares is not None:
+            env[ENV_SHARES] = str(self.shares.fd)
+            inherit.append(self.shares.fd)
         try:
             proc = subprocess.Popen(
                 self.command,
                 cwd=self.cwd,
                 env=env,
-                pass_fds=[*(s.fileno() for s in self.sockets.values()), write_fd],
+                pass_fds=inherit,
                 start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor only
             )
         except (OSError, subprocess.SubprocessError) as exc:
@@ -432,6 +466,8 @@ class Supervisor:
 
     def _exited(self, worker: _Worker, code: int) -> None:
         slot = self.slots[worker.slot]
+        if self.shares is not None and not worker.retiring:
+            self.shares.clear(slot.id)  # a retiring worker's successor owns the slot's load
         reason = ""
         if worker.message.startswith(b"error "):
             reason = ": " + worker.message[6:].split(b"\n", 1)[0].decode(errors="replace")
@@ -596,3 +632,145 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with status {code}"
+
+
+class AcceptShares:
+    """How many connections each worker holds, in memory the supervisor and workers share.
+
+    One signed 64-bit cell per worker slot in a ``MAP_SHARED`` mapping of
+    an anonymous file (``memfd``) the supervisor creates and every worker
+    inherits by descriptor (:data:`ENV_SHARES`): a cell holds the slot's
+    load plus one, or 0 while the slot has no live worker (the supervisor
+    clears it when its worker dies). Each worker writes only its own cell;
+    readers may see a value a moment old, which only makes a deferral a
+    little more or less likely, never loses a client: two workers that
+    defer to each other on stale values both ask again within
+    :data:`~daemonkit.core.reactor.ACCEPT_DEFER_CHECK`, with fresh ones.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        size = os.fstat(fd).st_size
+        if size < 8 or size % 8:
+            raise ValueError(f"descriptor {fd} is not a table of worker loads ({size} bytes)")
+        self._map = mmap.mmap(fd, size)
+        self._cells = memoryview(self._map).cast("q")
+
+    @classmethod
+    def create(cls, slots: int) -> AcceptShares:
+        """A new zeroed table of ``slots`` cells on a descriptor children can inherit."""
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("daemonkit-worker-loads", os.MFD_CLOEXEC)
+        else:  # pragma: no cover - not Linux
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix="daemonkit-worker-loads-")
+            os.unlink(path)
+        try:
+            os.ftruncate(fd, 8 * max(1, slots))
+            return cls(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def from_env(cls, environ: MutableMapping[str, str] | None = None) -> AcceptShares | None:
+        """The table a supervisor handed this worker (and unset its variable), or None.
+
+        None also when the variable does not name a usable table: the
+        worker then accepts as a single process does (a warning is logged).
+        """
+        env = os.environ if environ is None else environ
+        value = env.pop(ENV_SHARES, "")
+        if not value:
+            return None
+        try:
+            return cls(int(value))
+        except (ValueError, OSError) as exc:
+            logging.getLogger("daemonkit.workers").warning(
+                "%s=%r is not a table of worker loads (%s); accepting without sharing",
+                ENV_SHARES,
+                value,
+                exc,
+            )
+            return None
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def publish(self, slot: int, load: int) -> None:
+        """Say that the worker in ``slot`` holds ``load`` connections now."""
+        self._cells[slot] = load + 1
+
+    def clear(self, slot: int) -> None:
+        """Say that ``slot`` has no live worker: the others stop comparing with it."""
+        self._cells[slot] = 0
+
+    def loads(self) -> list[int | None]:
+        """Every slot's last published load, None for a slot with no live worker."""
+        return [cell - 1 if cell > 0 else None for cell in self._cells]
+
+    def over_share(self, slot: int, load: int) -> bool:
+        """Publish ``load`` for ``slot``; True when another live worker holds clearly fewer.
+
+        "Clearly": fewer by at least 1/:data:`ACCEPT_SHARE_SLACK` of
+        ``load`` and by at least one connection, so equal loads never defer.
+        """
+        self.publish(slot, load)
+        margin = max(1, load // ACCEPT_SHARE_SLACK)
+        for other, cell in enumerate(self._cells):
+            if other != slot and 0 < cell <= load - margin + 1:
+                return True
+        return False
+
+    def close(self) -> None:
+        """Unmap the table and close its descriptor; idempotent."""
+        if self.fd < 0:
+            return
+        self._cells.release()
+        self._map.close()
+        os.close(self.fd)
+        self.fd = -1
+
+
+def share_accepts(
+    reactor: Reactor,
+    listeners: Sequence[Listener],
+    shares: AcceptShares,
+    slot: int,
+    load: Callable[[], int],
+) -> Timer:
+    """Make ``listeners`` defer to less loaded workers (:meth:`Listener.share`).
+
+    The worker in ``slot`` publishes ``load()`` (its connections, open and
+    being set up) in ``shares`` now, at each wake-up for new clients, after
+    each batch of accepts, and every :data:`ACCEPT_SHARE_REFRESH` seconds;
+    it leaves the queue to the others for
+    :data:`~daemonkit.core.reactor.ACCEPT_DEFER_DELAY` while one of them
+    holds clearly fewer (:meth:`AcceptShares.over_share`). Returns the
+    refresh timer: cancel it when the worker stops.
+    """
+    share = _WorkerShare(shares, slot, load)
+    share.accepted()  # present from the start: the others defer to it before it first wakes
+    for listener in listeners:
+        listener.share(share)
+    return reactor.call_every(ACCEPT_SHARE_REFRESH, share.accepted)
+
+
+class _WorkerShare:
+    """One worker's :class:`~daemonkit.core.reactor.AcceptShare`: its cell in the table."""
+
+    __slots__ = ("load", "shares", "slot")
+
+    def __init__(self, shares: AcceptShares, slot: int, load: Callable[[], int]) -> None:
+        self.shares = shares
+        self.slot = slot
+        self.load = load
+
+    def defer(self) -> bool:
+        return self.shares.over_share(self.slot, self.load())
+
+    def accepted(self) -> None:
+        # At once, not at the next wake-up: a stale, low count would make
+        # the others defer to a worker that has just taken the queue.
+        self.shares.publish(self.slot, self.load())
