@@ -417,6 +417,36 @@ def test_links_can_be_opened_while_draining_not_after(run_daemon: Any) -> None:
         assert "not running" in runner.call(end_drain_then_connect)
 
 
+def test_a_link_whose_upstream_drops_while_draining_redials_not_once_the_stop_is_final(
+    run_daemon: Any,
+) -> None:
+    # The clients a drain serves may need their upstream: the link redials
+    # while draining; once the drain ended, the attempt it had planned is dropped
+    # and the link closes with the stop.
+    d, runner, socks = _draining_runner(run_daemon, 1)
+    with socks[0], socket.create_server(("127.0.0.1", 0)) as upstream:
+        upstream.settimeout(WAIT)
+        url = f"tcp://127.0.0.1:{upstream.getsockname()[1]}"
+        link = runner.call(lambda: d.connect(url, max_delay=1.0))
+        first, _ = upstream.accept()
+        runner.wait_for(lambda: link.up)
+        first.close()  # the upstream drops the link in the middle of the drain
+        runner.wait_for(lambda: link.state == "down")
+        runner.advance(1.0)  # the backoff (at most max_delay) on the daemon's clock
+        second, _ = upstream.accept()
+        runner.wait_for(lambda: link.up)
+        assert runner.call(lambda: (link.connects, link.reconnects)) == (2, 1)
+        assert _echo(socks[0], b"still served") == b"still served\n"
+        second.close()
+        runner.wait_for(lambda: link.state == "down")  # a redial is planned...
+        runner.call(d.stop)  # ...and the drain ends: the stop is final
+        _wait_stopped(d)
+        upstream.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            upstream.accept()  # no attempt was made
+    assert link.state == "closed" and link.connects == 2
+
+
 def test_no_upgrade_starts_from_a_draining_process(run_daemon: Any) -> None:
     d, runner, socks = _draining_runner(run_daemon, 1)
     with socks[0]:
