@@ -26,7 +26,9 @@ from websockets.sync.client import connect as ws_connect
 
 from daemonkit import CloseReason, ConfigError, Connection, Daemon, Endpoint, FakeClock, Lines
 from daemonkit.cli.config import SETTINGS, SourceError, gather
+from daemonkit.cli.ctl import format_status
 from daemonkit.daemon import DEFAULT_UPGRADE_DRAIN, DRAIN_REPORT_INTERVAL
+from daemonkit.ops.metrics import sample
 from daemonkit.ops.upgrade import UpgradeError
 from daemonkit.testing import DaemonRunner
 from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until, wait_for_port
@@ -362,6 +364,27 @@ def test_a_draining_stop_serves_runs_timers_then_closes_at_the_deadline(
         _wait_stopped(d)
     assert d.reasons == [CloseReason.SHUTDOWN] * 3 and d.stops == 1
     assert _messages(log_records, "drain deadline (30s) passed: closing the 3 connection(s) left")
+
+
+def test_status_says_draining_with_what_is_left_then_stopping(run_daemon: Any) -> None:
+    d, runner, socks = _draining_runner(run_daemon, 2)
+    with socks[0], socks[1]:
+        status = runner.call(lambda: sample(d, process=False).to_dict())
+        assert status["state"] == "draining"
+        assert status["drain"] == {"connections": 2, "seconds_left": 30.0}
+        runner.advance(DRAIN_REPORT_INTERVAL)
+        status = runner.call(lambda: sample(d, process=False).to_dict())
+        assert status["drain"] == {"connections": 2, "seconds_left": 20.0}
+        assert ("state", "draining: 2 connection(s) left, 20.0s to the deadline") in [
+            tuple(line.split(None, 1)) for line in format_status(status).splitlines()
+        ]
+        # The drain ends: the graceful close begins (in the same loop turn).
+        status = runner.call(lambda: (d.stop(), sample(d, process=False).to_dict())[1])
+        assert status["state"] == "stopping" and status["drain"] is None
+        _wait_stopped(d)
+    assert d.drain_left() is None
+    idle = sample(Echo()).to_dict()  # never started: running, no drain
+    assert idle["state"] == "running" and idle["drain"] is None
 
 
 def test_a_drain_ends_with_the_last_connection(
