@@ -35,11 +35,9 @@ import argparse
 import os
 import re
 import selectors
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -50,8 +48,8 @@ from pathlib import Path
 from _common import (
     REPO_DIR,
     BenchError,
+    Server,
     build_c,
-    child_env,
     free_port,
     process_cpu_seconds,
     python_executable,
@@ -74,63 +72,46 @@ CPU_SIZE = 64
 BUSY_CONNECTIONS = 16
 
 
-class WorkerSet:
-    """A running ``python -m daemonkit ... --workers N``, its log in a temporary file."""
-
-    def __init__(self, tree: Path, backend: str, workers: int, log_dir: Path) -> None:
-        self.port = free_port()
-        self.workers = workers
-        self.log_path = log_dir / f"{backend}-{workers}.log"
-        env = child_env()
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
-        env["NO_COLOR"] = "1"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(python_executable(), "-m", "daemonkit", str(TARGET)),
-                    *("--backend", backend, "--listen", f"tcp://127.0.0.1:{self.port}"),
-                    *("--workers", str(workers), "--log-level", "info"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-                cwd=tree,
-            )
+@contextmanager
+def running(tree: Path, backend: str, workers: int) -> Iterator[Server]:
+    """A ``--workers`` set (one process for 1) of ``tree``'s daemonkit, every worker ready."""
+    # -P: the working directory (this checkout) must not come before --tree.
+    server = Server(
+        f"{backend}-{workers}",
+        [
+            *(python_executable(), "-P", "-m", "daemonkit", str(TARGET)),
+            *("--backend", backend, "--workers", str(workers), "--log-level", "info"),
+        ],
+        env={
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
+            "NO_COLOR": "1",
+        },
+    )
+    port = free_port()
+    server.argv += ["--listen", f"tcp://127.0.0.1:{port}"]
+    try:
+        server.start(port)
+        server.wait_ready(READY_TIMEOUT)
         ready = r"all \d+ worker\(s\) ready" if workers > 1 else r"listening on"
         deadline = time.monotonic() + READY_TIMEOUT
-        while not re.search(ready, self.log_path.read_text(errors="replace")):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise BenchError(f"the set did not start: {self.log_path.read_text()[-2000:]}")
+        while not re.search(ready, server.stderr_tail(1 << 20)):
+            if not server.alive() or time.monotonic() > deadline:
+                raise BenchError(f"the set did not start:\n{server.stderr_tail()}")
             time.sleep(0.05)
-
-    def pids(self) -> list[int]:
-        """The supervisor (or single process) and its workers."""
-        pid = self.proc.pid
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            children = []
-        return [pid, *(int(c) for c in children)]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(READY_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@contextmanager
-def running(tree: Path, backend: str, workers: int, log_dir: Path) -> Iterator[WorkerSet]:
-    served = WorkerSet(tree, backend, workers, log_dir)
-    try:
-        yield served
+        yield server
     finally:
-        served.stop()
+        server.stop()
+
+
+def pids_of(server: Server) -> list[int]:
+    """The supervisor (or single process) and its workers."""
+    assert server.proc is not None
+    pid = server.proc.pid
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(c) for c in children)]
 
 
 def held_split(port: int, count: int) -> Counter[str]:
@@ -217,14 +198,14 @@ def show(split: Counter[str]) -> str:
     return ", ".join(parts) + f" of {total}"
 
 
-def part_spread(tree: Path, backends: list[str], connections: int, log_dir: Path) -> None:
+def part_spread(tree: Path, backends: list[str], connections: int) -> None:
     loadgen = build_c("loadgen")
     for backend in backends:
         for busy in (False, True):
-            with running(tree, backend, 2, log_dir) as served:
+            with running(tree, backend, 2) as served:
                 load = None
                 if busy:
-                    idle = {p: sockets_of(p) for p in served.pids()[1:]}
+                    idle = {p: sockets_of(p) for p in pids_of(served)[1:]}
                     load = subprocess.Popen(
                         [
                             *(str(loadgen), "--host=127.0.0.1", f"--port={served.port}"),
@@ -248,11 +229,11 @@ def part_spread(tree: Path, backends: list[str], connections: int, log_dir: Path
             print(f"spread {backend:8} {how}: short x{SHORT_THREADS} threads: {show(short)}")
 
 
-def part_cpu(tree: Path, duration: float, log_dir: Path) -> None:
+def part_cpu(tree: Path, duration: float) -> None:
     loadgen = build_c("loadgen")
     for workers in (1, 2):
-        with running(tree, "uvloop", workers, log_dir) as served:
-            pids = served.pids()
+        with running(tree, "uvloop", workers) as served:
+            pids = pids_of(served)
             idle = {pid: sockets_of(pid) for pid in pids}
             before = {pid: process_cpu_seconds(pid) for pid in pids}
             held: dict[int, int] = {}
@@ -294,15 +275,14 @@ def main() -> int:
     if not 1 <= args.connections <= 10_000 or not 0 < args.duration <= 30:
         parser.error("--connections is 1 to 10000, --duration up to 30 s")
     print(f"daemonkit from {args.tree.resolve()}; {os.cpu_count()} CPU(s), nothing pinned")
-    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
-        try:
-            if args.part in ("spread", "all"):
-                part_spread(args.tree, args.backends.split(","), args.connections, Path(tmp))
-            if args.part in ("cpu", "all"):
-                part_cpu(args.tree, args.duration, Path(tmp))
-        except BenchError as exc:
-            print(f"failed: {exc}", file=sys.stderr)
-            return 1
+    try:
+        if args.part in ("spread", "all"):
+            part_spread(args.tree, args.backends.split(","), args.connections)
+        if args.part in ("cpu", "all"):
+            part_cpu(args.tree, args.duration)
+    except BenchError as exc:
+        print(f"failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 
 from daemonkit.core.reactor import Listener, Reactor
-from daemonkit.core.timers import Clock
+from daemonkit.core.timers import Clock, Timer
 from daemonkit.daemon import Daemon
 from daemonkit.ops.control import Operations
 from daemonkit.ops.upgrade import Upgrader
@@ -45,12 +45,14 @@ __all__ = ["Attached", "attach", "run"]
 class Attached:
     """What :func:`attach` put on a daemon: its upgrader and, once bound, its operations."""
 
-    __slots__ = ("daemon", "operations", "shares", "upgrader")
+    __slots__ = ("daemon", "operations", "refresh", "shares", "upgrader")
 
     def __init__(self, daemon: Daemon, upgrader: Upgrader) -> None:
         self.daemon = daemon
         #: The --workers set's table of loads, in a worker a supervisor started.
         self.shares: AcceptShares | None = None
+        #: The timer that refreshes this worker's load in :attr:`shares`.
+        self.refresh: Timer | None = None
         #: The daemon's side of zero-downtime upgrades (and the memory guard).
         self.upgrader = upgrader
         #: The control socket and metrics endpoint, when the settings ask for them.
@@ -72,10 +74,9 @@ class Attached:
             if self.shares is not None and daemon.worker_id is not None:
                 # Unmapped at stop, once the listeners that ask it are closed.
                 daemon.cleanup(self.shares)
-                refresh = share_accepts(
+                self.refresh = share_accepts(
                     daemon.reactor, daemon.listeners, self.shares, daemon.worker_id, self._load
                 )
-                daemon.cleanup(refresh.cancel)
             if daemon.control is not None or daemon.metrics is not None:
                 daemon.connections.track_ages()  # for ``ctl connections``
                 # Binds; raises StartError/ConfigError (the start fails);
@@ -94,6 +95,11 @@ class Attached:
             # clients out of the shared socket, for every worker).
             for listener in daemon.listeners:
                 listener.close()
+            if self.refresh is not None:
+                # The slot's next worker (a reload's) publishes its load there,
+                # not this one's connections left to close.
+                self.refresh.cancel()
+                self.refresh = None
 
     def _load(self) -> int:
         """The connections this worker holds: open ones and accepted ones being set up."""
