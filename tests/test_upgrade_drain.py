@@ -462,7 +462,9 @@ def test_a_link_whose_upstream_drops_while_draining_redials_not_once_the_stop_is
         assert _echo(socks[0], b"still served") == b"still served\n"
         second.close()
         runner.wait_for(lambda: link.state == "down")  # a redial is planned...
-        runner.call(d.stop)  # ...and the drain ends: the stop is final
+        # ...the drain ends (the stop is final) before it is due: when it comes
+        # due (its timer's callback, called here), the link closes instead.
+        assert runner.call(lambda: (d.stop(), link._dial(), link.state)[-1]) == "closed"
         _wait_stopped(d)
         upstream.settimeout(0.2)
         with pytest.raises(TimeoutError):
