@@ -335,31 +335,8 @@ def test_a_worker_never_ready_is_killed_and_the_others_keep_serving(tmp_path: Pa
     assert any(re.match(r"worker 0: pid \d+ is ready", line) for line in log)
 
 
-# -- the command line: real daemons ----------------------------------------------------
-
-
-def test_two_workers_both_accept(served: Served) -> None:
-    split: Counter[str] = Counter()
-    pids: dict[str, int] = {}
-    for _ in range(SPLIT_CONNECTIONS):
-        pid, wid = served.ask()
-        split[wid] += 1
-        pids[wid] = pid
-    print(f"split over {SPLIT_CONNECTIONS} connections: {dict(split)}")
-    assert set(split) == {"0", "1"}, split  # both served, each knows its id
-    assert served.proc.pid not in pids.values()  # the supervisor serves no client
-    assert re.search(r"INFO +daemonkit\.Echo: w0 listening on", served.log)
-    assert re.search(r"INFO +daemonkit\.Echo: w1 listening on", served.log)
-    # The hand-over is the upgrade's, but a worker says what really happens:
-    # the supervisor gave it the listeners and goes on supervising.
-    assert re.search(r"w0 worker 0: took over \d+ listener\(s\) from the supervisor", served.log)
-    assert "upgrade:" not in served.log and "stops now" not in served.log
-
-
-def test_clients_connecting_at_once_are_shared_between_the_workers(served: Served) -> None:
-    # Every worker wakes for a new client and the busiest, already awake,
-    # tends to win; the workers' shared table of loads makes the busier
-    # defer. Held open, so each worker's count is what it holds at the end.
+def held_split(served: Served) -> Counter[str]:
+    """HELD_CONNECTIONS clients connect at once and stay; by the worker id that answers."""
     sel = selectors.DefaultSelector()
     socks = [socket.socket() for _ in range(HELD_CONNECTIONS)]
     split: Counter[str] = Counter()
@@ -384,9 +361,35 @@ def test_clients_connecting_at_once_are_shared_between_the_workers(served: Serve
         sel.close()
         for sock in socks:
             sock.close()
-    print(f"split of {HELD_CONNECTIONS} connections held at once: {dict(split)}")
-    assert set(split) == {"0", "1"}, split
-    assert min(split.values()) >= HELD_MIN_SHARE * HELD_CONNECTIONS, split
+    return split
+
+
+# -- the command line: real daemons ----------------------------------------------------
+
+
+def test_two_workers_both_accept(served: Served) -> None:
+    split: Counter[str] = Counter()
+    pids: dict[str, int] = {}
+    for _ in range(SPLIT_CONNECTIONS):
+        pid, wid = served.ask()
+        split[wid] += 1
+        pids[wid] = pid
+    print(f"split over {SPLIT_CONNECTIONS} connections: {dict(split)}")
+    assert set(split) == {"0", "1"}, split  # both served, each knows its id
+    assert served.proc.pid not in pids.values()  # the supervisor serves no client
+    assert re.search(r"INFO +daemonkit\.Echo: w0 listening on", served.log)
+    assert re.search(r"INFO +daemonkit\.Echo: w1 listening on", served.log)
+    # The hand-over is the upgrade's, but a worker says what really happens:
+    # the supervisor gave it the listeners and goes on supervising.
+    assert re.search(r"w0 worker 0: took over \d+ listener\(s\) from the supervisor", served.log)
+    assert "upgrade:" not in served.log and "stops now" not in served.log
+    # Every worker wakes for a new client and the busiest, already awake,
+    # tends to win; the workers' shared table of loads makes the busier
+    # defer. Held open, so each worker's count is what it holds at the end.
+    held = held_split(served)
+    print(f"split of {HELD_CONNECTIONS} connections held at once: {dict(held)}")
+    assert set(held) == {"0", "1"}, held
+    assert min(held.values()) >= HELD_MIN_SHARE * HELD_CONNECTIONS, held
 
 
 def test_a_killed_worker_is_replaced_while_the_other_serves(served: Served) -> None:
