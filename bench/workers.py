@@ -13,7 +13,9 @@ bench/servers/daemonkit_workers.py --workers N`` (a Lines echo that answers
    close) for 2 s. Prints the split of each; then does both again while
    bench/loadgen.c keeps 16 other connections busy (16 pipelined lines
    each), where the busiest worker, already awake, tends to win every
-   accept (and prints how many of the 16 each worker holds). This is the measure of the
+   accept (and prints how many of the 16 each worker holds); and once more
+   with worker 1 stopped (SIGSTOP, as a loop blocked for long): how long the
+   other takes to answer them all. This is the measure of the
    accept sharing (docs/design.md, "Workers: one shared accept queue");
    ``--tree`` runs another checkout's daemonkit (e.g. the commit before) to
    compare.
@@ -35,6 +37,7 @@ import argparse
 import os
 import re
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -70,6 +73,8 @@ CPU_PIPELINE = 16
 CPU_SIZE = 64
 #: The busy spread's background load: connections (of CPU_PIPELINE lines).
 BUSY_CONNECTIONS = 16
+#: Seconds worker 1 is stopped before the clients of the "stopped" spread come.
+STOPPED_FOR = 0.5
 
 
 @contextmanager
@@ -229,6 +234,22 @@ def part_spread(tree: Path, backends: list[str], connections: int) -> None:
             print(f"spread {backend:8} {how}: short x{SHORT_THREADS} threads: {show(short)}")
 
 
+def part_stopped(tree: Path, backends: list[str], connections: int) -> None:
+    """Worker 1 accepts nothing (SIGSTOP, a loop blocked for long): how long worker 0 takes."""
+    for backend in backends:
+        with running(tree, backend, 2) as served:
+            stopped = pids_of(served)[2]
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                time.sleep(STOPPED_FOR)
+                began = time.monotonic()
+                held = held_split(served.port, connections)
+                took = time.monotonic() - began
+            finally:
+                os.kill(stopped, signal.SIGCONT)
+        print(f"spread {backend:8} w1 stopped: {connections} at once in {took:.2f}s: {show(held)}")
+
+
 def part_cpu(tree: Path, duration: float) -> None:
     loadgen = build_c("loadgen")
     for workers in (1, 2):
@@ -278,6 +299,7 @@ def main() -> int:
     try:
         if args.part in ("spread", "all"):
             part_spread(args.tree, args.backends.split(","), args.connections)
+            part_stopped(args.tree, args.backends.split(","), args.connections)
         if args.part in ("cpu", "all"):
             part_cpu(args.tree, args.duration)
     except BenchError as exc:

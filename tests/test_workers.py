@@ -25,6 +25,7 @@ from daemonkit.errors import ConfigError
 from daemonkit.ops.upgrade import ENV_PARENT
 from daemonkit.ops.workers import (
     ACCEPT_SHARE_SLACK,
+    ACCEPT_SHARE_STALE,
     CRASH_BURST,
     ENV_SHARES,
     ENV_WORKER,
@@ -242,22 +243,36 @@ def test_a_worker_defers_only_to_a_live_clearly_less_loaded_one() -> None:
     shares = AcceptShares.create(3)
     try:
         assert shares.loads() == [None, None, None]  # no live worker yet
-        assert not shares.over_share(0, 50)  # nobody to defer to
+        assert not shares.over_share(0, 50, 0.0)  # nobody to defer to
         shares.publish(1, 50)
-        assert not shares.over_share(0, 50)  # equal loads never defer
+        assert not shares.over_share(0, 50, 0.0)  # equal loads never defer
         assert ACCEPT_SHARE_SLACK == 8  # 57 - 50 >= 57 // 8, but 56 - 50 < 56 // 8
-        assert not shares.over_share(0, 56)  # within the slack
-        assert shares.over_share(0, 57)
-        assert not shares.over_share(1, 50)  # the less loaded never defers
+        assert not shares.over_share(0, 56, 0.0)  # within the slack
+        assert shares.over_share(0, 57, 0.0)
+        assert not shares.over_share(1, 50, 0.0)  # the less loaded never defers
         assert shares.loads() == [57, 50, None]
         shares.publish(0, 0)
-        assert shares.over_share(1, 1)  # one connection is enough at small loads
+        assert shares.over_share(1, 1, 0.0)  # one connection is enough at small loads
         shares.clear(0)  # its worker died
-        assert not shares.over_share(1, 1) and shares.loads() == [None, 1, None]
+        assert not shares.over_share(1, 1, 0.0) and shares.loads() == [None, 1, None]
     finally:
         shares.close()
         shares.close()  # idempotent
     assert shares.fd == -1
+
+
+def test_nobody_defers_to_a_worker_that_stopped_publishing() -> None:
+    shares = AcceptShares.create(2)
+    try:
+        shares.publish(1, 0)
+        assert shares.over_share(0, 10, 100.0)  # first seen now
+        assert shares.over_share(0, 10, 100.0 + ACCEPT_SHARE_STALE)
+        assert not shares.over_share(0, 10, 100.1 + ACCEPT_SHARE_STALE)  # blocked, stopped
+        assert shares.observe(100.2 + ACCEPT_SHARE_STALE)[1] == 0  # reads as absent
+        shares.publish(1, 0)  # alive again: its loop ran (a refresh, an accept)
+        assert shares.over_share(0, 10, 200.0)
+    finally:
+        shares.close()
 
 
 def test_a_worker_without_a_usable_table_accepts_alone(caplog: pytest.LogCaptureFixture) -> None:

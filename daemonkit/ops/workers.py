@@ -72,6 +72,7 @@ from daemonkit.ops.upgrade import (
 __all__ = [
     "ACCEPT_SHARE_REFRESH",
     "ACCEPT_SHARE_SLACK",
+    "ACCEPT_SHARE_STALE",
     "CRASH_BURST",
     "CRASH_INTERVAL",
     "ENV_SHARES",
@@ -109,6 +110,14 @@ ACCEPT_SHARE_SLACK = 8
 #: (the supervisor's :data:`SUPERVISOR_CHECK_INTERVAL`, for the same reason:
 #: soon enough for a person, rare enough to cost nothing).
 ACCEPT_SHARE_REFRESH = 0.1
+#: Seconds without a publication after which a worker counts as not
+#: accepting (its loop blocked that long, or it is stopped), so the others
+#: stop deferring to it: three refreshes missed.
+ACCEPT_SHARE_STALE = 3 * ACCEPT_SHARE_REFRESH
+
+# A cell: the load plus one in the low 32 bits, a count of publications above.
+_LOAD_MASK = (1 << 32) - 1
+_COUNT_MASK = (1 << 31) - 1
 
 #: The fork-bomb guard: at most this many workers per CPU unless forced.
 #: gunicorn advises 2-4 x cores ("(2 x $num_cores) + 1"); past 4 x a typo
@@ -640,12 +649,16 @@ class AcceptShares:
     One signed 64-bit cell per worker slot in a ``MAP_SHARED`` mapping of
     an anonymous file (``memfd``) the supervisor creates and every worker
     inherits by descriptor (:data:`ENV_SHARES`): a cell holds the slot's
-    load plus one, or 0 while the slot has no live worker (the supervisor
-    clears it when its worker dies). Each worker writes only its own cell;
-    readers may see a value a moment old, which only makes a deferral a
-    little more or less likely, never loses a client: two workers that
-    defer to each other on stale values both ask again within
-    :data:`~daemonkit.core.reactor.ACCEPT_DEFER_CHECK`, with fresh ones.
+    load plus one in its low 32 bits and a count of its publications above,
+    or 0 while the slot has no live worker (the supervisor clears it when its
+    worker dies). Each worker writes only its own cell; readers may see a
+    value a moment old, which only makes a deferral a little more or less
+    likely, never loses a client: two workers that defer to each other on
+    stale values both ask again within
+    :data:`~daemonkit.core.reactor.ACCEPT_DEFER_CHECK`, with fresh ones. A
+    worker that published nothing for :data:`ACCEPT_SHARE_STALE` seconds
+    (its loop is blocked, or it is stopped) is not accepting: nobody defers
+    to it.
     """
 
     def __init__(self, fd: int) -> None:
@@ -655,6 +668,8 @@ class AcceptShares:
             raise ValueError(f"descriptor {fd} is not a table of worker loads ({size} bytes)")
         self._map = mmap.mmap(fd, size)
         self._cells = memoryview(self._map).cast("q")
+        # Per slot, as this process last saw it: (cell, when it last changed).
+        self._seen = [(0, 0.0)] * len(self._cells)
 
     @classmethod
     def create(cls, slots: int) -> AcceptShares:
@@ -699,8 +714,9 @@ class AcceptShares:
         return len(self._cells)
 
     def publish(self, slot: int, load: int) -> None:
-        """Say that the worker in ``slot`` holds ``load`` connections now."""
-        self._cells[slot] = load + 1
+        """Say that the worker in ``slot`` holds ``load`` connections now (and is alive)."""
+        count = ((self._cells[slot] >> 32) + 1) & _COUNT_MASK
+        self._cells[slot] = (count << 32) | (min(load, _LOAD_MASK - 1) + 1)
 
     def clear(self, slot: int) -> None:
         """Say that ``slot`` has no live worker: the others stop comparing with it."""
@@ -708,20 +724,37 @@ class AcceptShares:
 
     def loads(self) -> list[int | None]:
         """Every slot's last published load, None for a slot with no live worker."""
-        return [cell - 1 if cell > 0 else None for cell in self._cells]
+        return [(cell & _LOAD_MASK) - 1 if cell else None for cell in self._cells]
 
-    def over_share(self, slot: int, load: int) -> bool:
+    def over_share(self, slot: int, load: int, now: float) -> bool:
         """Publish ``load`` for ``slot``; True when another live worker holds clearly fewer.
 
         "Clearly": fewer by at least 1/:data:`ACCEPT_SHARE_SLACK` of
         ``load`` and by at least one connection, so equal loads never defer.
+        "Live": it published something within :data:`ACCEPT_SHARE_STALE`
+        seconds before ``now`` (a monotonic time), as seen from this process.
         """
         self.publish(slot, load)
         margin = max(1, load // ACCEPT_SHARE_SLACK)
-        for other, cell in enumerate(self._cells):
-            if other != slot and 0 < cell <= load - margin + 1:
+        for other, cell in enumerate(self.observe(now)):
+            if other != slot and cell and (cell & _LOAD_MASK) - 1 <= load - margin:
                 return True
         return False
+
+    def observe(self, now: float) -> list[int]:
+        """The cells now, with 0 for the workers that published nothing lately.
+
+        Notes which cells changed since the last look, at ``now``; a cell
+        unchanged for :data:`ACCEPT_SHARE_STALE` seconds reads as 0.
+        """
+        seen = self._seen
+        cells = list(self._cells)
+        for i, cell in enumerate(cells):
+            if cell != seen[i][0]:
+                seen[i] = (cell, now)
+            elif now - seen[i][1] > ACCEPT_SHARE_STALE:
+                cells[i] = 0  # blocked or stopped: it would not take the clients
+        return cells
 
     def close(self) -> None:
         """Unmap the table and close its descriptor; idempotent."""
@@ -744,33 +777,43 @@ def share_accepts(
 
     The worker in ``slot`` publishes ``load()`` (its connections, open and
     being set up) in ``shares`` now, at each wake-up for new clients, after
-    each batch of accepts, and every :data:`ACCEPT_SHARE_REFRESH` seconds;
+    each batch of accepts, and every :data:`ACCEPT_SHARE_REFRESH` seconds
+    (when it also notes which workers stopped publishing);
     it leaves the queue to the others for
     :data:`~daemonkit.core.reactor.ACCEPT_DEFER_DELAY` while one of them
     holds clearly fewer (:meth:`AcceptShares.over_share`). Returns the
     refresh timer: cancel it when the worker stops.
     """
-    share = _WorkerShare(shares, slot, load)
+    share = _WorkerShare(shares, slot, load, reactor.time)
     share.accepted()  # present from the start: the others defer to it before it first wakes
     for listener in listeners:
         listener.share(share)
-    return reactor.call_every(ACCEPT_SHARE_REFRESH, share.accepted)
+    return reactor.call_every(ACCEPT_SHARE_REFRESH, share.refresh)
 
 
 class _WorkerShare:
     """One worker's :class:`~daemonkit.core.reactor.AcceptShare`: its cell in the table."""
 
-    __slots__ = ("load", "shares", "slot")
+    __slots__ = ("load", "shares", "slot", "time")
 
-    def __init__(self, shares: AcceptShares, slot: int, load: Callable[[], int]) -> None:
+    def __init__(
+        self, shares: AcceptShares, slot: int, load: Callable[[], int], time: Callable[[], float]
+    ) -> None:
         self.shares = shares
         self.slot = slot
         self.load = load
+        self.time = time
 
     def defer(self) -> bool:
-        return self.shares.over_share(self.slot, self.load())
+        return self.shares.over_share(self.slot, self.load(), self.time())
 
     def accepted(self) -> None:
         # At once, not at the next wake-up: a stale, low count would make
         # the others defer to a worker that has just taken the queue.
         self.shares.publish(self.slot, self.load())
+
+    def refresh(self) -> None:
+        # Also look at the others, so that one whose loop stopped is known
+        # as such before the next burst of clients, not during it.
+        self.shares.publish(self.slot, self.load())
+        self.shares.observe(self.time())
