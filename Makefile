@@ -13,7 +13,7 @@ PURE_TESTS := tests/framing tests/http tests/websocket tests/test_daemon.py \
 	tests/test_tls.py tests/test_stop_backlog.py tests/test_exports.py \
 	tests/test_compiled.py tests/examples/test_jobqueue.py
 
-.PHONY: demo test lint typecheck unit docs bench bench-quick bench-timers bench-bots bench-http-ws bench-http-ws-quick bench-jobqueue bench-jobqueue-quick clean
+.PHONY: demo test lint typecheck unit docs bench bench-quick bench-timers bench-bots bench-http-ws bench-http-ws-quick bench-jobqueue bench-jobqueue-quick bench-broker bench-broker-quick clean
 
 $(STAMP): setup.cfg pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -99,6 +99,15 @@ bench-jobqueue: $(STAMP)
 bench-jobqueue-quick: $(STAMP)
 	sh scripts/ensure-test-tools
 	$(BIN)/python bench/jobqueue.py --quick
+
+## make bench-broker: fan-out across 2 instances through Redis, daemonkit against Socket.IO (about 1 min).
+bench-broker: $(STAMP)
+	sh scripts/ensure-test-tools
+	$(BIN)/python bench/broker_fanout.py
+
+bench-broker-quick: $(STAMP)
+	sh scripts/ensure-test-tools
+	$(BIN)/python bench/broker_fanout.py --quick
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -81,7 +81,13 @@ def ext_modules() -> list[Extension]:
     # Any there, which strict mode rejects; what the compiled code needs of
     # them is Any either way.
     flags = ["--config-file=", "--ignore-missing-imports"]
-    extensions: list[Extension] = mypycify([*flags, *paths], opt_level="3")
+    # The modules share one library of mypyc's runtime. Named inside the
+    # package (daemonkit/core/_native__mypyc.*.so) rather than after a hash of
+    # the module list at the top level: an in-place rebuild then replaces it
+    # where the editable install finds it, and adding a module keeps its name.
+    extensions: list[Extension] = mypycify(
+        [*flags, *paths], opt_level="3", group_name="daemonkit.core._native"
+    )
     return extensions
 
 

@@ -500,6 +500,9 @@ _LINE_ABOUT = (
     " and re-frame every line"
 )
 
+#: The reference of the cross-instance fan-out (bench/broker_fanout.py runs its servers).
+BROKER_REF = "socketio-redis"
+
 WORKLOADS: tuple[Workload, ...] = (
     _echo(
         "raw-64-p1",
@@ -645,6 +648,24 @@ WORKLOADS: tuple[Workload, ...] = (
         " delivered round-robin without sockets: CPU per read with the timeout on,"
         " minus the same read with it off",
     ),
+    Workload(
+        "broker-fanout",
+        "Fan-out across 2 instances through Redis, 1 publisher, 1,000 WebSocket subscribers",
+        "broker-fanout",
+        "broker",
+        "msgs_per_s",
+        "deliveries/s",
+        BROKER_REF,
+        64,
+        16,
+        1000,
+        about="bench/broker_fanout.py: two instances sharing a fresh redis-server, 500"
+        " subscribers on each, the publisher on the first keeping 16 messages of 64 B (for"
+        " Socket.IO the whole event packet) ahead of the slowest; daemonkit's broker"
+        " (a Redis stream) against socket.io with @socket.io/redis-adapter (pub/sub), both"
+        " driven by wsload (Socket.IO's protocol spoken with --eio); server CPU is both"
+        " instances', Redis's apart",
+    ),
     # HTTP and WebSocket workloads go here once the protocols issue lands, e.g.
     # Workload("http-hello", "HTTP hello (wrk)", "http", "http", "requests_per_s", "req/s", ...)
     # against uvicorn, aiohttp and daemonkit's HTTP endpoint; see run_group() in run.py.
@@ -659,6 +680,7 @@ ALIASES = {
     "resp": ("resp-p1", "resp-p16"),
     "throughput": tuple(w.name for w in WORKLOADS if w.kind in ("echo", "fanout", "resp")),
     "micro": ("timers", "idle-timeout"),
+    "broker": ("broker-fanout",),
 }
 
 
@@ -860,5 +882,23 @@ TARGETS: tuple[Target, ...] = (
         None,
         1024.0,
         check="churn",
+    ),
+    # Issue 13: at least 2x Socket.IO's deliveries per CPU second, with a lower p99.
+    Target(
+        "broker-fanout: daemonkit-broker >= 2x socketio-redis deliveries per server CPU second",
+        "broker-fanout",
+        "daemonkit-broker",
+        BROKER_REF,
+        2.0,
+        metric="deliveries_per_cpu_s",
+    ),
+    Target(
+        "broker-fanout: daemonkit-broker p99 delivery latency < socketio-redis's",
+        "broker-fanout",
+        "daemonkit-broker",
+        BROKER_REF,
+        1.0,
+        at_most=True,
+        metric="lat_p99_us",
     ),
 )

@@ -3,6 +3,10 @@
 * Python packages: the peers (Twisted, gevent, Tornado) and matplotlib for the
   charts come from the ``bench`` extra, ``pip install -e '.[bench]'``; a
   package still missing after that (an older setup.cfg) is installed by name.
+* Node: the Socket.IO peer of ``bench/broker_fanout.py`` (socket.io, its
+  Redis adapter and the ``redis`` client), pinned in ``bench/node/package.json``
+  and its lock file, installed with ``npm ci`` into ``bench/node/node_modules``
+  (git-ignored) by :func:`ensure_node`, only when that benchmark runs.
 * C: libuv's headers (Debian's ``libuv1-dev``) for the C reference server,
   and ``redis-server`` and ``redis-benchmark`` (``redis-tools``) for the
   RESP workloads, with ``apt-get`` when running as root on a Debian-like
@@ -16,6 +20,7 @@ the caller shows the returned notes.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -23,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import REPO_DIR, python_executable
+from _common import BENCH_DIR, REPO_DIR, python_executable
 
 #: Python modules the peers and the charts import, with the pip package of each.
 PY_PACKAGES: dict[str, str] = {
@@ -40,7 +45,11 @@ APT_PACKAGES: dict[str, str] = {
     "redis-server": "/usr/bin/redis-server",
     "redis-tools": "/usr/bin/redis-benchmark",
 }
+#: The Node packages' folder: package.json and package-lock.json (committed), node_modules.
+NODE_DIR = BENCH_DIR / "node"
+NODE_MODULES = NODE_DIR / "node_modules"
 PIP_TIMEOUT = 600.0
+NPM_TIMEOUT = 600.0
 APT_TIMEOUT = 600.0
 
 
@@ -70,10 +79,10 @@ def missing_modules(names: Sequence[str]) -> list[str]:
     return [n for n in names if not module_available(n)]
 
 
-def _run(cmd: list[str], timeout: float) -> tuple[bool, str]:
+def _run(cmd: list[str], timeout: float, cwd: Path = REPO_DIR) -> tuple[bool, str]:
     try:
         proc = subprocess.run(
-            cmd, cwd=REPO_DIR, capture_output=True, text=True, timeout=timeout, check=False
+            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"{' '.join(cmd)}: {exc}"
@@ -137,6 +146,42 @@ def ensure_pyuv(notes: list[str]) -> None:
         return
     ok, out = _run(["sh", "scripts/build-pyuv", python_executable()], PIP_TIMEOUT)
     notes.append(f"sh scripts/build-pyuv: {'ok' if ok else 'failed: ' + out}")
+
+
+def node_missing() -> list[str]:
+    """The pinned Node packages (name@version) not installed in bench/node/node_modules."""
+    wanted: dict[str, str] = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
+    missing = []
+    for name, version in sorted(wanted.items()):
+        try:
+            found = json.loads((NODE_MODULES / name / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            found = None
+        if found != version:
+            missing.append(f"{name}@{version}")
+    return missing
+
+
+def ensure_node(notes: list[str], install: bool = True) -> bool:
+    """``npm ci`` the pinned Node packages when missing (and ``install``); True if they are there.
+
+    ``npm ci`` installs exactly what bench/node/package-lock.json says (each
+    package checked against its integrity hash) and nothing else; never a
+    global install, never outside bench/node.
+    """
+    missing = node_missing()
+    if not missing:
+        return True
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        notes.append(f"cannot install {' '.join(missing)}: node and npm are not installed")
+        return False
+    if not install:
+        notes.append(f"not installed (--no-install): {' '.join(missing)}")
+        return False
+    cmd = ["npm", "ci", "--no-audit", "--no-fund", "--omit=dev"]
+    ok, out = _run(cmd, NPM_TIMEOUT, cwd=NODE_DIR)
+    notes.append(f"npm ci in bench/node: {'ok' if ok else 'failed: ' + out}")
+    return ok and not node_missing()
 
 
 def ensure_all(install: bool) -> list[str]:

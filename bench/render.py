@@ -208,6 +208,26 @@ class Rendered:
     unit: str
 
 
+def row_notes(res: Results, wl: Workload, name: str, ss: Sequence[dict[str, Any]]) -> list[str]:
+    """A throughput row's notes: C, core, saturated load generator, errors, noise, problems."""
+    notes = []
+    if name in C_NAMES:
+        notes.append("C reference")
+    notes += core_notes(name, ss)
+    sat = sum(saturated(s) for s in ss)
+    if sat:
+        notes.append(f"**saturated** ({sat}/{len(ss)})")
+    errs = sum(s.get("errors", 0) for s in ss)
+    if errs:
+        notes.append(f"{errs} errors")
+    noise = med(s.get("noise") for s in ss)
+    if noise is not None and noise > NOISY:
+        notes.append(f"noisy ({noise:.0%})")
+    if name in res.problems.get(wl.name, {}):
+        notes.append(res.problems[wl.name][name])
+    return notes
+
+
 def throughput_table(res: Results, wl: Workload) -> Rendered:
     """Echo and fan-out: msgs/s, ratios to the raw reference and the C server, CPU, latency."""
     data = res.samples[wl.name]
@@ -233,20 +253,7 @@ def throughput_table(res: Results, wl: Workload) -> Rendered:
         rate = span(s["msgs_per_s"] for s in ss)
         assert rate is not None
         sat = sum(saturated(s) for s in ss)
-        notes = []
-        if name in C_NAMES:
-            notes.append("C reference")
-        notes += core_notes(name, ss)
-        if sat:
-            notes.append(f"**saturated** ({sat}/{len(ss)})")
-        errs = sum(s.get("errors", 0) for s in ss)
-        if errs:
-            notes.append(f"{errs} errors")
-        noise = med(s.get("noise") for s in ss)
-        if noise is not None and noise > NOISY:
-            notes.append(f"noisy ({noise:.0%})")
-        if name in res.problems.get(wl.name, {}):
-            notes.append(res.problems[wl.name][name])
+        notes = row_notes(res, wl, name, ss)
         rows.append(
             [
                 f"`{name}`",
@@ -456,6 +463,57 @@ def idle_timeout_table(res: Results, wl: Workload) -> Rendered:
     )
 
 
+def broker_table(res: Results, wl: Workload) -> Rendered:
+    """Cross-instance fan-out: deliveries/s, p99, CPU per delivery, each against the reference."""
+    data = res.samples[wl.name]
+    ref = data.get(wl.reference or "", [])
+    header = [
+        "server",
+        wl.unit,
+        "min-max",
+        f"x {wl.reference}",
+        "p99 ms",
+        f"{wl.reference} p99 / this",
+        "srv µs/delivery",
+        "deliveries per CPU s",
+        f"x {wl.reference}",
+        "Redis µs/delivery",
+        "srv CPU",
+        "LG CPU",
+        "notes",
+    ]
+    rows, bars = [], []
+    for name in sort_servers(res, wl.name, "msgs_per_s"):
+        ss = data[name]
+        rate = span(s["msgs_per_s"] for s in ss)
+        assert rate is not None
+        is_ref = name == wl.reference
+        p99 = med(s.get("lat_p99_us") for s in ss)
+        faster = [1 / r for r in round_ratios(ss, ref, "lat_p99_us")]
+        notes = row_notes(res, wl, name, ss)
+        sat = sum(saturated(s) for s in ss)
+        rows.append(
+            [
+                f"`{name}`",
+                num(rate[0]),
+                rng(rate),
+                "1 (ref)" if is_ref else ratio(round_ratios(ss, ref, "msgs_per_s")),
+                num(None if p99 is None else p99 / 1000, 1),
+                "1 (ref)" if is_ref else ratio(faster),
+                num(med(s.get("server_us_per_msg") for s in ss), 2),
+                num(med(s.get("deliveries_per_cpu_s") for s in ss)),
+                "1 (ref)" if is_ref else ratio(round_ratios(ss, ref, "deliveries_per_cpu_s")),
+                num(med(s.get("redis_us_per_msg") for s in ss), 2),
+                pct(med(s.get("server_cpu_share") for s in ss)),
+                pct(med(s.get("loadgen_cpu_share") for s in ss)),
+                "; ".join(notes),
+            ]
+        )
+        bars.append((name, rate[0], rate[1], rate[2], sat > len(ss) / 2))
+    rows += problem_rows(res, wl.name, len(header))
+    return Rendered(table(header, rows), bars, wl.unit)
+
+
 RENDERERS: dict[str, Callable[[Results, Workload], Rendered]] = {
     "echo": throughput_table,
     "fanout": throughput_table,
@@ -465,6 +523,7 @@ RENDERERS: dict[str, Callable[[Results, Workload], Rendered]] = {
     "churn": churn_table,
     "timers": timers_table,
     "idle-timeout": idle_timeout_table,
+    "broker-fanout": broker_table,
 }
 
 

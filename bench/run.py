@@ -102,6 +102,9 @@ FD_DEADLINE = 10.0
 IDLE_READY_TIMEOUT = 150.0
 #: Seconds the micro-benchmark child may run.
 MICRO_TIMEOUT = 1200.0
+#: Seconds bench/broker_fanout.py may take: npm ci, then per round two servers x (start, warm-up,
+#: run, stop); a full run takes about a minute.
+BROKER_TIMEOUT = 1200.0
 #: Slowest churn rate assumed when bounding a churn run (cycles/s).
 CHURN_FLOOR_RATE = 500.0
 #: The RESP load generator (Debian's redis-tools package, beside redis-server).
@@ -855,15 +858,21 @@ def run_fresh(ctx: Context, wl: Workload) -> None:
 # -- micro-benchmarks ----------------------------------------------------------------
 
 
-def run_micro(ctx: Context, wl: Workload) -> None:
-    """Run bench/micro.py pinned to the server core; emit its lines as samples."""
-    st = ctx.st
-    args = (
-        ["timers", f"--n={st.timers_n}"]
-        if wl.kind == "timers"
-        else ["idle-timeout", f"--n={st.idle_conns}", f"--reads={st.idle_reads}"]
-    )
-    cmd = [python_executable(), str(BENCH_DIR / "micro.py"), *args, f"--rounds={st.rounds}"]
+def run_script(
+    ctx: Context,
+    wl: Workload,
+    cmd: list[str],
+    timeout: float,
+    cpus: frozenset[int] | None = None,
+    *,
+    show_stderr: bool = False,
+) -> str:
+    """Run a bench script that prints JSON lines; return its stdout ("" if it timed out).
+
+    It runs pinned to ``cpus`` when given (else where it pins its own
+    children). A timeout or a failing exit is emitted as an error record;
+    ``show_stderr`` prints its stderr (its progress lines) once it is done.
+    """
     proc = subprocess.Popen(
         cmd,
         cwd=REPO_DIR,
@@ -873,23 +882,41 @@ def run_micro(ctx: Context, wl: Workload) -> None:
         text=True,
     )
     try:
-        with contextlib.suppress(OSError):
-            pin(proc.pid, ctx.cpus.server)
-        out, err = proc.communicate(timeout=MICRO_TIMEOUT)
+        if cpus is not None:
+            with contextlib.suppress(OSError):
+                pin(proc.pid, cpus)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
         ctx.emit({"kind": "error", "workload": wl.name, "server": "-", "error": "timed out"})
-        return
+        return ""
+    if show_stderr:
+        for line in err.splitlines():
+            print(f"  {line.strip()}", flush=True)
     if proc.returncode != 0:
+        script = Path(cmd[1]).relative_to(REPO_DIR)
         ctx.emit(
             {
                 "kind": "error",
                 "workload": wl.name,
                 "server": "-",
-                "error": f"bench/micro.py exited {proc.returncode}: {err.strip()[-1500:]}",
+                "error": f"{script} exited {proc.returncode}: {err.strip()[-1500:]}",
             }
         )
+    return out
+
+
+def run_micro(ctx: Context, wl: Workload) -> None:
+    """Run bench/micro.py pinned to the server core; emit its lines as samples."""
+    st = ctx.st
+    args = (
+        ["timers", f"--n={st.timers_n}"]
+        if wl.kind == "timers"
+        else ["idle-timeout", f"--n={st.idle_conns}", f"--reads={st.idle_reads}"]
+    )
+    cmd = [python_executable(), str(BENCH_DIR / "micro.py"), *args, f"--rounds={st.rounds}"]
+    out = run_script(ctx, wl, cmd, MICRO_TIMEOUT, ctx.cpus.server)
     for line in out.splitlines():
         rec = json.loads(line)
         rec.update(kind="sample", workload=wl.name, server=rec.pop("variant"))
@@ -900,6 +927,27 @@ def run_micro(ctx: Context, wl: Workload) -> None:
             f" {value:10.1f} {wl.unit}",
             flush=True,
         )
+
+
+# -- cross-instance fan-out through Redis ------------------------------------------------
+
+
+def run_broker(ctx: Context, wl: Workload) -> None:
+    """Run bench/broker_fanout.py (it starts Redis and both servers' instances); emit its samples.
+
+    A quick run uses 2 x 100 subscribers instead of 2 x 500; the script
+    installs the pinned Socket.IO packages unless --no-install.
+    """
+    st = ctx.st
+    cmd = [python_executable(), str(BENCH_DIR / "broker_fanout.py"), "--jsonl"]
+    cmd += [f"--rounds={st.rounds}", f"--duration={st.duration}", f"--warmup={st.warmup}"]
+    cmd += [f"--subscribers={100 if st.quick else wl.connections // 2}"]
+    cmd += [f"--pipeline={wl.pipeline}", f"--size={wl.size}"]
+    if not st.install:
+        cmd.append("--no-install")
+    out = run_script(ctx, wl, cmd, BROKER_TIMEOUT, show_stderr=True)
+    for line in out.splitlines():
+        ctx.emit(json.loads(line))
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -1121,6 +1169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif wl.kind in ("timers", "idle-timeout"):
                 print(f"== {name} ==", flush=True)
                 run_micro(ctx, wl)
+            elif wl.kind == "broker-fanout":
+                print(f"== {name} ==", flush=True)
+                run_broker(ctx, wl)
             # kind "http" (to come): start uvicorn/aiohttp/daemonkit servers with
             # started(), drive them with wrk pinned to cpus.loadgen, emit samples
             # with msgs_per_s = requests/s; render.py shows them as a throughput table.

@@ -1,5 +1,5 @@
 /*
- * wsload: the WebSocket load generator of bench/http_ws.py.
+ * wsload: the WebSocket load generator of bench/http_ws.py and bench/broker_fanout.py.
  *
  * Single-threaded, non-blocking, level-triggered epoll, so that it is not what
  * limits a Python server. Every connection first does the opening handshake
@@ -24,6 +24,19 @@
  *   subscriber has one (so each is known to be registered), waits 200 ms,
  *   and from then on keeps at most `pipeline` messages ahead of the slowest
  *   subscriber. msgs counts deliveries (one publication = `connections`).
+ *
+ * --ports P1,P2,...: the subscribers are spread over several servers, one port
+ *   each (subscriber i on the (i mod n)-th), the publisher on the first: the
+ *   fan-out across instances sharing a broker (bench/broker_fanout.py).
+ *
+ * --eio: speak Socket.IO over Engine.IO 4's WebSocket transport, as
+ *   socket.io-client does after its handshake: every connection opens
+ *   /socket.io/?EIO=4&transport=websocket, sends the "40" packet (connect to
+ *   the main namespace) and is ready once the server's "40{...}" comes; the
+ *   message is the event packet 42["m","abc..."] of `size` bytes, sent and
+ *   checked byte for byte like any other; the server's open ("0{...}"),
+ *   connect, ping ("2") and pong packets are not messages (pings are counted,
+ *   not answered: the bench server's ping interval is longer than a run).
  *
  * Output: on stdout, {"event": "window_open"} when the measured window opens
  * and {"event": "window_close"} when it closes (so the driver can read the
@@ -70,6 +83,11 @@
 /* Longest handshake response accepted. */
 #define MAX_HEAD 4096
 #define HSUB 64
+#define MAX_PORTS 8
+/* Longest server frame accepted in --eio mode besides the message: the
+ * Engine.IO open packet ("0{"sid":...,"pingInterval":...}") is ~120 bytes. */
+#define EIO_CONTROL_MAX 512
+#define EIO_PATH "/socket.io/?EIO=4&transport=websocket"
 #define HBUCKETS (HSUB * 40)
 
 enum { MODE_ECHO, MODE_FANOUT };
@@ -78,6 +96,7 @@ struct conn {
     int fd;
     int open;
     int upgraded;     /* the 101 has come */
+    int ready;        /* upgraded and, with --eio, the server's "40" has come */
     int want_out;     /* EPOLLOUT armed */
     uint64_t sent;    /* bytes sent so far (offset into the frame pattern) */
     uint64_t to_send; /* bytes queued but not yet sent */
@@ -95,6 +114,8 @@ static uint64_t *pub_stamps;
 static uint64_t ring;
 static int nconns = 50;
 static int mode = MODE_ECHO;
+static int eio; /* --eio: Socket.IO packets over Engine.IO's WebSocket transport */
+static int nports; /* servers the subscribers are spread over (--ports) */
 static int epfd = -1;
 static long msg_size = 64;
 static long pipeline = 1;
@@ -187,9 +208,9 @@ static double hist_quantile_us(double q)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: wsload --port P [--host H] [--path /] [--mode echo|fanout]\n"
+            "usage: wsload --port P|--ports P1,P2,... [--host H] [--path /] [--mode echo|fanout]\n"
             "              [--connections N] [--size BYTES] [--pipeline D]\n"
-            "              [--duration S] [--warmup S]\n"
+            "              [--duration S] [--warmup S] [--eio]\n"
             "echo: N WebSocket connections, D text messages of BYTES in flight each;\n"
             "fanout: N subscribers (PATH/sub), 1 publisher (PATH/pub) D messages ahead.\n"
             "Prints window_open / window_close event lines, then one JSON result line.\n");
@@ -291,7 +312,19 @@ static uint64_t parse_frames(struct conn *c, const unsigned char *buf, size_t le
         }
         if (len - pos < hl + (size_t)n)
             break;
-        if (op == 1 || op == 2) {
+        if (eio && op == 1 && (n < 2 || buf[pos + hl] != '4' || buf[pos + hl + 1] != '2')) {
+            /* An Engine.IO/Socket.IO packet that is not an event: open, ping,
+             * pong or the namespace's connect. */
+            const unsigned char *p = buf + pos + hl;
+            if (n >= 2 && p[0] == '4' && p[1] == '0')
+                c->ready = 1;
+            else if (n >= 1 && p[0] == '2')
+                pings++;
+            else if (n < 1 || (p[0] != '0' && p[0] != '3')) {
+                conn_error(c, "the server sent an unexpected Engine.IO packet", 0);
+                return done;
+            }
+        } else if (op == 1 || op == 2) {
             if (!(b0 & 0x80) || n != (uint64_t)msg_size ||
                 memcmp(buf + pos + hl, payload, (size_t)msg_size) != 0) {
                 conn_error(c, "a message differs from the message sent", 0);
@@ -340,6 +373,19 @@ static uint64_t on_head(struct conn *c)
     head = (size_t)(end - c->rest) + 4;
     left = c->rest_len - head;
     c->upgraded = 1;
+    if (!eio) {
+        c->ready = 1;
+    } else {
+        /* "40": connect to the main namespace, a masked text frame. */
+        static const unsigned char connect_frame[8] = {
+            0x81, 0x82, 0x37, 0xfa, 0x21, 0x3d, '4' ^ 0x37, '0' ^ 0xfa,
+        };
+        if (send(c->fd, connect_frame, sizeof connect_frame, MSG_NOSIGNAL) !=
+            (ssize_t)sizeof connect_frame) {
+            conn_error(c, "cannot send the Socket.IO connect packet", errno);
+            return 0;
+        }
+    }
     memcpy(readbuf, c->rest + head, left);
     return parse_frames(c, readbuf, left);
 }
@@ -525,9 +571,9 @@ static void wait_upgraded(struct epoll_event *events, struct window *w)
             close_all();
             exit(2);
         }
-        waiting = mode == MODE_FANOUT && !pub.upgraded;
+        waiting = mode == MODE_FANOUT && !pub.ready;
         for (i = 0; i < nconns && !waiting; i++)
-            waiting = !conns[i].upgraded;
+            waiting = !conns[i].ready;
         if (waiting && now_s() >= deadline) {
             fprintf(stderr, "wsload: handshakes not done after %.0f s\n", HANDSHAKE_TIMEOUT_S);
             close_all();
@@ -771,10 +817,10 @@ static int run_fanout(double warmup, double duration)
     window_close(&w);
     close_all();
     printf("{\"mode\": \"fanout\", \"msgs\": %llu, \"msgs_total\": %llu, \"msgs_per_s\": %.1f, "
-           "\"published\": %llu, \"subscribers\": %d, ",
+           "\"published\": %llu, \"subscribers\": %d, \"instances\": %d, \"eio\": %d, ",
            (unsigned long long)msgs, (unsigned long long)msgs_total,
            w.t1 - w.t0 > 0 ? (double)msgs / (w.t1 - w.t0) : 0.0,
-           (unsigned long long)(published - published0), nconns);
+           (unsigned long long)(published - published0), nconns, nports, eio);
     print_common(&w);
     free(events);
     free(pub_stamps);
@@ -815,10 +861,14 @@ int main(int argc, char **argv)
         {"pipeline", required_argument, 0, 'd'}, {"duration", required_argument, 0, 't'},
         {"warmup", required_argument, 0, 'w'}, {"mode", required_argument, 0, 'm'},
         {"path", required_argument, 0, 'P'},   {"help", no_argument, 0, '?'},
+        {"ports", required_argument, 0, 'N'},  {"eio", no_argument, 0, 'E'},
         {0, 0, 0, 0},
     };
     const char *host = "127.0.0.1";
     const char *port = NULL;
+    char *port_list[MAX_PORTS];
+    char ports_buf[256];
+    struct addrinfo *ais[MAX_PORTS];
     char sub_path[512], pub_path[512];
     double duration = 5.0, warmup = 1.0;
     struct addrinfo hints, *ai = NULL;
@@ -830,6 +880,30 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': port = optarg; parse_long(optarg, "port", 1, 65535); break;
+        case 'E': eio = 1; break;
+        case 'N': {
+            char *save = NULL, *tok;
+            if (strlen(optarg) >= sizeof ports_buf) {
+                fprintf(stderr, "wsload: --ports is too long\n");
+                return 1;
+            }
+            strcpy(ports_buf, optarg);
+            nports = 0;
+            for (tok = strtok_r(ports_buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (nports == MAX_PORTS) {
+                    fprintf(stderr, "wsload: --ports takes at most %d ports\n", MAX_PORTS);
+                    return 1;
+                }
+                parse_long(tok, "ports", 1, 65535);
+                port_list[nports++] = tok;
+            }
+            if (nports == 0) {
+                fprintf(stderr, "wsload: --ports names no port\n");
+                return 1;
+            }
+            port = port_list[0];
+            break;
+        }
         case 'c': nconns = (int)parse_long(optarg, "connections", 1, 100000); break;
         case 's': msg_size = parse_long(optarg, "size", 1, 65535); break;
         case 'd': pipeline = parse_long(optarg, "pipeline", 1, 4096); break;
@@ -859,6 +933,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return 1;
     }
+    if (nports == 0) {
+        port_list[0] = (char *)port;
+        nports = 1;
+    }
+    if (eio && msg_size < 11) {
+        fprintf(stderr, "wsload: --eio needs --size of at least 11 (42[\"m\",\"\"] and a byte)\n");
+        return 1;
+    }
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
@@ -869,6 +951,8 @@ int main(int argc, char **argv)
     hl = msg_size < 126 ? 2 : 4;
     frame_len = hl + 4 + (size_t)msg_size;
     max_payload = msg_size > 125 ? (uint64_t)msg_size : 125;
+    if (eio && max_payload < EIO_CONTROL_MAX)
+        max_payload = EIO_CONTROL_MAX;
     rest_cap = 10 + (size_t)max_payload;
     if (rest_cap < MAX_HEAD)
         rest_cap = MAX_HEAD;
@@ -882,6 +966,10 @@ int main(int argc, char **argv)
     }
     for (k = 0; k < (size_t)msg_size; k++)
         payload[k] = (unsigned char)('a' + k % 26);
+    if (eio) { /* the event packet 42["m","abc..."]: the same size on the wire */
+        memcpy(payload, "42[\"m\",\"", 8);
+        memcpy(payload + msg_size - 2, "\"]", 2);
+    }
     for (k = 0; k < pattern_len; k++) {
         size_t off = k % frame_len;
         unsigned char b;
@@ -901,11 +989,15 @@ int main(int argc, char **argv)
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    rc = getaddrinfo(host, port, &hints, &ai);
-    if (rc != 0) {
-        fprintf(stderr, "wsload: cannot resolve %s:%s: %s\n", host, port, gai_strerror(rc));
-        return 2;
+    for (i = 0; i < nports; i++) {
+        rc = getaddrinfo(host, port_list[i], &hints, &ais[i]);
+        if (rc != 0) {
+            fprintf(stderr, "wsload: cannot resolve %s:%s: %s\n", host, port_list[i],
+                    gai_strerror(rc));
+            return 2;
+        }
     }
+    ai = ais[0];
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0) {
         fprintf(stderr, "wsload: epoll_create1: %s\n", strerror(errno));
@@ -916,12 +1008,19 @@ int main(int argc, char **argv)
         const char *sep = (plen > 0 && path[plen - 1] == '/') ? "" : "/";
         snprintf(sub_path, sizeof sub_path, "%s%ssub", path, sep);
         snprintf(pub_path, sizeof pub_path, "%s%spub", path, sep);
+        if (eio) { /* Socket.IO: one path; the server tells the publisher by what it sends */
+            snprintf(sub_path, sizeof sub_path, "%s", EIO_PATH);
+            snprintf(pub_path, sizeof pub_path, "%s", EIO_PATH);
+            path = EIO_PATH;
+        }
     }
     for (i = 0; i < nconns; i++)
-        open_conn(&conns[i], ai, host, port, mode == MODE_FANOUT ? sub_path : path, i);
+        open_conn(&conns[i], ais[i % nports], host, port_list[i % nports],
+                  mode == MODE_FANOUT ? sub_path : path, i);
     if (mode == MODE_FANOUT)
         open_conn(&pub, ai, host, port, pub_path, nconns);
-    freeaddrinfo(ai);
+    for (i = 0; i < nports; i++)
+        freeaddrinfo(ais[i]);
     rc = mode == MODE_FANOUT ? run_fanout(warmup, duration) : run_echo(warmup, duration);
     for (i = 0; i < nconns; i++)
         free(conns[i].rest);

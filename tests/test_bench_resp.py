@@ -1,12 +1,10 @@
 """The RESP benchmark servers (issue 17) answer the Redis protocol correctly; no speed.
 
-``bench/servers/_resp.py`` holds the parser and the store both servers use;
-``daemonkit_resp.py`` wraps the parser in a daemonkit ``Framer`` (``Resp``),
-``raw_resp.py`` calls it from a bare uvloop Protocol. The framer keeps the
-framer contract (whole, one byte at a time, trailing data, any split, errors
-with the frames before them, broken afterwards); both servers, run as
-processes on real sockets, give the same replies to the same pipelined
-commands; the daemonkit one, started the way bench/run.py starts it, reports
+``bench/servers/_resp.py`` holds the parser and the store; ``raw_resp.py``
+calls the parser from a bare uvloop Protocol, and ``daemonkit_resp.py`` reads
+with daemonkit's own ``Resp`` framer (tested in tests/framing/test_resp.py).
+Both servers, run as processes on real sockets, give the same replies to the
+same pipelined commands; the daemonkit one, started the way bench/run.py starts it, reports
 the core it runs (pure when ``DAEMONKIT_NO_EXTENSIONS=1``). The catalog's
 pure variants, the shipped example in the memory workload and the targets
 are checked to name servers that exist.
@@ -14,7 +12,6 @@ are checked to name servers that exist.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import socket
@@ -26,10 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from daemonkit.errors import FrameTooLarge, ProtocolError
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -41,7 +34,6 @@ for _path in (str(BENCH), str(SERVERS)):
 import _catalog  # noqa: E402
 import _resp  # noqa: E402
 import render  # noqa: E402
-from daemonkit_resp import Resp  # noqa: E402
 
 #: Seconds a server process gets to accept its first connection.
 READY_TIMEOUT = 15.0
@@ -66,86 +58,7 @@ STREAM = b"".join(_resp.encode_command(cmd) for cmd in COMMANDS)
 REPLIES = b"".join(reply for _, reply in EXCHANGE)
 
 
-# -- the framer ------------------------------------------------------------------------
-
-
-def test_whole_stream_gives_every_command() -> None:
-    assert Resp().feed(STREAM) == COMMANDS
-
-
-def test_one_byte_at_a_time_gives_the_same_commands() -> None:
-    framer = Resp()
-    out: list[list[bytes]] = []
-    for i in range(len(STREAM)):
-        out += framer.feed(STREAM[i : i + 1])
-    assert out == COMMANDS
-    assert framer.buffered == 0
-
-
-def test_trailing_partial_command_is_kept() -> None:
-    framer = Resp()
-    tail = _resp.encode_command([b"SET", b"key", b"value"])
-    assert framer.feed(STREAM + tail[:-3]) == COMMANDS
-    assert framer.buffered == len(tail) - 3
-    assert framer.feed(tail[-3:]) == [[b"SET", b"key", b"value"]]
-    assert framer.buffered == 0
-
-
-def test_inline_commands_and_blank_lines() -> None:
-    assert Resp().feed(b"PING\r\n\r\nGET  k\r\n*0\r\n") == [[b"PING"], [b"GET", b"k"]]
-
-
-@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
-def test_any_split_gives_the_same_commands(cuts: list[int]) -> None:
-    framer = Resp()
-    out: list[list[bytes]] = []
-    bounds = [0, *sorted(cuts), len(STREAM)]
-    for a, b in itertools.pairwise(bounds):
-        out += framer.feed(STREAM[a:b])
-    assert out == COMMANDS
-
-
-def test_bad_input_raises_with_the_commands_before_it_then_stays_broken() -> None:
-    framer = Resp()
-    good = _resp.encode_command([b"PING"])
-    with pytest.raises(ProtocolError) as info:
-        framer.feed(good + b"*1\r\n:12\r\n")
-    assert info.value.frames == [[b"PING"]]
-    with pytest.raises(ProtocolError) as again:
-        framer.feed(good)
-    assert again.value.frames == []
-    assert framer.fresh().feed(good) == [[b"PING"]]
-
-
-def test_oversized_bulk_raises_before_its_payload_arrives() -> None:
-    framer = Resp()
-    with pytest.raises(FrameTooLarge, match="MAX_BULK"):
-        framer.feed(b"*2\r\n$3\r\nSET\r\n$%d\r\n" % (_resp.MAX_BULK + 1))
-
-
-def test_endless_header_line_is_refused() -> None:
-    framer = Resp()
-    with pytest.raises(FrameTooLarge, match="MAX_LINE"):
-        framer.feed(b"*1\r\n$" + b"1" * (_resp.MAX_LINE + 1))
-
-
-def test_large_argument_in_pieces_is_buffered_until_complete() -> None:
-    framer = Resp()
-    value = b"x" * 100_000
-    data = _resp.encode_command([b"SET", b"k", value])
-    out: list[list[bytes]] = []
-    for i in range(0, len(data), 1000):
-        out += framer.feed(data[i : i + 1000])
-    assert out == [[b"SET", b"k", value]]
-
-
-def test_encode_round_trips_and_rejects_non_lists() -> None:
-    framer = Resp()
-    assert framer.feed(framer.encode([b"SET", bytearray(b"k"), memoryview(b"v")])) == [
-        [b"SET", b"k", b"v"]
-    ]
-    with pytest.raises(TypeError):
-        framer.encode(b"SET k v")
+# -- the store (the servers' framers: daemonkit's Resp, tests/framing/test_resp.py) ---
 
 
 def test_store_answers_the_exchange() -> None:

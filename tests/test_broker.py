@@ -12,6 +12,7 @@ Skipped when redis-server or the redis package is missing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ import pytest
 from daemonkit import Daemon, Lines
 from daemonkit.daemon import StartError
 from daemonkit.errors import ConfigError
+from daemonkit.framework.groups import Member, Members
 from daemonkit.testing import DaemonRunner
 from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, wait_for_port
 from tests.redis_server import REDIS_SERVER, RedisServer
@@ -448,11 +450,16 @@ def test_the_members_of_a_killed_process_leave_the_count(
     finally:
         for sock in remote:
             sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        end(proc)
+
+
+def end(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a daemon this test started (by its pid) if it still runs, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(WAIT)
+    if proc.stderr is not None:
+        proc.stderr.close()
 
 
 def test_a_stopping_daemon_leaves_at_once(run_daemon: Any, broker: RedisServer) -> None:
@@ -540,3 +547,195 @@ def test_a_websocket_client_and_a_line_client_share_a_room(
         assert sorted(read_lines(line_client, 2)) == [b"from the browser", b"from the terminal"]
     wait_until(lambda: count_on(lines) == 1 and count_on(ws) == 1)
     line_client.close()
+
+
+# -- membership listings ---------------------------------------------------------------------
+
+
+class Who(Chat):
+    """Chat where each member shows a nick, and the line "who" answers with the room's listing."""
+
+    who_timeout = WAIT
+
+    def on_accept(self, conn: Any) -> None:
+        self.group("room").add(conn, meta={"nick": f"n{conn.id}"})
+
+    def on_read(self, conn: Any, line: bytes) -> None:
+        if line != b"who":
+            return super().on_read(conn, line)
+
+        def answer(found: Members) -> None:
+            members = [[m.process, m.id, m.peer, m.meta] for m in found.members]
+            conn.send(json.dumps({"members": members, "missing": found.missing}).encode())
+
+        self.group("room").members(answer, timeout=self.who_timeout)
+        return None
+
+
+def who(sock: socket.socket) -> dict[str, Any]:
+    """Ask a Who daemon for the room's listing through a client of it."""
+    sock.sendall(b"who\n")
+    listing: dict[str, Any] = json.loads(read_lines(sock, 1)[0])
+    return listing
+
+
+def sockname(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def test_two_daemons_list_each_others_members(run_daemon: Any, broker: RedisServer) -> None:
+    """Each side's listing has every member: process, connection id, peer and meta."""
+    a = run_daemon(Who(broker=broker.url, broker_heartbeat=HEARTBEAT))
+    b = run_daemon(Who(broker=broker.url, broker_heartbeat=HEARTBEAT))
+    on_a, also_on_a, on_b = a.connect(WAIT), a.connect(WAIT), b.connect(WAIT)
+    wait_until(lambda: count_on(a) == 3 and count_on(b) == 3)
+    pa, pb = status_of(a)["process"], status_of(b)["process"]
+    expected = sorted(
+        [
+            [pa, sockname(on_a)],
+            [pa, sockname(also_on_a)],
+            [pb, sockname(on_b)],
+        ]
+    )
+    for sock in (on_a, on_b):
+        listing = who(sock)
+        assert listing["missing"] == []
+        assert sorted([p, peer] for p, _, peer, _ in listing["members"]) == expected
+        assert all(meta == {"nick": f"n{cid}"} for _, cid, _, meta in listing["members"])
+    assert status_of(a)["listings"] == status_of(b)["listings"] == 0
+    for sock in (on_a, also_on_a, on_b):
+        sock.close()
+
+
+def test_a_paused_daemon_is_missing_after_the_deadline(broker: RedisServer, tmp_path: Path) -> None:
+    """SIGSTOP a daemon: a listing completes at its deadline and names it as missing."""
+    port = free_port()
+    argv = [PYTHON, "-m", "daemonkit", "run", str(write_chat(tmp_path))]
+    argv += ["--listen", f"tcp://127.0.0.1:{port}"]
+    argv += ["--broker", broker.url, "--broker-heartbeat", "5", "--log-level", "warning"]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=dict(os.environ)
+    )
+    daemon = Who(broker=broker.url, broker_heartbeat=HEARTBEAT)
+    daemon.who_timeout = 0.3
+    remote: socket.socket | None = None
+    try:
+        wait_for_port(port, proc, WAIT)
+        with DaemonRunner(daemon) as a:
+            local = a.connect(WAIT)
+            remote = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            wait_until(lambda: count_on(a) == 2)
+            [other] = runner_counts(a).keys() - {status_of(a)["process"]}
+            listing = who(local)
+            assert listing["missing"] == [] and len(listing["members"]) == 2
+            assert [m[0] for m in listing["members"]] == [status_of(a)["process"], other]
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                listing = who(local)
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            assert listing["missing"] == [other]
+            assert [m[2] for m in listing["members"]] == [sockname(local)]
+            local.close()
+    finally:
+        if remote is not None:
+            remote.close()
+        end(proc)
+
+
+def test_a_silent_process_is_missing_and_malformed_answers_are_dropped(
+    broker: RedisServer,
+) -> None:
+    """Two processes written by hand: one never answers, the other answers badly, then well."""
+    daemon = Who(broker=broker.url, broker_heartbeat=HEARTBEAT)
+    got: list[Members] = []
+    with DaemonRunner(daemon) as a, broker.client() as client:
+        local = a.connect(WAIT)
+        me = status_of(a)["process"]
+
+        def note(proc: str, entries: dict[str, Any]) -> None:
+            fields = {b"v": b"1", b"p": proc.encode(), b"k": b"p", b"f": b"1"}
+            client.xadd(STREAM, {**fields, b"d": json.dumps(entries).encode()})
+
+        note("ghost:1:a", {"room": 2})
+        note("fake:2:b", {"room": 1})
+        wait_until(lambda: count_on(a) == 4)
+        a.call(lambda: daemon.group("room").members(got.append, timeout=0.5))
+        questions: list[Any] = []
+        wait_until(
+            lambda: (
+                questions.extend(
+                    f
+                    for _, f in client.xrange(STREAM)
+                    if f[b"k"] == b"q" and f[b"p"] == me.encode()
+                )
+                or questions
+            )
+        )
+        [question] = questions
+        assert question[b"g"] == b"room" and question[b"n"] == b"1000"
+
+        def answer(data: bytes, to: str = me, key: bytes = question[b"i"]) -> None:
+            fields = {b"v": b"1", b"p": b"fake:2:b", b"k": b"a", b"t": to.encode(), b"i": key}
+            client.xadd(STREAM, {**fields, b"d": data})
+
+        bad = [
+            b"not json",
+            b'{"m": {}, "n": 0}',  # members not a list
+            b'{"m": [[true, "1.2.3.4:5", null]], "n": 1}',  # an id that is a bool
+            b'{"m": [[1, "1.2.3.4:5", {"bio": "%s"}]], "n": 1}' % (b"x" * 300),  # meta too big
+            b'{"m": [[1, "1.2.3.4:5", null]], "n": 0}',  # fewer in total than listed
+            b'{"m": [[1, "1.2.3.4:5"]], "n": 1}',  # no meta
+        ]
+        for data in bad:
+            answer(data)
+        good = b'{"m": [[7, "10.0.0.9:5555", {"nick": "f"}]], "n": 1}'
+        answer(good, to="someone:3:c")  # to another asker: not ours, not malformed
+        answer(good, key=b"0123456789abcdef")  # to no listing of ours: ignored
+        answer(good)
+        answer(b'{"m": [], "n": 0}')  # a second answer: the first counts
+        wait_until(lambda: bool(got))
+    [found] = got
+    assert found.missing == ("ghost:1:a",) and found.malformed == len(bad)
+    assert not found.complete and not found.truncated
+    assert [(m.process, m.peer) for m in found.members] == [
+        (me, sockname(local)),
+        ("fake:2:b", "10.0.0.9:5555"),
+    ]
+    assert found.members[1] == Member("fake:2:b", 7, "10.0.0.9:5555", {"nick": "f"})
+    local.close()
+
+
+def test_a_listing_while_redis_is_away_completes_and_its_question_is_not_sent_late(
+    broker: RedisServer,
+) -> None:
+    """The asker's own link cut: the listing completes at its deadline, the others missing."""
+    a_daemon, b_daemon = (Who(broker=broker.url, broker_heartbeat=HEARTBEAT) for _ in range(2))
+    got: list[Members] = []
+    with DaemonRunner(a_daemon) as a, DaemonRunner(b_daemon) as b:
+        on_a, on_b = a.connect(WAIT), b.connect(WAIT)
+        wait_until(lambda: count_on(a) == 2 and count_on(b) == 2)
+        pb = status_of(b)["process"]
+        broker.kill()
+        wait_until(lambda: status_of(a)["state"] == "down")
+        a.call(lambda: a_daemon.group("room").members(got.append, timeout=0.3))
+        wait_until(lambda: bool(got))
+        assert got[0].missing == (pb,) and [m.peer for m in got[0].members] == [sockname(on_a)]
+        broker.start()
+        wait_until(lambda: status_of(a)["state"] == status_of(b)["state"] == "up")
+        wait_until(lambda: count_on(a) == 2)
+        listing = who(on_a)  # works again, and the stale question never reached Redis
+        assert listing["missing"] == [] and len(listing["members"]) == 2
+        with broker.client() as client:
+            questions = [f for _, f in client.xrange(STREAM) if f[b"k"] == b"q"]
+        assert len(questions) == 1
+        # A stopping daemon's broker asks no one: the others are missing at once.
+        link = a_daemon.broker_link
+        assert link is not None
+        got.clear()
+        a.call(lambda: (link.close(), a_daemon.group("room").members(got.append)))
+        wait_until(lambda: bool(got))
+        assert got[0].missing == (pb,) and len(got[0].members) == 1
+        on_a.close()
+        on_b.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +22,9 @@ from daemonkit import (
 )
 from daemonkit import cli as cli_module
 from daemonkit.daemon import override_listen
+from daemonkit.framework.groups import Members
 from daemonkit.testing import DaemonRunner
-from tests.helpers import free_port, recv_until
+from tests.helpers import daemonkit_log_to, free_port, recv_until
 
 StartDaemon = Callable[..., DaemonRunner]
 
@@ -200,6 +203,76 @@ def test_a_slow_group_member_is_skipped_not_waited_for(run_daemon: StartDaemon) 
         assert len(group) == 1
         with pytest.raises(ValueError, match="policy"):
             group.broadcast(line, policy="wait")
+
+
+def test_a_group_lists_its_members_with_their_meta(run_daemon: StartDaemon) -> None:
+    """Without a broker the listing is this process's members, done at once, callback soon."""
+
+    class Room(Daemon):
+        listen = "tcp://127.0.0.1:0"
+        framing = Lines
+
+        def on_accept(self, conn: Connection) -> None:
+            self.group("room").add(conn, meta={"nick": f"n{conn.id}"})
+
+    daemon = Room()
+    runner = run_daemon(daemon)
+    got: list[Members] = []
+    clients = [runner.connect() for _ in range(3)]
+    try:
+
+        def listing(**options: Any) -> tuple[bool, asyncio.Future[Members]]:
+            future = daemon.group("room").members(got.append, **options)
+            return bool(got), future  # the callback has not run yet when members() returns
+
+        early, future = runner.call(listing)
+        runner.wait_for(lambda: len(got) == 1)
+        assert not early and future.result() is got[0]
+        found = got[0]
+        assert found.complete and found.missing == () and len(found.members) == 3
+        peers = sorted("{}:{}".format(*sock.getsockname()[:2]) for sock in clients)
+        assert sorted(m.peer for m in found.members) == peers
+        assert {m.process for m in found.members} == {"local"}
+        assert all(m.meta == {"nick": f"n{m.id}"} for m in found.members)
+        found.members[0].meta["nick"] = "changed"  # type: ignore[index]  # a copy: no effect
+
+        early, future = runner.call(lambda: listing(limit=2))
+        runner.wait_for(lambda: len(got) == 2)
+        assert len(got[1].members) == 2 and got[1].truncated and not got[1].complete
+        assert all(m.meta == {"nick": f"n{m.id}"} for m in got[1].members)
+
+        errors: list[logging.LogRecord] = []
+
+        def boom(found: Members) -> None:
+            raise RuntimeError("boom")
+
+        with daemonkit_log_to(lambda r: errors.append(r) if r.levelno >= logging.ERROR else None):
+            future = runner.call(lambda: daemon.group("room").members(boom))
+            runner.wait_for(lambda: bool(errors))
+        assert "members() listing failed: RuntimeError: boom" in errors[0].getMessage()
+        assert len(future.result().members) == 3  # the future has it all the same
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+def test_a_listing_and_a_member_meta_refuse_bad_values() -> None:
+    group = Daemon().group("room")
+    member: Any = object()  # the meta is checked before the member is looked at
+    with pytest.raises(TypeError, match="meta is a dict"):
+        group.add(member, meta=["nick"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="maps str to str"):
+        group.add(member, meta={"nested": {"a": 1}})
+    with pytest.raises(ValueError, match="MEMBER_META_MAX=256"):
+        group.add(member, meta={"bio": "x" * 300})
+    with pytest.raises(ValueError, match="MEMBERS_LIMIT=1000"):
+        group.members(limit=1001)
+    with pytest.raises(TypeError, match="whole number"):
+        group.members(limit=True)
+    with pytest.raises(ConfigError, match="members timeout"):
+        group.members(timeout=float("inf"))
+    with pytest.raises(RuntimeError, match="loop thread"):
+        group.members()
 
 
 @pytest.mark.parametrize(

@@ -68,11 +68,13 @@ LOAD_MAX = 5000
 
 
 class Served:
-    """``python -m daemonkit DAEMON --workers N`` with its log in a file."""
+    """``python -m daemonkit SOURCE --workers N`` with its log in a file (SOURCE: DAEMON)."""
 
-    def __init__(self, tmp: Path, workers: int, *args: str, backend: str = "uvloop") -> None:
+    def __init__(
+        self, tmp: Path, workers: int, *args: str, backend: str = "uvloop", source: str = DAEMON
+    ) -> None:
         self.path = tmp / "echo_workers.py"
-        self.path.write_text(textwrap.dedent(DAEMON))
+        self.path.write_text(textwrap.dedent(source))
         self.log_path = tmp / "daemon.log"
         self.port = free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
@@ -95,15 +97,16 @@ class Served:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, pattern: str, count: int = 1) -> None:
-        """Wait until ``pattern`` (a regex) occurs ``count`` times in the log."""
+    def wait_log(self, pattern: str, count: int = 1) -> list[Any]:
+        """Wait until ``pattern`` (a regex) occurs ``count`` times in the log; its matches."""
         deadline = time.monotonic() + WAIT
-        while len(re.findall(pattern, self.log)) < count:
+        while len(found := re.findall(pattern, self.log)) < count:
             if self.proc.poll() is not None:
                 raise AssertionError(f"exited with {self.proc.returncode}:\n{self.log}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {pattern!r} x{count} after {WAIT}s:\n{self.log}")
             time.sleep(0.02)
+        return found
 
     def ask(self, line: bytes = b"hi") -> tuple[int, str]:
         """One short connection: (pid that answered, its worker id)."""

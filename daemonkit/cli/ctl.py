@@ -42,6 +42,7 @@ __all__ = [
     "NoReply",
     "build_parser",
     "format_connections",
+    "format_set_status",
     "format_status",
     "main",
     "request",
@@ -166,7 +167,9 @@ def _state(status: dict[str, Any]) -> str:
 
 
 def format_status(status: dict[str, Any]) -> str:
-    """The ``status`` reply's object as a two-column table."""
+    """The ``status`` reply's object as a two-column table (a ``--workers`` set: and a table)."""
+    if status.get("role") == "supervisor":
+        return format_set_status(status)
     lag = status.get("loop_lag") or {}
     endpoints = status.get("endpoints") or []
     rows: list[tuple[str, str]] = [
@@ -223,11 +226,63 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(f"{key.ljust(key_width)}  {value}".rstrip() for key, value in rows)
 
 
+def format_set_status(status: dict[str, Any]) -> str:
+    """The ``status`` of a ``--workers`` set: the supervisor, then one row per worker."""
+    rows: list[tuple[str, str]] = [
+        ("supervisor", f"{status.get('name')} (pid {status.get('pid')})"),
+        ("state", str(status.get("state"))),
+        ("uptime", _seconds(status.get("uptime"))),
+        (
+            "workers",
+            f"{status.get('workers_configured')} configured, {status.get('workers_ready')} ready",
+        ),
+        ("connections", str(status.get("connections"))),
+        ("control", str(status.get("control") or "-")),
+        ("metrics", str(status.get("metrics") or "-")),
+    ]
+    key_width = max(len(key) for key, _ in rows)
+    lines = [f"{key.ljust(key_width)}  {value}".rstrip() for key, value in rows]
+    header = ("WORKER", "PID", "STATE", "CONNS", "RSS", "LAG P99", "UPTIME", "RESTARTS", "RECYCLES")
+    table = []
+    for w in status.get("workers") or []:
+        lag = w.get("loop_lag") or {}
+        conns = w.get("connections")
+        table.append(
+            (
+                str(w.get("id")),
+                str(w.get("pid") or "-"),
+                str(w.get("state")),
+                str(conns) if conns is not None else "-",
+                _bytes(w.get("rss")),
+                _ms(lag.get("p99")),
+                _seconds(w.get("uptime")),
+                str(w.get("restarts")),
+                str(w.get("recycles")),
+            )
+        )
+    lines += ["", *_table(header, table)]
+    for w in status.get("workers") or []:
+        if w.get("error"):
+            lines.append(f"worker {w.get('id')} (pid {w.get('pid')}): {w.get('error')}")
+    return "\n".join(lines)
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
 def format_connections(reply: dict[str, Any]) -> str:
-    """The ``connections`` reply as a table, one row per connection."""
+    """The ``connections`` reply as a table, one row per connection (and its worker, if any)."""
+    entries = reply.get("connections") or []
+    workers = any("worker" in c for c in entries) or "unresponsive" in reply
     header = ("ID", "ENDPOINT", "PEER", "AGE", "IDLE", "IN", "OUT", "WBUF")
     rows = [
         (
+            *((str(c.get("worker")),) if workers else ()),
             str(c.get("id")),
             str(c.get("endpoint")),
             str(c.get("peer")),
@@ -237,16 +292,15 @@ def format_connections(reply: dict[str, Any]) -> str:
             _bytes(c.get("bytes_out")),
             _bytes(c.get("write_buffer")),
         )
-        for c in reply.get("connections") or []
+        for c in entries
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
+    lines = _table(("WORKER", *header) if workers else header, rows)
     total = reply.get("total", len(rows))
     if total != len(rows):
         lines.append(f"({len(rows)} of {total} shown)")
+    missing = reply.get("unresponsive") or []
+    if missing:
+        lines.append(f"(no answer in time from worker(s) {', '.join(map(str, missing))})")
     return "\n".join(lines)
 
 
@@ -257,6 +311,12 @@ def _text(command: str, reply: dict[str, Any]) -> str:
         return format_connections(reply)
     if command == "metrics":
         return str(reply.get("metrics", "")).rstrip("\n")
+    if command == "stop" and "workers" in reply:  # a --workers set
+        if reply.get("now"):
+            return f"stopping now: {reply.get('workers')} worker(s) told to stop at once"
+        return f"stopping {reply.get('workers')} worker(s) gracefully"
+    if command == "reload" and "workers" in reply:
+        return f"replacing {reply.get('workers')} worker(s) one at a time"
     if command == "stop":
         if reply.get("now"):
             return f"stopping now: aborting {reply.get('connections')} connection(s)"
@@ -267,7 +327,11 @@ def _text(command: str, reply: dict[str, Any]) -> str:
             f"shutdown timeout {deadline}"
         )
     if command == "log-level":
-        return f"log level: {reply.get('was')} -> {reply.get('level')}"
+        line = f"log level: {reply.get('was')} -> {reply.get('level')}"
+        workers = reply.get("workers")
+        if isinstance(workers, dict):
+            line += "".join(f"\nworker {wid}: {answer}" for wid, answer in workers.items())
+        return line
     return "ok"
 
 

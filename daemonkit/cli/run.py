@@ -63,6 +63,7 @@ from daemonkit.ops.workers import (
     Supervisor,
     bind_endpoints,
     check_workers,
+    release_endpoints,
     tag_worker_logs,
     worker_id_from_env,
 )
@@ -296,9 +297,32 @@ def _supervise(daemon: Daemon, args: argparse.Namespace) -> int:
             log=log,
             stop_timeout=daemon.shutdown_timeout + STOP_MARGIN,
         )
-        return supervisor.run()
+        return _run_supervisor(daemon, supervisor)
     finally:
         reactor.close()
+
+
+def _run_supervisor(daemon: Daemon, supervisor: Supervisor) -> int:
+    """Serve ``--control``/``--metrics`` for the set (ops.workerset) around ``supervisor.run()``."""
+    ops = None
+    if daemon.control is not None or daemon.metrics is not None:
+        from daemonkit.ops.workerset import SetOperations
+
+        try:
+            ops = SetOperations.open(daemon, supervisor)
+        except (ConfigError, StartError) as exc:
+            release_endpoints(supervisor.sockets)
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+                return _fail(EXIT_ADDRESS_IN_USE, str(exc))
+            if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM):
+                return _fail(EXIT_PERMISSION, str(exc))
+            return _fail(EXIT_CONFIG, str(exc))
+    try:
+        return supervisor.run()
+    finally:
+        if ops is not None:
+            ops.close()
 
 
 def _start_checks(daemon: Daemon, args: argparse.Namespace) -> None:

@@ -58,6 +58,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "daemonkit.framing.lines",
     "daemonkit.framing.length",
     "daemonkit.framing.netstring",
+    "daemonkit.framing.resp",
     "daemonkit.core.connection",
 )
 

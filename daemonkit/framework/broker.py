@@ -39,6 +39,15 @@ The rules it keeps:
   of a process that died leave every count within
   ``(HEARTBEAT_MISSES + 1) * heartbeat`` seconds; one that stops cleanly
   says so and leaves at once.
+* **Listings by question and answers.** ``group.members()`` writes a
+  question on the stream; every other process answers with its members of
+  the group (at most the ``limit`` asked, up to
+  :data:`~daemonkit.framework.groups.MEMBERS_LIMIT`), addressed to the
+  asker. The asker knows which processes should answer (the live peers
+  when it asked) and completes when all have, or at its deadline naming
+  the silent ones, as Socket.IO's ``fetchSockets()`` does with its
+  expected response count (which, unlike this, fails the whole call at
+  its timeout). At most :data:`BROKER_MAX_LISTINGS` wait at once.
 * **Malformed entries** (another program writing to the stream, another
   version) are dropped and counted; the first is logged.
 """
@@ -59,7 +68,15 @@ from urllib.parse import urlsplit
 
 from daemonkit.core.durations import check_duration
 from daemonkit.errors import ConfigError, DaemonkitError
-from daemonkit.framework.groups import Group
+from daemonkit.framework.groups import (
+    MEMBERS_LIMIT,
+    Group,
+    Member,
+    Members,
+    _check_meta,
+    _finish,
+    _OnMembers,
+)
 from daemonkit.framework.links import Backoff
 
 if TYPE_CHECKING:
@@ -72,6 +89,7 @@ __all__ = [
     "BROKER_BACKLOG",
     "BROKER_CLOSE_TIMEOUT",
     "BROKER_EXTRA",
+    "BROKER_MAX_LISTINGS",
     "BROKER_MAX_MESSAGE",
     "BROKER_OUTBOX_LIMIT",
     "BROKER_READ_BLOCK",
@@ -118,6 +136,10 @@ DEFAULT_BROKER_HEARTBEAT = 5.0
 HEARTBEAT_MISSES = 2
 #: Seconds a stopping process gives to writing its outbox and its goodbye.
 BROKER_CLOSE_TIMEOUT = 1.0
+#: Membership listings of one process waiting for answers at once; past it
+#: ``members()`` raises RuntimeError. RFC 9113 asks HTTP/2 peers to allow at
+#: least 100 concurrent streams: a listing is a request in flight like one.
+BROKER_MAX_LISTINGS = 100
 #: The prefix of every Redis key the broker uses.
 DEFAULT_BROKER_PREFIX = "daemonkit"
 #: What to install for a broker.
@@ -125,6 +147,13 @@ BROKER_EXTRA = "pip install 'daemonkit[broker]'"
 
 _VERSION = b"1"
 _MESSAGES, _PRESENCE, _EXIT = b"m", b"p", b"x"
+_QUERY, _ANSWER = b"q", b"a"  # a members() question, and an answer to one asker
+# Questions and answers waiting for Redis at most (an outage): each answer is
+# at most MEMBERS_LIMIT members; past it the newest are dropped and counted.
+_CONTROL_LIMIT = BROKER_MAX_LISTINGS
+# Longest peer address in an answer: an IPv6 address with a scope and a port
+# is under 64 characters; a unix socket's path under 108 (sun_path).
+_MAX_PEER = 128
 # One message inside a messages entry: group length, data length, flags; then
 # the group (UTF-8) and the data. Flags: _TEXT (a str, else bytes), _DROP (the
 # "drop" policy, else "skip"); any other bit makes the entry malformed.
@@ -210,6 +239,43 @@ class _Peer:
         self.expires = expires
 
 
+class _Listing:
+    """A ``members()`` call waiting for the other processes' answers."""
+
+    __slots__ = (
+        "answered",
+        "found",
+        "future",
+        "limit",
+        "malformed",
+        "missing",
+        "on_done",
+        "timer",
+        "truncated",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        future: asyncio.Future[Members],
+        on_done: _OnMembers | None,
+        limit: int,
+        found: list[Member],
+        truncated: bool,
+        waiting: set[str],
+    ) -> None:
+        self.future = future
+        self.on_done = on_done
+        self.limit = limit
+        self.found = found
+        self.truncated = truncated
+        self.waiting = waiting  # asked, not answered yet
+        self.answered: set[str] = set()
+        self.missing: list[str] = []
+        self.malformed = 0
+        self.timer: Timer | None = None
+
+
 class Broker:
     """The link from one process's groups to the cluster's; see the module docstring.
 
@@ -259,6 +325,9 @@ class Broker:
         self._peers: dict[str, _Peer] = {}
         self._seqs: dict[str, int] = {}  # the last message number read, per process
         self._departed: dict[str, None] = {}  # processes that said goodbye, oldest first
+        # Questions and answers of members() listings not yet written, oldest first.
+        self._control: deque[dict[bytes, bytes]] = deque()
+        self._listings: dict[str, _Listing] = {}  # ours waiting for answers, by id
         self._dirty: set[str] = set()  # groups whose local count changed
         self._full = True  # the next presence note carries every group
         self._down: set[str] = set()  # "reader"/"writer" while they cannot reach Redis
@@ -373,6 +442,11 @@ class Broker:
         # swallow a cancellation that lands inside a command, so the loops
         # also end on this flag.
         self._poke()
+        for listing in self._listings.values():
+            if listing.timer is not None:
+                listing.timer.cancel()
+            listing.future.cancel()  # as offload's abandon: no callback at a stop
+        self._listings.clear()
         if self._writer_client is not None and not self._down:
             self._goodbye()
 
@@ -423,6 +497,134 @@ class Broker:
                 found[proc] = n
         return found
 
+    def query(
+        self,
+        group: Group,
+        limit: int,
+        timeout: float,
+        future: asyncio.Future[Members],
+        on_done: _OnMembers | None,
+    ) -> None:
+        """Ask the other processes for their members of ``group``; see :meth:`Group.members`.
+
+        ``future`` gets the :class:`~daemonkit.framework.groups.Members`
+        (and ``on_done`` is called) when every live peer answered, or after
+        ``timeout`` seconds with the silent ones in ``missing``; never before
+        this returns. ``RuntimeError`` past :data:`BROKER_MAX_LISTINGS`.
+        """
+        if len(self._listings) >= BROKER_MAX_LISTINGS:
+            raise RuntimeError(
+                f"{len(self._listings)} members() listings are waiting for answers, at "
+                f"BROKER_MAX_LISTINGS={BROKER_MAX_LISTINGS}; try again when one completed"
+            )
+        found, total = group._listing(limit)
+        local = [Member(self.process, cid, peer, meta) for cid, peer, meta in found]
+        listing = _Listing(future, on_done, limit, local, total > limit, set(self._peers))
+        key = secrets.token_hex(8)
+        self._listings[key] = listing
+        if not listing.waiting or self._closed:
+            listing.missing = sorted(listing.waiting)  # stopping: no one is asked
+            listing.waiting.clear()
+            self._reactor.call_soon(self._complete, key)
+            return
+        question = {
+            b"v": _VERSION,
+            b"p": self.process.encode(),
+            b"k": _QUERY,
+            b"i": key.encode(),
+            b"g": group.name.encode(),
+            b"n": b"%d" % limit,
+        }
+        if not self._queue_control(question):
+            listing.missing = sorted(listing.waiting)  # asked no one: no one answers
+            listing.waiting.clear()
+            self._reactor.call_soon(self._complete, key)
+            return
+        listing.timer = self._reactor.call_later(timeout, self._expire_listing, key)
+
+    def _queue_control(self, fields: dict[bytes, bytes]) -> bool:
+        """Queue a question or an answer for the writer; False (counted) if the queue is full."""
+        if len(self._control) >= _CONTROL_LIMIT:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                self.log.warning(
+                    "broker: %d listing question(s)/answer(s) already wait for Redis; "
+                    "more are dropped (%d dropped so far)",
+                    len(self._control),
+                    self.dropped,
+                )
+            return False
+        self._control.append(fields)
+        self._poke()
+        return True
+
+    def _stale(self, fields: dict[bytes, bytes]) -> bool:
+        """Is this queued entry a question of a listing that is over?"""
+        return fields[b"k"] == _QUERY and fields[b"i"].decode() not in self._listings
+
+    def _expire_listing(self, key: str) -> None:
+        listing = self._listings.get(key)
+        if listing is None:
+            return
+        listing.timer = None
+        listing.missing.extend(listing.waiting)
+        listing.waiting.clear()
+        self._complete(key)
+
+    def _complete(self, key: str) -> None:
+        listing = self._listings.pop(key, None)
+        if listing is None:
+            return  # completed already, or cancelled by close()
+        if listing.timer is not None:
+            listing.timer.cancel()
+            listing.timer = None
+        result = Members(
+            tuple(listing.found),
+            tuple(sorted(listing.missing)),
+            listing.truncated,
+            listing.malformed,
+        )
+        _finish(listing.future, listing.on_done, result, self.log)
+
+    def _answer(self, asker: str, key: bytes, name: str, limit: int) -> None:
+        """Another process asked for the members of group ``name``: queue our answer."""
+        group = self._registry.get(name)
+        found, total = group._listing(limit) if group is not None else ([], 0)
+        data = {"m": [[cid, peer, meta] for cid, peer, meta in found], "n": total}
+        answer = {
+            b"v": _VERSION,
+            b"p": self.process.encode(),
+            b"k": _ANSWER,
+            b"t": asker.encode(),
+            b"i": key,
+            b"d": json.dumps(data, separators=(",", ":")).encode(),
+        }
+        self._queue_control(answer)
+
+    def _answered(self, entry_id: bytes, proc: str, fields: dict[bytes, bytes]) -> None:
+        """An answer on the stream: ours (to a listing still waiting) is added, else ignored."""
+        if fields.get(b"t") != self.process.encode():
+            return  # to another asker
+        key = fields.get(b"i", b"").decode(errors="replace")
+        listing = self._listings.get(key)
+        if listing is None:
+            return  # too late: that listing completed without it
+        try:
+            members, total = _members(proc, json.loads(fields[b"d"]), listing.limit)
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            listing.malformed += 1
+            self._malformed(entry_id, exc)
+            return
+        if proc in listing.answered or proc in listing.missing:
+            return  # answered twice (a retried write), or forgotten meanwhile
+        listing.answered.add(proc)
+        listing.waiting.discard(proc)
+        room = listing.limit - len(listing.found)
+        listing.found.extend(members[:room])
+        listing.truncated = listing.truncated or total > len(members) or len(members) > room
+        if not listing.waiting:
+            self._complete(key)
+
     @property
     def state(self) -> str:
         """``"up"`` while both connections to Redis work, ``"down"`` during an outage."""
@@ -450,6 +652,7 @@ class Broker:
             "malformed": self.malformed,
             "reconnects": self.reconnects,
             "lag": round(self.lag, 6),
+            "listings": len(self._listings),
         }
 
     # -- the writer ---------------------------------------------------------------
@@ -464,7 +667,7 @@ class Broker:
         backoff = Backoff(BROKER_RECONNECT_MIN, BROKER_RECONNECT_MAX)
         try:
             while not self._closed:
-                if not self._outbox and not self._dirty and not self._full:
+                if not self._outbox and not self._dirty and not self._full and not self._control:
                     self._wake.clear()
                     await self._wake.wait()
                     continue  # to the loop's test: closed meanwhile?
@@ -483,12 +686,17 @@ class Broker:
 
     async def _write_some(self, client: Redis) -> None:
         batch = [self._outbox[i] for i in range(min(_WRITE_BATCH, len(self._outbox)))]
+        if self._control:
+            # A question whose listing completed meanwhile (its deadline passed
+            # during an outage) would only make every process answer for nothing.
+            self._control = deque(f for f in self._control if not self._stale(f))
+        control = [self._control[i] for i in range(min(_WRITE_BATCH, len(self._control)))]
         dirty, full = self._dirty, self._full
         self._dirty, self._full = set(), False
         pipe = client.pipeline(transaction=False)
         if dirty or full:
             self._add_presence(pipe, dirty, full)
-        for fields in self._entries(batch):
+        for fields in [*control, *self._entries(batch)]:
             pipe.xadd(self._stream, fields, maxlen=self._backlog, approximate=True)  # type: ignore[arg-type]
         try:
             await pipe.execute()
@@ -498,6 +706,8 @@ class Broker:
             raise
         if self._closed:
             return  # the goodbye took the outbox meanwhile (and sent it again: read once)
+        for _ in control:
+            self._control.popleft()
         for _ in batch:
             _, late = self._outbox.popleft()
             self.delayed += late
@@ -604,6 +814,12 @@ class Broker:
     def _forget(self, proc: str, why: str) -> None:
         peer = self._peers.pop(proc, None)
         self._seqs.pop(proc, None)
+        for key, listing in list(self._listings.items()):
+            if proc in listing.waiting:  # it will not answer now
+                listing.waiting.discard(proc)
+                listing.missing.append(proc)
+                if not listing.waiting:
+                    self._complete(key)
         if peer is not None:
             members = sum(peer.counts.values())
             self.log.info("process %s left the cluster (%s): %d member(s)", proc, why, members)
@@ -707,6 +923,15 @@ class Broker:
             elif kind == _PRESENCE:
                 counts = _counts(json.loads(fields[b"d"]))
                 full = fields.get(b"f") == b"1"
+            elif kind == _ANSWER:
+                self._answered(entry_id, proc, fields)
+                return
+            elif kind == _QUERY:
+                key = fields[b"i"]
+                name = fields[b"g"].decode()
+                limit = int(fields[b"n"])
+                if not 0 < len(key) <= 32 or not 1 <= limit <= MEMBERS_LIMIT:
+                    raise ValueError(f"a question with id {key!r} and limit {limit}")
             elif kind != _EXIT:
                 raise ValueError(f"kind {kind!r}")
         except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
@@ -720,6 +945,8 @@ class Broker:
                 self._deliver(proc, seq + i, group, message, policy)
         elif kind == _PRESENCE:
             self._presence(proc, counts, full)
+        elif kind == _QUERY:
+            self._answer(proc, key, name, limit)
         else:
             self._departed[proc] = None
             if len(self._departed) > _MAX_DEPARTED:
@@ -846,6 +1073,33 @@ def _unpack(blob: bytes) -> list[tuple[str, bytes | str, str]]:
     if not found:
         raise ValueError("no message in a messages entry")
     return found
+
+
+def _members(proc: str, value: object, limit: int) -> tuple[list[Member], int]:
+    """An answer's members (of process ``proc``) and its member total; ValueError/TypeError.
+
+    ``{"m": [[id, peer, meta], ...], "n": total}``: at most ``limit``
+    members, ids whole numbers, peers short strings, metas as
+    :meth:`Group.add` allows them, and a total at least the members listed.
+    """
+    if not isinstance(value, dict):
+        raise ValueError("an answer is not a JSON object")
+    listed, total = value["m"], value["n"]
+    if not isinstance(listed, list) or len(listed) > limit:
+        raise ValueError(f"an answer lists {type(listed).__name__} past the limit {limit}")
+    if not isinstance(total, int) or isinstance(total, bool) or total < len(listed):
+        raise ValueError(f"an answer's total is {total!r}")
+    found = []
+    for item in listed:
+        if not isinstance(item, list) or len(item) != 3:
+            raise ValueError(f"a member is {item!r}, not [id, peer, meta]")
+        cid, peer, meta = item
+        if not isinstance(cid, int) or isinstance(cid, bool) or cid < 0:
+            raise ValueError(f"a member's id is {cid!r}")
+        if not isinstance(peer, str) or len(peer) > _MAX_PEER:
+            raise ValueError(f"a member's peer is {peer!r}")
+        found.append(Member(proc, cid, peer, None if meta is None else _check_meta(meta)))
+    return found, total
 
 
 def _counts(value: object) -> dict[str, int]:

@@ -10,6 +10,8 @@ is written in :mod:`daemonkit.framing.base`.
 * :class:`Lines`: delimited lines (``b"\\n"``, ``b"\\r\\n"``...).
 * :class:`LengthPrefixed`: an unsigned integer header, then the payload.
 * :class:`Netstrings`: ``b"5:hello,"``.
+* :class:`Resp`: the Redis protocol, server side: commands in (each a list
+  of arguments), replies out; :class:`ErrorReply` is an error reply.
 
 Each limit has a named default: :data:`DEFAULT_MAX_LINE` for lines and
 :data:`DEFAULT_MAX_FRAME` for length-delimited frames.
@@ -22,13 +24,16 @@ from daemonkit.framing.length import LengthPrefixed
 from daemonkit.framing.lines import DEFAULT_MAX_LINE, Lines
 from daemonkit.framing.netstring import Netstrings
 from daemonkit.framing.raw import Raw
+from daemonkit.framing.resp import ErrorReply, Resp
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "DEFAULT_MAX_LINE",
+    "ErrorReply",
     "Framer",
     "LengthPrefixed",
     "Lines",
     "Netstrings",
     "Raw",
+    "Resp",
 ]

@@ -8,7 +8,9 @@ zero-downtime upgrade (:mod:`~daemonkit.ops.upgrade`), the memory guard
 (:mod:`~daemonkit.ops.process`, :mod:`~daemonkit.ops.pidfile`,
 :mod:`~daemonkit.ops.systemd`), the development reloader
 (:mod:`~daemonkit.ops.reloader`) — through the daemon's documented lifecycle
-hooks, and runs it. A daemon never imports this layer.
+hooks, and runs it. ``--workers`` runs a supervisor instead
+(:mod:`~daemonkit.ops.workers`), which serves the set's control socket and
+metrics (:mod:`~daemonkit.ops.workerset`). A daemon never imports this layer.
 """
 
 __all__: list[str] = []

@@ -50,9 +50,10 @@ import socket
 import stat
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from daemonkit.core.connection import CloseReason, Connection
 from daemonkit.core.durations import check_duration
@@ -92,9 +93,13 @@ __all__ = [
     "METRICS_MAX_CLIENTS",
     "Operations",
     "RequestError",
+    "Served",
     "check_operations",
+    "check_request",
     "check_socket_dir",
+    "open_endpoints",
     "parse_request",
+    "set_log_level",
 ]
 
 #: Longest request line, in bytes: the longest request defined is under 100
@@ -136,6 +141,12 @@ _METRICS_MAX_BODY = 1024
 # Seconds a closing internal connection may take to flush its reply
 # (nginx's lingering_timeout is 5 s).
 _CLOSE_TIMEOUT = 5.0
+
+# Requests of one client waiting for a reply that comes later (the
+# supervisor of --workers asks its workers first): past this many, the
+# client's reading pauses until replies go out. A ctl client sends one at a
+# time; Prometheus one scrape per connection.
+_MAX_WAITING = 8
 
 #: The control commands, each with the one line ``ctl --help`` shows.
 COMMANDS: Mapping[str, str] = MappingProxyType(
@@ -196,6 +207,44 @@ def parse_request(line: bytes) -> dict[str, Any]:
     if not isinstance(obj.get("cmd"), str):
         raise RequestError(f'a request needs "cmd", a string, e.g. {_EXAMPLE}')
     return obj
+
+
+def check_request(request: dict[str, Any]) -> str:
+    """The command of a parsed request whose fields fit it; :class:`RequestError` otherwise.
+
+    An unknown command, a field the command does not take, or a required
+    field missing. The values themselves are checked by the command.
+    """
+    cmd = request.get("cmd")
+    if not isinstance(cmd, str) or cmd not in COMMANDS:
+        raise RequestError(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
+    fields = _FIELDS[cmd]
+    unknown = sorted(set(request) - {"cmd"} - set(fields))
+    if unknown:
+        takes = ", ".join(fields) or "nothing else"
+        raise RequestError(f"{cmd} does not take {unknown[0]!r} (it takes: {takes})")
+    missing = [name for name, required in fields.items() if required and name not in request]
+    if missing:
+        raise RequestError(f'{cmd} needs "{missing[0]}"')
+    return cmd
+
+
+def set_log_level(level: object, log: logging.Logger) -> tuple[str, str]:
+    """Set this process's log level to ``level`` (a name); ``(was, now)`` as seen by ``log``.
+
+    :class:`RequestError` for a name that is not in
+    :data:`~daemonkit.core.log.LEVELS`.
+    """
+    number = LEVELS.get(level.strip().lower()) if isinstance(level, str) else None
+    if number is None:
+        raise RequestError(f"unknown log level {level!r}; choose one of {', '.join(LEVELS)}")
+    was = logging.getLevelName(log.getEffectiveLevel()).lower()
+    # The loggers daemonkit.core.log.setup() configures: "daemonkit" (every
+    # daemon's logger is its child) and the root, which application and
+    # library loggers follow.
+    logging.getLogger("daemonkit").setLevel(number)
+    logging.getLogger().setLevel(number)
+    return was, logging.getLevelName(log.getEffectiveLevel()).lower()
 
 
 def check_socket_dir(path: str) -> None:
@@ -280,6 +329,30 @@ def _peer_credentials(conn: Connection) -> tuple[int, int, int] | None:
 # -- internal hosts --------------------------------------------------------------
 
 
+class Served(Protocol):
+    """What the control socket and the metrics endpoint serve: a daemon's :class:`Operations`,
+    or the ``--workers`` supervisor's (:mod:`daemonkit.ops.workerset`).
+
+    ``daemon`` names the logger and numbers the connections; ``submit`` and
+    ``scrape_later`` answer now or later by calling ``done`` once: replies
+    still go out in request order.
+    """
+
+    @property
+    def daemon(self) -> Daemon:
+        """The daemon served (in a supervisor: the one its workers run, never started)."""
+
+    @property
+    def reactor(self) -> Reactor:
+        """The loop the endpoints run on."""
+
+    def submit(self, request: dict[str, Any], done: Callable[[dict[str, Any]], None]) -> None:
+        """Run one parsed control request; ``done(reply)`` once, now or later."""
+
+    def scrape_later(self, accept: str, done: Callable[[bytes, str], None]) -> None:
+        """One scrape; ``done(body, content_type)`` once, now or later."""
+
+
 class _ServiceConnection(Connection):
     """A connection of an internal host: framing errors get a reply before the close."""
 
@@ -302,7 +375,7 @@ class _ServiceHost:
 
     def __init__(
         self,
-        ops: Operations,
+        ops: Served,
         address: Address,
         *,
         max_clients: int,
@@ -326,6 +399,10 @@ class _ServiceHost:
         self.clients: dict[int, Connection] = {}
         #: Clients closed at accept because :attr:`max_clients` were being served.
         self.refused = 0
+        # Per client id: its requests' replies in order; None until ready.
+        self._waiting: dict[int, deque[list[Callable[[], object] | None]]] = {}
+        # Clients not read while _MAX_WAITING replies are outstanding.
+        self._paused: set[int] = set()
 
     @property
     def reactor(self) -> Reactor:
@@ -396,6 +473,36 @@ class _ServiceHost:
     def _new_connection(self) -> Connection:
         return _ServiceConnection(self, self.daemon.new_connection_id(), self.new_framer())
 
+    def _reply_slot(self, conn: Connection) -> Callable[[Callable[[], object]], None]:
+        """A place for the reply to the request just read: ``fill(send)`` once it is known.
+
+        ``send()`` writes the reply; it runs once every earlier request's
+        reply has gone out, so a reply that comes later (the supervisor asks
+        its workers) never overtakes one that came at once. A client with
+        :data:`_MAX_WAITING` replies outstanding stops being read until they go.
+        """
+        queue = self._waiting.setdefault(conn.id, deque())
+        entry: list[Callable[[], object] | None] = [None]
+        queue.append(entry)
+        if len(queue) >= _MAX_WAITING and conn.id not in self._paused:
+            self._paused.add(conn.id)
+            conn.pause_reading()
+
+        def fill(send: Callable[[], object]) -> None:
+            if entry[0] is not None or self._waiting.get(conn.id) is not queue:
+                return  # answered already, or the client is gone
+            entry[0] = send
+            while queue and (ready := queue[0][0]) is not None:
+                queue.popleft()
+                ready()
+            if not queue:
+                self._waiting.pop(conn.id, None)
+            if len(queue) < _MAX_WAITING and conn.id in self._paused:
+                self._paused.discard(conn.id)
+                conn.resume_reading()
+
+        return fill
+
     # -- the ConnectionHost interface ------------------------------------
 
     def _on_connection_made(self, conn: Connection) -> None:
@@ -407,6 +514,8 @@ class _ServiceHost:
 
     def _on_connection_lost(self, conn: Connection, reason: CloseReason) -> None:
         self.clients.pop(conn.id, None)
+        self._waiting.pop(conn.id, None)
+        self._paused.discard(conn.id)
 
     def _call_error(self, conn: Connection, exc: Exception) -> None:
         conn.log.error("internal error in the %s endpoint; closing", self.kind, exc_info=exc)
@@ -427,7 +536,7 @@ class _ControlHost(_ServiceHost):
 
     kind = "control"
 
-    def __init__(self, ops: Operations, path: str) -> None:
+    def __init__(self, ops: Served, path: str) -> None:
         super().__init__(
             ops,
             Address("unix", path=path),
@@ -476,13 +585,16 @@ class _ControlHost(_ServiceHost):
         conn._close(CloseReason.LOCAL)
 
     def on_frame(self, conn: Connection, frame: Any) -> None:
-        """One request line: parse, run, reply."""
+        """One request line: parse, run, reply (now, or later for a supervisor)."""
+        fill = self._reply_slot(conn)
+
+        def done(reply: dict[str, Any]) -> None:
+            fill(lambda: self._reply(conn, reply))
+
         try:
-            request = parse_request(frame)
-            reply = self.ops.execute(request)
+            self.ops.submit(parse_request(frame), done)
         except RequestError as exc:
-            reply = {"ok": False, "error": str(exc)}
-        self._reply(conn, reply)
+            done({"ok": False, "error": str(exc)})
 
     def _on_bad_input(self, conn: Connection, exc: FramingError) -> None:
         if isinstance(exc, FrameTooLarge):
@@ -514,7 +626,7 @@ class _MetricsHost(_ServiceHost):
 
     kind = "metrics"
 
-    def __init__(self, ops: Operations, address: Address) -> None:
+    def __init__(self, ops: Served, address: Address) -> None:
         super().__init__(
             ops,
             address,
@@ -534,22 +646,32 @@ class _MetricsHost(_ServiceHost):
         assert isinstance(frame, HttpRequest)
         keep = frame.keep_alive and frame.upgrade is None
         head = frame.method == "HEAD"
+        fill = self._reply_slot(conn)
+
+        def send(data: bytes) -> None:
+            conn.write(data)
+            if not keep:
+                conn._close(CloseReason.LOCAL)
+
         if frame.method not in ("GET", "HEAD"):
             data = encode_response(
                 405, {"allow": "GET, HEAD"}, b"only GET /metrics\n", keep_alive=keep
             )
+            fill(lambda: send(data))
         elif frame.path != "/metrics":
             data = encode_response(404, (), b"not found; try /metrics\n", keep_alive=keep)
+            fill(lambda: send(data))
         else:
+
+            def done(body: bytes, content_type: str) -> None:
+                response = encode_response(
+                    200, {"content-type": content_type}, body, keep_alive=keep, head=head
+                )
+                fill(lambda: send(response))
+
             # Prometheus asks for OpenMetrics in Accept; anything else gets the classic text.
             accept = ", ".join(value for name, value in frame.headers if name == "accept")
-            body, content_type = self.ops.scrape(accept)
-            data = encode_response(
-                200, {"content-type": content_type}, body, keep_alive=keep, head=head
-            )
-        conn.write(data)
-        if not keep:
-            conn._close(CloseReason.LOCAL)
+            self.ops.scrape_later(accept, done)
 
     def _on_bad_input(self, conn: Connection, exc: FramingError) -> None:
         status = exc.status if isinstance(exc, HttpError) else 400
@@ -624,28 +746,7 @@ class Operations:
         path, address = check_operations(daemon.control, daemon.metrics)
         if address is not None:
             self._register()  # before binding: a name clash fails the start (ConfigError)
-        if path is not None:
-            self.control = _ControlHost(self, path)
-            try:
-                self.control.open()
-            except OSError as exc:
-                raise StartError(
-                    f"cannot open the control socket {self.control.path}: {exc.strerror or exc}"
-                ) from exc
-            self.log.info("control socket at %s", self.control.path)
-        if address is not None:
-            self.metrics = _MetricsHost(self, address)
-            try:
-                self.metrics.open()
-            except OSError as exc:
-                raise StartError(
-                    f"cannot listen for metrics on {address}: {exc.strerror or exc}"
-                ) from exc
-            bound = self.metrics.address
-            if address.scheme == "unix":
-                self.log.info("metrics at %s (GET /metrics)", bound)
-            else:
-                self.log.info("metrics at %s/metrics", str(bound).replace("tcp://", "http://", 1))
+        self.control, self.metrics = open_endpoints(self, path, address, self.log)
 
     def _start_monitors(self) -> None:
         if not self._closed:
@@ -701,19 +802,17 @@ class Operations:
             process=process,
         )
 
+    def submit(self, request: dict[str, Any], done: Callable[[dict[str, Any]], None]) -> None:
+        """Run one request and pass its reply to ``done`` at once (see :class:`Served`)."""
+        done(self.execute(request))
+
+    def scrape_later(self, accept: str, done: Callable[[bytes, str], None]) -> None:
+        """One scrape, passed to ``done`` at once (see :class:`Served`)."""
+        done(*self.scrape(accept))
+
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run one parsed request and return its reply; :class:`RequestError` if it is wrong."""
-        cmd = request.get("cmd")
-        if not isinstance(cmd, str) or cmd not in COMMANDS:
-            raise RequestError(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
-        fields = _FIELDS[cmd]
-        unknown = sorted(set(request) - {"cmd"} - set(fields))
-        if unknown:
-            takes = ", ".join(fields) or "nothing else"
-            raise RequestError(f"{cmd} does not take {unknown[0]!r} (it takes: {takes})")
-        missing = [name for name, required in fields.items() if required and name not in request]
-        if missing:
-            raise RequestError(f'{cmd} needs "{missing[0]}"')
+        cmd = check_request(request)
         handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(
             self, "_cmd_" + cmd.replace("-", "_")
         )
@@ -804,18 +903,7 @@ class Operations:
         }
 
     def _cmd_log_level(self, request: dict[str, Any]) -> dict[str, Any]:
-        level = request["level"]
-        number = LEVELS.get(level.strip().lower()) if isinstance(level, str) else None
-        if number is None:
-            raise RequestError(f"unknown log level {level!r}; choose one of {', '.join(LEVELS)}")
-        log = self.daemon.log
-        was = logging.getLevelName(log.getEffectiveLevel()).lower()
-        # The loggers daemonkit.core.log.setup() configures: "daemonkit" (every
-        # daemon's logger is its child) and the root, which application and
-        # library loggers follow.
-        logging.getLogger("daemonkit").setLevel(number)
-        logging.getLogger().setLevel(number)
-        now = logging.getLevelName(log.getEffectiveLevel()).lower()
+        was, now = set_log_level(request["level"], self.daemon.log)
         self.log.warning("log level changed from %s to %s", was, now)
         return {"ok": True, "level": now, "was": was}
 
@@ -825,3 +913,45 @@ class Operations:
         except ConfigError as exc:
             raise RequestError(str(exc)) from None
         return {"ok": True, "metrics": body.decode()}
+
+
+def open_endpoints(
+    ops: Served, path: str | None, address: Address | None, log: logging.Logger
+) -> tuple[_ControlHost | None, _MetricsHost | None]:
+    """Open the control socket at ``path`` and the metrics endpoint at ``address`` for ``ops``.
+
+    Either may be None (not opened). Raises :class:`~daemonkit.daemon.StartError`
+    when one cannot be bound (what was opened is closed again), and
+    :class:`~daemonkit.errors.ConfigError` for a control directory that fails
+    :func:`check_socket_dir`. A daemon's :class:`Operations` and the
+    ``--workers`` supervisor both open theirs here.
+    """
+    control = _ControlHost(ops, path) if path is not None else None
+    metrics = _MetricsHost(ops, address) if address is not None else None
+    try:
+        if control is not None:
+            try:
+                control.open()
+            except OSError as exc:
+                raise StartError(
+                    f"cannot open the control socket {control.path}: {exc.strerror or exc}"
+                ) from exc
+            log.info("control socket at %s", control.path)
+        if metrics is not None and address is not None:
+            try:
+                metrics.open()
+            except OSError as exc:
+                raise StartError(
+                    f"cannot listen for metrics on {address}: {exc.strerror or exc}"
+                ) from exc
+            bound = metrics.address
+            if address.scheme == "unix":
+                log.info("metrics at %s (GET /metrics)", bound)
+            else:
+                log.info("metrics at %s/metrics", str(bound).replace("tcp://", "http://", 1))
+    except BaseException:
+        for host in (control, metrics):
+            if host is not None:
+                host.close()
+        raise
+    return control, metrics

@@ -35,6 +35,7 @@ from daemonkit.ops.workers import (
     ENV_WORKER,
     AcceptShares,
     share_accepts,
+    supervisor_link_from_env,
     watch_supervisor,
     worker_id_from_env,
 )
@@ -124,7 +125,18 @@ def attach(daemon: Daemon) -> Attached:
     os.environ.pop(ENV_WORKER, None)  # not for this worker's own children
     if worker is not None:
         daemon._worker_id = worker
-    attached = Attached(daemon, Upgrader(daemon))
+    upgrader = Upgrader(daemon)
+    if worker is not None:
+        link = supervisor_link_from_env(worker)
+        if link.control is not None:
+            # The supervisor serves --control and --metrics for the set and
+            # asks this worker through its private socket (ops.workerset).
+            daemon.control, daemon.metrics = link.control, None
+        if link.requests is not None:
+            # max_memory/max_runtime: the supervisor recycles one worker at a time.
+            upgrader.recycle_request = link.ask_recycle
+        upgrader.runtime_stagger = link.stagger
+    attached = Attached(daemon, upgrader)
     if worker is not None:
         attached.shares = AcceptShares.from_env()
     attached.upgrader.service_listeners = attached.service_listeners

@@ -284,6 +284,14 @@ class Upgrader:
         self.service_listeners: Callable[[], list[tuple[str, Listener]]] = list
         # The unix socket files the old process handed over, claimed once ready.
         self._files: dict[str, tuple[int, int]] = {}
+        #: In a ``--workers`` worker: asks the supervisor to recycle this
+        #: worker (True if asked), in place of an upgrade, when ``max_memory``
+        #: or ``max_runtime`` passes; the supervisor replaces one worker at a
+        #: time. The runner sets it (None: upgrade, as a single process does).
+        self.recycle_request: Callable[[str], bool] | None = None
+        #: Fraction of ``max_runtime`` added to the first deadline (a worker's
+        #: stagger, set by the runner).
+        self.runtime_stagger = 0.0
         self._adopt()
 
     # -- the new process ---------------------------------------------------------
@@ -364,12 +372,21 @@ class Upgrader:
             reactor.call_every(daemon.memory_check_interval, self._check_memory)
         if daemon.max_runtime is not None:
             delay = runtime_deadline(daemon.max_runtime, daemon.max_runtime_jitter)
+            delay += daemon.max_runtime * self.runtime_stagger
             reactor.call_later(delay, self._recycle)
 
     def _recycle(self) -> None:
         """``max_runtime`` passed: hand over to a fresh process, or exit for the supervisor."""
         daemon = self.daemon
         if daemon.is_stopping() or self._reactor is None:
+            return
+        if self.recycle_request is not None:  # a --workers worker: one at a time
+            self._reactor.call_later(RUNTIME_RETRY_DELAY, self._recycle)  # if it fails
+            self.log.warning(
+                "max_runtime=%gs passed; asking the supervisor to recycle this worker",
+                daemon.max_runtime,
+            )
+            self.recycle_request(f"max_runtime={daemon.max_runtime:g}s passed")
             return
         if not daemon.addresses:  # nothing to hand over: the supervisor starts the next one
             self.log.warning(
@@ -594,6 +611,11 @@ class Upgrader:
             return
         rss = guard.exceeded()
         if rss is None:
+            return
+        if self.recycle_request is not None:
+            over = f"RSS {format_size(rss)} is over max_memory {format_size(guard.limit)}"
+            self.log.warning("memory: %s; asking the supervisor to recycle this worker", over)
+            self.recycle_request(over)
             return
         self.log.warning(
             "memory: RSS %s is over max_memory %s; recycling this process "

@@ -30,11 +30,23 @@ The supervisor, as gunicorn's arbiter and Node's cluster primary do:
   N-1 workers serve throughout. A new worker that fails ends the reload;
   the old one goes on.
 * passes **SIGUSR1** (reopen the log file) on to the workers.
+* **recycles** a worker that asks for it (its ``max_memory`` or
+  ``max_runtime`` passed) exactly as SIGHUP replaces one, one worker at a
+  time: requests that arrive meanwhile wait their turn (:meth:`Supervisor.recycle`).
 * **shares the accepts**: every worker is woken for each new client and the
   busiest, already running, tends to win it. The supervisor maps a small
   table (:class:`AcceptShares`) into every worker, in which each publishes
   how many connections it holds; a worker clearly over its share leaves the
   queue to the others for a moment (:func:`share_accepts`).
+
+Besides the sockets and the readiness pipe, each worker gets a **request
+pipe** (``DAEMONKIT_WORKER_FD``) on which it asks to be recycled, the
+fraction of ``max_runtime`` by which to **stagger** its first recycle
+(``DAEMONKIT_WORKER_STAGGER``: worker i of N started with the others waits
+i/N of it longer, so a set started together does not recycle together), and,
+when the supervisor serves ``--control`` or ``--metrics``, the base of its
+**private control socket** (``DAEMONKIT_WORKER_CONTROL``; see
+:func:`worker_control_path` and :mod:`daemonkit.ops.workerset`).
 
 Workers run in a session (and process group) of their own, so a Ctrl-C at a terminal
 reaches the supervisor only (which stops them once, gracefully); a worker
@@ -51,7 +63,9 @@ import os
 import shlex
 import signal
 import socket
+import stat
 import subprocess
+import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
@@ -77,6 +91,9 @@ __all__ = [
     "CRASH_INTERVAL",
     "ENV_SHARES",
     "ENV_WORKER",
+    "ENV_WORKER_CONTROL",
+    "ENV_WORKER_REQUESTS",
+    "ENV_WORKER_STAGGER",
     "EXIT_NO_WORKERS",
     "MAX_WORKERS_PER_CPU",
     "READY_TIMEOUT",
@@ -87,16 +104,28 @@ __all__ = [
     "AcceptShares",
     "CrashLoop",
     "Supervisor",
+    "SupervisorLink",
+    "WorkerInfo",
     "bind_endpoints",
     "check_workers",
+    "release_endpoints",
     "share_accepts",
+    "supervisor_link_from_env",
     "tag_worker_logs",
     "watch_supervisor",
+    "worker_control_path",
     "worker_id_from_env",
 ]
 
 #: The worker's id (0..N-1), next to the upgrade's variables.
 ENV_WORKER = "DAEMONKIT_WORKER"
+#: The base path of the worker's private control socket (see :func:`worker_control_path`).
+ENV_WORKER_CONTROL = "DAEMONKIT_WORKER_CONTROL"
+#: The write end of the pipe on which the worker asks the supervisor to recycle it.
+ENV_WORKER_REQUESTS = "DAEMONKIT_WORKER_FD"
+#: The fraction of ``max_runtime`` added to the worker's first recycle deadline.
+ENV_WORKER_STAGGER = "DAEMONKIT_WORKER_STAGGER"
+
 #: The descriptor of the workers' shared table of loads (:class:`AcceptShares`).
 ENV_SHARES = "DAEMONKIT_WORKER_SHARES"
 
@@ -207,6 +236,72 @@ def tag_worker_logs(worker_id: int, handlers: Sequence[logging.Handler] | None =
         handler.addFilter(add_tag)
 
 
+def worker_control_path(base: str, worker_id: int, pid: int) -> str:
+    """The private control socket of worker ``worker_id`` running as ``pid``: ``BASE.wID.PID``.
+
+    The pid keeps the old and the new worker of a slot apart while a reload
+    or a recycle runs both. The supervisor and the worker each compute it here.
+    """
+    return f"{base}.w{worker_id}.{pid}"
+
+
+@dataclass(frozen=True)
+class SupervisorLink:
+    """What a supervisor gave a worker besides its sockets (:func:`supervisor_link_from_env`).
+
+    ``control`` is the worker's private control socket path (None: the
+    supervisor serves no control socket or metrics); ``requests`` the pipe
+    to ask for a recycle on (:meth:`ask_recycle`); ``stagger`` the fraction
+    of ``max_runtime`` to add to its first deadline.
+    """
+
+    control: str | None = None
+    requests: int | None = None
+    stagger: float = 0.0
+
+    def ask_recycle(self, reason: str) -> bool:
+        """Ask the supervisor to replace this worker; False if it cannot be asked now.
+
+        One line on the request pipe (shorter than PIPE_BUF, so written whole);
+        the pipe is non-blocking, so a supervisor that does not read never
+        blocks the worker's loop: the caller asks again later.
+        """
+        if self.requests is None:
+            return False
+        line = b"recycle " + reason.replace("\n", " ").encode(errors="replace")[:200] + b"\n"
+        try:
+            return os.write(self.requests, line) == len(line)
+        except OSError:  # full (BlockingIOError) or the supervisor is gone
+            return False
+
+
+def supervisor_link_from_env(
+    worker_id: int, environ: MutableMapping[str, str] | None = None
+) -> SupervisorLink:
+    """Take this worker's :class:`SupervisorLink` out of the environment (not for its children)."""
+    env = os.environ if environ is None else environ
+    base = env.pop(ENV_WORKER_CONTROL, "")
+    fd = env.pop(ENV_WORKER_REQUESTS, "")
+    stagger = env.pop(ENV_WORKER_STAGGER, "")
+    requests: int | None = None
+    if fd.isdigit():
+        requests = int(fd)
+        try:
+            os.set_inheritable(requests, False)
+            os.set_blocking(requests, False)
+        except OSError:
+            requests = None
+    try:
+        fraction = float(stagger) if stagger else 0.0
+    except ValueError:
+        fraction = 0.0
+    return SupervisorLink(
+        control=worker_control_path(base, worker_id, os.getpid()) if base else None,
+        requests=requests,
+        stagger=min(fraction, 1.0) if fraction > 0.0 else 0.0,  # NaN and junk: none
+    )
+
+
 def watch_supervisor(reactor: Reactor, stop: Callable[[], object], parent: int) -> Timer:
     """Call ``stop()`` once the supervisor ``parent`` is gone (our parent pid changed).
 
@@ -254,6 +349,12 @@ class _Worker:
     #: Told to stop (a reload or a stop): its exit is not a death.
     retiring: bool = False
     message: bytes = b""
+    #: The read end of its request pipe (see :meth:`Supervisor.recycle`).
+    requests: int | None = None
+    requests_watch: Watch | None = None
+    requests_data: bytes = b""
+    #: Its private control socket, when the supervisor serves --control/--metrics.
+    control: str | None = None
 
 
 @dataclass(eq=False)
@@ -268,6 +369,26 @@ class _Slot:
     respawn: Timer | None = None
     restarts: int = 0
     pids: list[int] = field(default_factory=list)
+    #: Times its worker was recycled at its own request (memory, runtime).
+    recycles: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker (or an empty slot) as :meth:`Supervisor.members` sees it.
+
+    ``state`` is ``starting``, ``ready``, ``stopping`` (replaced, or the set
+    stops), ``restarting`` (dead, its slot waits for the backoff) or
+    ``crash loop`` (the slot was given up); ``pid`` and ``control`` are None
+    for an empty slot. ``restarts`` and ``recycles`` count the slot's.
+    """
+
+    id: int
+    pid: int | None
+    state: str
+    restarts: int
+    recycles: int
+    control: str | None
 
 
 class Supervisor:
@@ -293,6 +414,7 @@ class Supervisor:
         crash_interval: float = CRASH_INTERVAL,
         environ: MutableMapping[str, str] | None = None,
         cwd: str | None = None,
+        worker_control: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.sockets = dict(sockets)
@@ -318,6 +440,16 @@ class Supervisor:
         self._reloading: list[int] | None = None  # slots still to replace
         self._reload_new: _Worker | None = None
         self._all_ready_logged = False
+        #: Base path of the workers' private control sockets, or None (see
+        #: :func:`worker_control_path`): set when the supervisor serves
+        #: ``--control`` or ``--metrics`` for the set.
+        self.worker_control = worker_control
+        #: ``time.monotonic()`` at creation, for the set's uptime.
+        self.started = time.monotonic()
+        # Why the replacements under way run: "reload" (SIGHUP) or "recycle".
+        self._replace_why = "reload"
+        # Workers started together (the set's start, a reload) stagger max_runtime.
+        self._staggered = True
         #: Each worker's load, shared with the workers (see share_accepts);
         #: mapped by :meth:`run`, unmapped when it returns.
         self.shares: AcceptShares | None = None
@@ -353,6 +485,7 @@ class Supervisor:
         )
         for slot in self.slots:
             self._spawn(slot)
+        self._staggered = False
 
     def workers(self) -> list[tuple[int, int, bool]]:
         """The live workers as ``(worker id, pid, ready)``, retiring ones included."""
@@ -363,7 +496,9 @@ class Supervisor:
         if self._stopping:
             return None
         read_fd, write_fd = os.pipe()
+        link_env, request_fd, request_child_fd = self._link(slot)
         env = dict(self._env)
+        env.update(link_env)
         env[ENV_INHERIT] = ",".join(f"{name}:{s.fileno()}" for name, s in self.sockets.items())
         env.pop(ENV_INHERIT_FILES, None)  # the supervisor owns the unix socket files
         env[ENV_READY_FD] = str(write_fd)
@@ -378,18 +513,21 @@ class Supervisor:
                 self.command,
                 cwd=self.cwd,
                 env=env,
-                pass_fds=inherit,
+                pass_fds=[*inherit, request_child_fd],
                 start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor only
             )
         except (OSError, subprocess.SubprocessError) as exc:
             os.close(read_fd)
+            os.close(request_fd)
             self.log.error("worker %d: cannot start %s: %s", slot.id, shlex.join(self.command), exc)
             self._died(slot, None)
             return None
         finally:
             os.close(write_fd)
+            os.close(request_child_fd)
         os.set_blocking(read_fd, False)
         worker = _Worker(slot.id, proc, read_fd)
+        self._listen_requests(worker, request_fd)
         worker.watch = self.reactor.watch(read_fd, READ, lambda w, e: self._on_pipe(worker))
         worker.deadline = self.reactor.call_later(self.ready_timeout, self._not_ready, worker)
         self._workers[proc.pid] = worker
@@ -465,6 +603,7 @@ class Supervisor:
                 continue
             del self._workers[pid]
             self._close_pipe(worker)
+            self._forget(worker)
             if worker.deadline is not None:
                 worker.deadline.cancel()
                 worker.deadline = None
@@ -489,7 +628,10 @@ class Supervisor:
         if worker is self._reload_new:
             self._reload_new = None
             self.log.error(
-                "reload: the new worker %d failed; the old one goes on, reload stopped", slot.id
+                "%s: the new worker %d failed; the old one goes on, %s stopped",
+                self._replace_why,
+                slot.id,
+                self._replace_why,
             )
             self._reloading = None
             self._died(slot, worker, reload=True)
@@ -581,8 +723,13 @@ class Supervisor:
         if self._stopping:
             return
         if self._reloading is not None:
-            self.log.warning("SIGHUP: a reload is under way already")
+            if self._replace_why == "reload":
+                self.log.warning("SIGHUP: a reload is under way already")
+            else:
+                self._reload_after_recycles()
             return
+        self._replace_why = "reload"
+        self._staggered = True
         self._reloading = [s.id for s in self.slots if not s.given_up]
         self.log.info("SIGHUP: replacing %d worker(s) one at a time", len(self._reloading))
         self._reload_next()
@@ -598,7 +745,11 @@ class Supervisor:
             if self._reload_new is not None:
                 return
         self._reloading = None
-        self.log.info("reload: every worker replaced")
+        self._staggered = False
+        if self._replace_why == "reload":
+            self.log.info("reload: every worker replaced")
+        else:
+            self.log.info("recycle: done; no worker waits for its turn")
 
     def _kill_all(self) -> None:
         for worker in self._workers.values():
@@ -607,9 +758,147 @@ class Supervisor:
         for pid, worker in list(self._workers.items()):
             worker.proc.wait()
             self._close_pipe(worker)
+            self._forget(worker)
             if worker.deadline is not None:
                 worker.deadline.cancel()
             del self._workers[pid]
+
+    # -- recycling, and what the set's control socket asks -----------------------
+
+    def _link(self, slot: _Slot) -> tuple[dict[str, str], int, int]:
+        """A worker's request pipe and variables: (env, read end, the worker's write end)."""
+        read_fd, write_fd = os.pipe()
+        stagger = slot.id / len(self.slots) if self._staggered else 0.0
+        env = {ENV_WORKER_REQUESTS: str(write_fd), ENV_WORKER_STAGGER: repr(stagger)}
+        if self.worker_control is not None:
+            env[ENV_WORKER_CONTROL] = self.worker_control
+        return env, read_fd, write_fd
+
+    def _listen_requests(self, worker: _Worker, fd: int) -> None:
+        os.set_blocking(fd, False)
+        worker.requests = fd
+        worker.requests_watch = self.reactor.watch(fd, READ, lambda w, e: self._on_requests(worker))
+        if self.worker_control is not None:
+            worker.control = worker_control_path(self.worker_control, worker.slot, worker.proc.pid)
+
+    def _on_requests(self, worker: _Worker) -> None:
+        if worker.requests is None:
+            return
+        try:
+            data = os.read(worker.requests, _MAX_MESSAGE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker exited (or closed it): nothing more to hear
+            self._close_requests(worker)
+            return
+        buffered = worker.requests_data + data
+        *lines, rest = buffered.split(b"\n")
+        worker.requests_data = rest[:_MAX_MESSAGE]
+        for line in lines:
+            verb, _, reason = line.decode(errors="replace").partition(" ")
+            if verb == "recycle":
+                if worker.retiring or worker is not self.slots[worker.slot].current:
+                    continue  # already on its way out
+                self.recycle(worker.slot, reason or "asked")
+
+    def _close_requests(self, worker: _Worker) -> None:
+        if worker.requests_watch is not None:
+            worker.requests_watch.cancel()
+            worker.requests_watch = None
+        if worker.requests is not None:
+            os.close(worker.requests)
+            worker.requests = None
+
+    def _forget(self, worker: _Worker) -> None:
+        """A worker exited: close its request pipe, remove its private socket if left behind."""
+        self._close_requests(worker)
+        path = worker.control
+        if path is not None:
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)  # a worker killed (-9) could not remove it itself
+
+    def recycle(self, worker_id: int, reason: str) -> bool:
+        """Replace worker ``worker_id`` by a fresh one when its turn comes; False if not now.
+
+        Exactly as SIGHUP replaces a worker: the new one starts, and once it
+        is ready the old one stops gracefully. One replacement runs at a
+        time: a request that arrives meanwhile (or during a reload) waits its
+        turn. A worker whose replacement is queued already, a given-up slot
+        or a stopping set is not recycled (False). A worker asks through its
+        request pipe when its ``max_memory`` or ``max_runtime`` passed.
+        """
+        slot = self.slots[worker_id]
+        if self._stopping or slot.given_up or slot.current is None:
+            return False
+        new = self._reload_new
+        if worker_id in (self._reloading or ()) or (new is not None and new.slot == worker_id):
+            self.log.info(
+                "worker %d asks to be recycled (%s); its replacement is on its way already",
+                worker_id,
+                reason,
+            )
+            return False
+        slot.recycles += 1
+        if self._reloading is None:
+            self._replace_why = "recycle"
+            self._reloading = [worker_id]
+            self.log.info(
+                "worker %d: recycling it (%s): a new worker first, then the old one stops",
+                worker_id,
+                reason,
+            )
+            self._reload_next()
+        else:
+            self._reloading.append(worker_id)
+            self.log.info(
+                "worker %d: recycling it (%s) once the %d replacement(s) before it are done",
+                worker_id,
+                reason,
+                len(self._reloading) - 1 + (new is not None),
+            )
+        return True
+
+    def _reload_after_recycles(self) -> None:
+        """SIGHUP while recycles run: queue every other slot behind them, as one reload."""
+        assert self._reloading is not None
+        new = self._reload_new
+        busy = {*self._reloading, *(() if new is None else (new.slot,))}
+        more = [s.id for s in self.slots if not s.given_up and s.id not in busy]
+        self._reloading.extend(more)
+        self._replace_why = "reload"
+        self._staggered = True
+        self.log.info("SIGHUP: replacing %d more worker(s) after the recycles under way", len(more))
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop began (SIGTERM, ``ctl stop``, no worker left)."""
+        return self._stopping
+
+    def stop_now(self) -> None:
+        """A second stop: pass SIGTERM on again, so the workers stop at once."""
+        self.log.warning("stop requested again: stopping the workers at once")
+        self._forward(signal.SIGTERM)
+
+    def members(self) -> list[WorkerInfo]:
+        """Every live worker (retiring ones and replacements too) and every empty slot, by id."""
+        found: list[WorkerInfo] = []
+        for slot in self.slots:
+            live = [w for w in self._workers.values() if w.slot == slot.id]
+            for w in sorted(live, key=lambda w: w.proc.pid):
+                if w.retiring or self._stopping:
+                    state = "stopping"
+                else:
+                    state = "ready" if w.ready else "starting"
+                found.append(
+                    WorkerInfo(slot.id, w.proc.pid, state, slot.restarts, slot.recycles, w.control)
+                )
+            if not live:
+                state = "crash loop" if slot.given_up else "restarting"
+                found.append(WorkerInfo(slot.id, None, state, slot.restarts, slot.recycles, None))
+        return found
 
 
 def bind_endpoints(endpoints: Sequence[Endpoint]) -> dict[str, socket.socket]:
@@ -623,6 +912,12 @@ def bind_endpoints(endpoints: Sequence[Endpoint]) -> dict[str, socket.socket]:
             sock.close()
         raise
     return found
+
+
+def release_endpoints(sockets: Mapping[str, socket.socket]) -> None:
+    """Close what :func:`bind_endpoints` bound (unix socket files too) when no supervisor will."""
+    for sock in sockets.values():
+        _release(sock)
 
 
 def _release(sock: socket.socket) -> None:
