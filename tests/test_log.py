@@ -424,6 +424,21 @@ def test_connection_prefix(configure: Setup) -> None:
     assert conn.extra == {"conn_id": 17, "peer": "127.0.0.1:5123"}
 
 
+def test_a_percent_sign_in_the_peer_is_printed_as_it_is(configure: Setup) -> None:
+    """An IPv6 peer with its zone (fe80::1%eth0): the record's arguments are not applied to it."""
+    out = io.StringIO()
+    config = configure(stream=out, level="info")
+    conn = log.connection_logger(config.logger, 3, "[fe80::1%eth0]:5123")
+    conn.info("read %d bytes of %s", 5, "junk")
+    conn.info("no arguments, 100% literal")
+    conn.info("%s", "only an argument")
+    assert messages(out.getvalue()) == [
+        "#3 [fe80::1%eth0]:5123 read 5 bytes of junk",
+        "#3 [fe80::1%eth0]:5123 no arguments, 100% literal",
+        "#3 [fe80::1%eth0]:5123 only an argument",
+    ]
+
+
 class Explodes:
     """A message that fails the test if anyone formats it."""
 

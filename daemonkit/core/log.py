@@ -986,6 +986,30 @@ else:  # LoggerAdapter is subscriptable only from Python 3.11
     _AdapterBase = logging.LoggerAdapter
 
 
+class _PrefixedMessage(str):
+    """A log message whose record arguments apply to its template only, not its prefix.
+
+    ``LogRecord.getMessage`` does ``str(msg) % args``: ``str()`` returns this
+    object itself and ``%`` formats the template, so a ``%`` in the prefix
+    is printed as it is, with or without arguments.
+    """
+
+    _prefix: str
+    _template: str
+
+    def __new__(cls, prefix: str, template: str) -> _PrefixedMessage:
+        self = super().__new__(cls, prefix + template)
+        self._prefix = prefix
+        self._template = template
+        return self
+
+    def __str__(self) -> str:
+        return self
+
+    def __mod__(self, args: Any) -> str:
+        return self._prefix + str(self._template % args)
+
+
 class ConnectionLogger(_AdapterBase):
     """A logger for one connection: every message starts with ``#<id> <peer>``.
 
@@ -1020,7 +1044,12 @@ class ConnectionLogger(_AdapterBase):
         fields = {"conn_id": self._conn_id, "peer": peer, _TEMPLATE_ATTR: msg}
         extra = kwargs.get("extra")
         kwargs["extra"] = fields if extra is None else {**extra, **fields}
-        return f"#{self._conn_id} {peer} {msg}", kwargs
+        prefix = f"#{self._conn_id} {peer} "
+        if "%" in prefix and isinstance(msg, str):
+            # A peer such as an IPv6 address with its zone (fe80::1%eth0):
+            # logging would apply the record's arguments to it too.
+            return _PrefixedMessage(prefix, msg), kwargs
+        return prefix + str(msg), kwargs
 
     if TYPE_CHECKING:
 
