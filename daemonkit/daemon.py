@@ -520,6 +520,13 @@ class Daemon(Handler):
         """True while a stop with ``drain`` keeps serving the connections (see :meth:`stop`)."""
         return self._drain_deadline is not None
 
+    def drain_left(self) -> float | None:
+        """Seconds until the drain's deadline while :meth:`is_draining`, else None."""
+        deadline = self._drain_deadline
+        if deadline is None:
+            return None
+        return max(0.0, deadline.when - self.reactor.time())
+
     def is_stopped(self) -> bool:
         """True once the stop has finished (every connection closed, cleanups run)."""
         return self._stopped

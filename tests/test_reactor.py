@@ -19,7 +19,13 @@ import pytest
 import trustme
 
 from daemonkit import READ, TIMEOUT, WRITE, FakeClock, Reactor
-from daemonkit.core.reactor import Watch, new_event_loop
+from daemonkit.core.reactor import (
+    ACCEPT_DEFER_CHECK,
+    ACCEPT_DEFER_DELAY,
+    Listener,
+    Watch,
+    new_event_loop,
+)
 from daemonkit.errors import ConfigError
 
 T = TypeVar("T")
@@ -547,3 +553,81 @@ def test_a_claimed_file_is_removed_a_released_one_kept(reactor: Reactor, tmp_pat
     assert os.path.exists(path)
     new.close()
     assert not os.path.exists(path)
+
+
+class _Share:
+    """An AcceptShare that defers while ``deferring`` and counts what it is told."""
+
+    def __init__(self, deferring: bool) -> None:
+        self.deferring = deferring
+        self.asked = 0
+        self.told = 0
+
+    def defer(self) -> bool:
+        self.asked += 1
+        return self.deferring
+
+    def accepted(self) -> None:
+        self.told += 1
+
+
+def _turn_until(reactor: Reactor, done: Callable[[], bool]) -> None:
+    """Run the loop in short turns until ``done()``, for at most 10 real seconds."""
+    for _ in range(1000):
+        if done():
+            return
+        reactor.loop.run_until_complete(asyncio.sleep(0.01))
+    raise AssertionError("the condition never held")
+
+
+@pytest.fixture
+def deferring(
+    fake_reactor: tuple[Reactor, FakeClock],
+) -> Iterator[tuple[Reactor, FakeClock, Listener, _Share]]:
+    """A listener sharing its socket whose share says defer, and a client it deferred."""
+    reactor, clock = fake_reactor
+    listener = reactor.listen("tcp://127.0.0.1:0", asyncio.Protocol)
+    share = _Share(deferring=True)
+    listener.share(share)
+    with socket.create_connection(("127.0.0.1", listener.address.port), timeout=10):
+        _turn_until(reactor, lambda: listener.deferred == 1)
+        yield reactor, clock, listener, share
+        _turn_until(reactor, lambda: listener.pending == 0)  # each accepted one handed over
+    listener.close()
+
+
+def test_a_shared_listener_defers_then_accepts_what_the_others_left(
+    deferring: tuple[Reactor, FakeClock, Listener, _Share],
+) -> None:
+    reactor, clock, listener, share = deferring
+    assert listener.accepted == 0 and share.told == 0  # left to the others for now
+    clock.advance(ACCEPT_DEFER_DELAY - ACCEPT_DEFER_CHECK / 2)
+    assert listener.accepted == 0 and share.asked > 2  # asked again every check
+    clock.advance(ACCEPT_DEFER_CHECK * 1.5)  # nobody took it: at the deadline, this does
+    assert listener.accepted == 1 and share.told == 1
+    share.deferring = False
+    with socket.create_connection(("127.0.0.1", listener.address.port), timeout=10):
+        _turn_until(reactor, lambda: listener.accepted == 2)  # watching again
+    assert listener.deferred == 1 and share.told == 2
+
+
+def test_a_deferring_listener_takes_its_turn_back_once_the_others_caught_up(
+    deferring: tuple[Reactor, FakeClock, Listener, _Share],
+) -> None:
+    _, clock, listener, share = deferring
+    share.deferring = False  # e.g. the other worker accepted many meanwhile
+    clock.advance(ACCEPT_DEFER_CHECK)
+    assert listener.accepted == 1 and share.asked == 2 and share.told == 1
+
+
+def test_a_pause_during_a_deferral_is_not_undone_by_it(
+    deferring: tuple[Reactor, FakeClock, Listener, _Share],
+) -> None:
+    reactor, clock, listener, _ = deferring
+    listener.pause()  # e.g. an upgrade handing the socket over
+    clock.advance(ACCEPT_DEFER_DELAY * 2)
+    reactor.loop.run_until_complete(asyncio.sleep(0.05))
+    assert listener.accepted == 0 and len(reactor.timers) == 0
+    listener.share(None)
+    listener.start()
+    _turn_until(reactor, lambda: listener.accepted == 1)

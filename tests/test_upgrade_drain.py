@@ -26,7 +26,9 @@ from websockets.sync.client import connect as ws_connect
 
 from daemonkit import CloseReason, ConfigError, Connection, Daemon, Endpoint, FakeClock, Lines
 from daemonkit.cli.config import SETTINGS, SourceError, gather
+from daemonkit.cli.ctl import format_status
 from daemonkit.daemon import DEFAULT_UPGRADE_DRAIN, DRAIN_REPORT_INTERVAL
+from daemonkit.ops.metrics import sample
 from daemonkit.ops.upgrade import UpgradeError
 from daemonkit.testing import DaemonRunner
 from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until, wait_for_port
@@ -364,6 +366,27 @@ def test_a_draining_stop_serves_runs_timers_then_closes_at_the_deadline(
     assert _messages(log_records, "drain deadline (30s) passed: closing the 3 connection(s) left")
 
 
+def test_status_says_draining_with_what_is_left_then_stopping(run_daemon: Any) -> None:
+    d, runner, socks = _draining_runner(run_daemon, 2)
+    with socks[0], socks[1]:
+        status = runner.call(lambda: sample(d, process=False).to_dict())
+        assert status["state"] == "draining"
+        assert status["drain"] == {"connections": 2, "seconds_left": 30.0}
+        runner.advance(DRAIN_REPORT_INTERVAL)
+        status = runner.call(lambda: sample(d, process=False).to_dict())
+        assert status["drain"] == {"connections": 2, "seconds_left": 20.0}
+        assert ("state", "draining: 2 connection(s) left, 20.0s to the deadline") in [
+            tuple(line.split(None, 1)) for line in format_status(status).splitlines()
+        ]
+        # The drain ends: the graceful close begins (in the same loop turn).
+        status = runner.call(lambda: (d.stop(), sample(d, process=False).to_dict())[1])
+        assert status["state"] == "stopping" and status["drain"] is None
+        _wait_stopped(d)
+    assert d.drain_left() is None
+    idle = sample(Echo()).to_dict()  # never started: running, no drain
+    assert idle["state"] == "running" and idle["drain"] is None
+
+
 def test_a_drain_ends_with_the_last_connection(
     run_daemon: Any, log_records: list[logging.LogRecord]
 ) -> None:
@@ -415,6 +438,38 @@ def test_links_can_be_opened_while_draining_not_after(run_daemon: Any) -> None:
             return "connected"
 
         assert "not running" in runner.call(end_drain_then_connect)
+
+
+def test_a_link_whose_upstream_drops_while_draining_redials_not_once_the_stop_is_final(
+    run_daemon: Any,
+) -> None:
+    # The clients a drain serves may need their upstream: the link redials
+    # while draining; once the drain ended, the attempt it had planned is dropped
+    # and the link closes with the stop.
+    d, runner, socks = _draining_runner(run_daemon, 1)
+    with socks[0], socket.create_server(("127.0.0.1", 0)) as upstream:
+        upstream.settimeout(WAIT)
+        url = f"tcp://127.0.0.1:{upstream.getsockname()[1]}"
+        link = runner.call(lambda: d.connect(url, max_delay=1.0))
+        first, _ = upstream.accept()
+        runner.wait_for(lambda: link.up)
+        first.close()  # the upstream drops the link in the middle of the drain
+        runner.wait_for(lambda: link.state == "down")
+        runner.advance(1.0)  # the backoff (at most max_delay) on the daemon's clock
+        second, _ = upstream.accept()
+        runner.wait_for(lambda: link.up)
+        assert runner.call(lambda: (link.connects, link.reconnects)) == (2, 1)
+        assert _echo(socks[0], b"still served") == b"still served\n"
+        second.close()
+        runner.wait_for(lambda: link.state == "down")  # a redial is planned...
+        # ...the drain ends (the stop is final) before it is due: when it comes
+        # due (its timer's callback, called here), the link closes instead.
+        assert runner.call(lambda: (d.stop(), link._dial(), link.state)[-1]) == "closed"
+        _wait_stopped(d)
+        upstream.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            upstream.accept()  # no attempt was made
+    assert link.state == "closed" and link.connects == 2
 
 
 def test_no_upgrade_starts_from_a_draining_process(run_daemon: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -23,10 +24,14 @@ from daemonkit.core.reactor import Reactor
 from daemonkit.errors import ConfigError
 from daemonkit.ops.upgrade import ENV_PARENT
 from daemonkit.ops.workers import (
+    ACCEPT_SHARE_SLACK,
+    ACCEPT_SHARE_STALE,
     CRASH_BURST,
+    ENV_SHARES,
     ENV_WORKER,
     EXIT_NO_WORKERS,
     MAX_WORKERS_PER_CPU,
+    AcceptShares,
     CrashLoop,
     Supervisor,
     check_workers,
@@ -52,6 +57,10 @@ class Echo(Daemon):
 WAIT = 20.0
 # Short connections the fairness test makes.
 SPLIT_CONNECTIONS = 200
+# Connections the accept-sharing test holds open at once, and the least
+# share of them each of 2 workers must hold (generous: it measured 41-52 %).
+HELD_CONNECTIONS = 400
+HELD_MIN_SHARE = 0.2
 # The load during a kill or a reload: LOAD_THREADS clients, each making one
 # short connection after another, bounded by LOAD_MAX each and by the test's stop.
 LOAD_THREADS = 4
@@ -233,6 +242,57 @@ def test_the_worker_id_counts_only_from_our_parent() -> None:
     assert worker_id_from_env({ENV_PARENT: str(os.getppid())}) is None
 
 
+def test_a_worker_defers_only_to_a_live_clearly_less_loaded_one() -> None:
+    shares = AcceptShares.create(3)
+    try:
+        assert shares.loads() == [None, None, None]  # no live worker yet
+        assert not shares.over_share(0, 50, 0.0)  # nobody to defer to
+        shares.publish(1, 50)
+        assert not shares.over_share(0, 50, 0.0)  # equal loads never defer
+        assert ACCEPT_SHARE_SLACK == 8  # 57 - 50 >= 57 // 8, but 56 - 50 < 56 // 8
+        assert not shares.over_share(0, 56, 0.0)  # within the slack
+        assert shares.over_share(0, 57, 0.0)
+        assert not shares.over_share(1, 50, 0.0)  # the less loaded never defers
+        assert shares.loads() == [57, 50, None]
+        shares.publish(0, 0)
+        assert shares.over_share(1, 1, 0.0)  # one connection is enough at small loads
+        shares.clear(0)  # its worker died
+        assert not shares.over_share(1, 1, 0.0) and shares.loads() == [None, 1, None]
+    finally:
+        shares.close()
+        shares.close()  # idempotent
+    assert shares.fd == -1
+
+
+def test_nobody_defers_to_a_worker_that_stopped_publishing() -> None:
+    shares = AcceptShares.create(2)
+    try:
+        shares.publish(1, 0)
+        assert shares.over_share(0, 10, 100.0)  # first seen now
+        assert shares.over_share(0, 10, 100.0 + ACCEPT_SHARE_STALE)
+        assert not shares.over_share(0, 10, 100.1 + ACCEPT_SHARE_STALE)  # blocked, stopped
+        assert shares.observe(100.2 + ACCEPT_SHARE_STALE)[1] == 0  # reads as absent
+        shares.publish(1, 0)  # alive again: its loop ran (a refresh, an accept)
+        assert shares.over_share(0, 10, 200.0)
+    finally:
+        shares.close()
+
+
+def test_a_worker_without_a_usable_table_accepts_alone(caplog: pytest.LogCaptureFixture) -> None:
+    assert AcceptShares.from_env({}) is None
+    env = {ENV_SHARES: "not a descriptor"}
+    assert AcceptShares.from_env(env) is None
+    assert env == {}  # not for the worker's own children
+    read_fd, write_fd = os.pipe()
+    try:
+        assert AcceptShares.from_env({ENV_SHARES: str(read_fd)}) is None  # 0 bytes: no table
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert "is not a table of worker loads" in caplog.text
+    assert "accepting without sharing" in caplog.text
+
+
 # -- the supervisor in this process, with tiny workers ----------------------------------
 
 # A worker that says it is ready (unless it is worker 1 and STALL is set), then waits.
@@ -293,6 +353,35 @@ def test_a_worker_never_ready_is_killed_and_the_others_keep_serving(tmp_path: Pa
     assert any(re.match(r"worker 0: pid \d+ is ready", line) for line in log)
 
 
+def held_split(served: Served) -> Counter[str]:
+    """HELD_CONNECTIONS clients connect at once and stay; by the worker id that answers."""
+    sel = selectors.DefaultSelector()
+    socks = [socket.socket() for _ in range(HELD_CONNECTIONS)]
+    split: Counter[str] = Counter()
+    try:
+        for sock in socks:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", served.port))  # all at once
+            sel.register(sock, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + WAIT
+        while sum(split.values()) < HELD_CONNECTIONS:
+            assert time.monotonic() < deadline, f"answered only {split}"
+            for key, events in sel.select(1.0):
+                sock = key.fileobj  # type: ignore[assignment]
+                if events & selectors.EVENT_WRITE:
+                    sock.send(b"hi\n")
+                    sel.modify(sock, selectors.EVENT_READ)
+                else:
+                    sel.unregister(sock)
+                    sock.settimeout(WAIT)
+                    split[recv_until(sock, b"\n").split(b" ")[1].decode()] += 1
+    finally:
+        sel.close()
+        for sock in socks:
+            sock.close()
+    return split
+
+
 # -- the command line: real daemons ----------------------------------------------------
 
 
@@ -312,6 +401,13 @@ def test_two_workers_both_accept(served: Served) -> None:
     # the supervisor gave it the listeners and goes on supervising.
     assert re.search(r"w0 worker 0: took over \d+ listener\(s\) from the supervisor", served.log)
     assert "upgrade:" not in served.log and "stops now" not in served.log
+    # Every worker wakes for a new client and the busiest, already awake,
+    # tends to win; the workers' shared table of loads makes the busier
+    # defer. Held open, so each worker's count is what it holds at the end.
+    held = held_split(served)
+    print(f"split of {HELD_CONNECTIONS} connections held at once: {dict(held)}")
+    assert set(held) == {"0", "1"}, held
+    assert min(held.values()) >= HELD_MIN_SHARE * HELD_CONNECTIONS, held
 
 
 def test_a_killed_worker_is_replaced_while_the_other_serves(served: Served) -> None:

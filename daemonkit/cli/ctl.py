@@ -155,6 +155,17 @@ def _ms(s: Any) -> str:
     return f"{s * 1000:.1f}ms" if isinstance(s, int | float) else "-"
 
 
+def _state(status: dict[str, Any]) -> str:
+    """The state, and while draining what is left of the drain."""
+    state, drain = str(status.get("state")), status.get("drain")
+    if state != "draining" or not isinstance(drain, dict):
+        return state
+    return (
+        f"draining: {drain.get('connections')} connection(s) left, "
+        f"{_seconds(drain.get('seconds_left'))} to the deadline"
+    )
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The ``status`` reply's object as a two-column table (a ``--workers`` set: and a table)."""
     if status.get("role") == "supervisor":
@@ -163,7 +174,7 @@ def format_status(status: dict[str, Any]) -> str:
     endpoints = status.get("endpoints") or []
     rows: list[tuple[str, str]] = [
         ("daemon", f"{status.get('name')} (pid {status.get('pid')})"),
-        ("state", str(status.get("state"))),
+        ("state", _state(status)),
         ("uptime", _seconds(status.get("uptime"))),
         ("backend", str(status.get("backend"))),
     ]

@@ -26,6 +26,12 @@ Rules it keeps:
 * Closing a listening socket resets every client in its accept queue, so a
   graceful stop closes with ``drain=True``: new clients are kept out first,
   then the queue is accepted, then the socket closes.
+* A socket several processes accept from (``--workers``) wakes all of them
+  for each client, and the busiest, already running, tends to win. A
+  listener given an :class:`AcceptShare` (:meth:`Listener.share`) asks it at
+  each wake-up; while it says defer, the listener leaves the queue to the others
+  for :data:`ACCEPT_DEFER_DELAY` and then accepts what they left, so a
+  process that is over its share never starves a client.
 """
 
 from __future__ import annotations
@@ -61,11 +67,13 @@ if TYPE_CHECKING:
     from daemonkit.core.connection import Connection
 
 __all__ = [
+    "ACCEPT_DEFER_DELAY",
     "BACKENDS",
     "DEFAULT_CONNECT_TIMEOUT",
     "READ",
     "TIMEOUT",
     "WRITE",
+    "AcceptShare",
     "Flushable",
     "Listener",
     "ProtocolFactory",
@@ -106,6 +114,22 @@ ACCEPT_LOG_INTERVAL = 1.0
 #: handshake) before it gives up: Twisted's ``connectTCP`` default, 30 s.
 #: (Node and curl leave it to the kernel, which retries SYNs for ~2 minutes.)
 DEFAULT_CONNECT_TIMEOUT = 30.0
+
+# How many connections one wake-up accepts from a socket it shares fairly
+# with other processes (:meth:`Listener.share`): few, so the next clients are
+# weighed again (nginx's default, ``multi_accept off``, takes one).
+ACCEPT_SHARED_BATCH = 4
+
+# How long a listener whose ``defer()`` says so (it holds more than its share
+# of a socket shared by several processes) leaves the queued clients to the
+# others before it accepts what they left: a few scheduler ticks (1-4 ms on
+# Linux) for an idle worker to wake on a loaded machine, short enough that
+# a client waits no more than a LAN round trip would cost it. nginx's
+# accept_mutex_delay is 500 ms; its workers hold the mutex instead.
+ACCEPT_DEFER_DELAY = 0.005
+# How often a deferring listener asks again, to take its turn back as soon as
+# the others caught up: the finest step of the backends' timers (1 ms).
+ACCEPT_DEFER_CHECK = 0.001
 
 # The most clients a draining close accepts from one listener's queue: the
 # kernel caps a backlog at net.core.somaxconn, at most 65535 on Linux.
@@ -219,6 +243,18 @@ class Flushable(Protocol):
     """What :meth:`Reactor.flush_soon` queues: a connection with gathered writes."""
 
     def _flush_soon(self) -> None: ...
+
+
+class AcceptShare(Protocol):
+    """What a listener whose socket other processes accept from asks (:meth:`Listener.share`)."""
+
+    def defer(self) -> bool:
+        """At a wake-up for new clients: True to leave them to the others for a moment."""
+        ...
+
+    def accepted(self) -> None:
+        """After the listener accepted some: the process's load changed (tell the others)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -361,6 +397,10 @@ class Listener:
         self.rejected = 0
         self.exhausted = 0
         self.pending = 0
+        #: Wake-ups on which the :meth:`share` left the queue to the other processes.
+        self.deferred = 0
+        self._share: AcceptShare | None = None
+        self._deferred_until = 0.0
         self._reading = False
         self._retry: Timer | None = None
         self._suppressed = 0
@@ -380,11 +420,34 @@ class Listener:
         self._reading = True
 
     def pause(self) -> None:
-        """Stop accepting for now; pending clients wait in the kernel backlog."""
+        """Stop accepting for now; pending clients wait in the kernel backlog.
+
+        Also withdraws a resume the listener had planned for itself (after a
+        deferral or a shortage of descriptors): only :meth:`start` resumes.
+        """
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         reactor = self._reactor
         if reactor is not None and self._reading:
             reactor.loop.remove_reader(self.sock.fileno())
             self._reading = False
+
+    def share(self, share: AcceptShare | None) -> None:
+        """Share the accept queue fairly with other processes accepting from this socket.
+
+        ``share.defer()`` is asked at each wake-up for new clients; when it
+        returns True (this process holds more than its share) the listener
+        stops watching the socket for :data:`ACCEPT_DEFER_DELAY` seconds, so
+        an idle process accepts them first, then accepts whatever is still
+        queued and watches again: a deferral delays a client, never drops
+        it; it takes its turn back sooner, at the first of its checks every
+        :data:`ACCEPT_DEFER_CHECK` seconds at which ``share.defer()`` says
+        False. ``share.accepted()`` is called after each batch of accepts.
+        ``None`` accepts at once again (the default). Deferrals are counted
+        in :attr:`deferred`.
+        """
+        self._share = share
 
     def claim_socket_file(self, file: _SocketFile) -> None:
         """Own ``file`` (path, st_dev, st_ino) from now on: :meth:`close` removes it.
@@ -451,9 +514,39 @@ class Listener:
         reactor = self._reactor
         if reactor is None:
             return
+        share = self._share
+        if share is None:
+            self._accept(reactor, ACCEPT_BATCH)
+        elif share.defer():
+            self.deferred += 1
+            self.pause()
+            self._deferred_until = reactor.clock.now() + ACCEPT_DEFER_DELAY
+            self._retry = reactor.timers.call_later(ACCEPT_DEFER_CHECK, self._after_deferral)
+        else:
+            self._accept(reactor, ACCEPT_SHARED_BATCH)
+            share.accepted()
+
+    def _after_deferral(self) -> None:
+        """Ask again; once the others caught up, or at the deadline, accept what they left."""
+        self._retry = None
+        reactor = self._reactor
+        if reactor is None:
+            return
+        share = self._share
+        if share is not None and reactor.clock.now() < self._deferred_until and share.defer():
+            self._retry = reactor.timers.call_later(ACCEPT_DEFER_CHECK, self._after_deferral)
+            return
+        self._accept(reactor, ACCEPT_SHARED_BATCH)
+        if share is not None:
+            share.accepted()
+        if self._retry is None:  # not paused again for lack of descriptors
+            self.start()
+
+    def _accept(self, reactor: Reactor, batch: int) -> None:
+        """Accept up to ``batch`` queued clients into ``protocol_factory()``."""
         sock = self.sock
         admit = self._admit
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(batch):
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):

@@ -11,7 +11,9 @@ frame deadlines, ``#id`` logging, close reasons), and is that connection's
 
 When the connection ends or cannot be made, the link tries again after a
 delay drawn by :class:`Backoff` (exponential, full jitter, between a minimum
-and a maximum), until :meth:`Link.close` or the daemon stops. The link sees
+and a maximum), until :meth:`Link.close` or the daemon stops. A draining stop
+(an upgrade's old process serving the clients it has) is not the end yet:
+those clients may need the upstream, so the link still redials then. The link sees
 its daemon only through :class:`LinkOwner`, so this layer does not import the
 daemon.
 """
@@ -107,7 +109,10 @@ class LinkOwner(Protocol):
         """Seconds a paused writer's peer may take nothing, or None."""
 
     def is_stopping(self) -> bool:
-        """True once a stop has begun: links then stop reconnecting."""
+        """True once a stop has begun: links then stop reconnecting, unless draining."""
+
+    def is_draining(self) -> bool:
+        """True while a stop keeps serving the connections it has: links still redial."""
 
     def new_connection_id(self) -> int:
         """The next connection id."""
@@ -402,6 +407,10 @@ class Link(HandlerCalls):
         self._timer = None
         if self._closed:
             return
+        if self._stop_is_final():  # the drain ended while this attempt waited
+            self._shutdown(CloseReason.LOCAL, abort=False)
+            self._owner.check_drained()
+            return
         self.state = _CONNECTING
         factory = self._framer_factory
         conn = Connection(self, self._owner.new_connection_id(), factory() if factory else None)
@@ -439,9 +448,18 @@ class Link(HandlerCalls):
             self.log.warning("link %s: cannot connect: %s", self.url, self.last_error)
             self._owner.check_drained()
 
+    def _stop_is_final(self) -> bool:
+        """A stop has begun and is past its drain: no new attempt is worth making."""
+        return self._owner.is_stopping() and not self._owner.is_draining()
+
     def _retry(self) -> bool:
-        """Arm the next attempt (True), or close the link for good (False)."""
-        if self._closed or not self.reconnect or self._owner.is_stopping():
+        """Arm the next attempt (True), or close the link for good (False).
+
+        While the daemon drains (it still serves the connections it has, which
+        may need this upstream) the link redials as usual; once the stop is
+        final it closes.
+        """
+        if self._closed or not self.reconnect or self._stop_is_final():
             self._shutdown(CloseReason.LOCAL, abort=False)
             return False
         self.state = _DOWN

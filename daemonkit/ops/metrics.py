@@ -445,6 +445,8 @@ class Sample:
     links: tuple[dict[str, Any], ...] = ()
     #: The broker link's ``Broker.status()`` dict, or None without a broker.
     broker: dict[str, Any] | None = None
+    #: Seconds to the drain's deadline while ``state`` is ``"draining"``, else None.
+    drain_left: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (the ``status`` reply of the control socket)."""
@@ -487,7 +489,17 @@ class Sample:
             "log_level": self.log_level,
             "links": [dict(link) for link in self.links],
             "broker": dict(self.broker) if self.broker is not None else None,
+            "drain": None
+            if self.drain_left is None
+            else {"connections": self.connections, "seconds_left": round(self.drain_left, 3)},
         }
+
+
+def _state(daemon: Daemon) -> str:
+    """``running``, ``draining`` (a stop serving the connections it has) or ``stopping``."""
+    if daemon.is_draining():
+        return "draining"
+    return "stopping" if daemon.is_stopping() else "running"
 
 
 def sample(
@@ -539,6 +551,7 @@ def sample(
         reactor: Reactor | None = daemon.reactor
     except RuntimeError:  # sampled before the start or after the stop
         reactor = None
+    drain_left = daemon.drain_left() if reactor is not None else None
     stats = reactor.stats() if reactor is not None else None
     now = time.monotonic()
     histogram = lag.histogram if lag is not None else LagHistogram()
@@ -546,7 +559,7 @@ def sample(
         name=str(daemon.name),
         pid=os.getpid(),
         backend=reactor.backend if reactor is not None else "-",
-        state="stopping" if daemon.is_stopping() else "running",
+        state=_state(daemon),
         uptime=max(0.0, now - (now if started is None else started)),
         start_time=time.time() if start_time is None else start_time,
         endpoints=tuple(endpoints),
@@ -570,6 +583,7 @@ def sample(
         log_level=logging.getLevelName(daemon.log.getEffectiveLevel()).lower(),
         links=tuple(link.status() for link in daemon.links),
         broker=daemon.broker_link.status() if daemon.broker_link is not None else None,
+        drain_left=drain_left,
     )
 
 

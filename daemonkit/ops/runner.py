@@ -27,12 +27,14 @@ import os
 from collections.abc import Callable
 
 from daemonkit.core.reactor import Listener, Reactor
-from daemonkit.core.timers import Clock
+from daemonkit.core.timers import Clock, Timer
 from daemonkit.daemon import Daemon
 from daemonkit.ops.control import Operations
 from daemonkit.ops.upgrade import Upgrader
 from daemonkit.ops.workers import (
     ENV_WORKER,
+    AcceptShares,
+    share_accepts,
     supervisor_link_from_env,
     watch_supervisor,
     worker_id_from_env,
@@ -44,10 +46,14 @@ __all__ = ["Attached", "attach", "run"]
 class Attached:
     """What :func:`attach` put on a daemon: its upgrader and, once bound, its operations."""
 
-    __slots__ = ("daemon", "operations", "upgrader")
+    __slots__ = ("daemon", "operations", "refresh", "shares", "upgrader")
 
     def __init__(self, daemon: Daemon, upgrader: Upgrader) -> None:
         self.daemon = daemon
+        #: The --workers set's table of loads, in a worker a supervisor started.
+        self.shares: AcceptShares | None = None
+        #: The timer that refreshes this worker's load in :attr:`shares`.
+        self.refresh: Timer | None = None
         #: The daemon's side of zero-downtime upgrades (and the memory guard).
         self.upgrader = upgrader
         #: The control socket and metrics endpoint, when the settings ask for them.
@@ -66,6 +72,12 @@ class Attached:
     def _on_event(self, event: str) -> None:
         daemon = self.daemon
         if event == "bound":
+            if self.shares is not None and daemon.worker_id is not None:
+                # Unmapped at stop, once the listeners that ask it are closed.
+                daemon.cleanup(self.shares)
+                self.refresh = share_accepts(
+                    daemon.reactor, daemon.listeners, self.shares, daemon.worker_id, self._load
+                )
             if daemon.control is not None or daemon.metrics is not None:
                 daemon.connections.track_ages()  # for ``ctl connections``
                 # Binds; raises StartError/ConfigError (the start fails);
@@ -84,6 +96,16 @@ class Attached:
             # clients out of the shared socket, for every worker).
             for listener in daemon.listeners:
                 listener.close()
+            if self.refresh is not None:
+                # The slot's next worker (a reload's) publishes its load there,
+                # not this one's connections left to close.
+                self.refresh.cancel()
+                self.refresh = None
+
+    def _load(self) -> int:
+        """The connections this worker holds: open ones and accepted ones being set up."""
+        daemon = self.daemon
+        return len(daemon.connections) + sum(listener.pending for listener in daemon.listeners)
 
 
 def attach(daemon: Daemon) -> Attached:
@@ -115,6 +137,8 @@ def attach(daemon: Daemon) -> Attached:
             upgrader.recycle_request = link.ask_recycle
         upgrader.runtime_stagger = link.stagger
     attached = Attached(daemon, upgrader)
+    if worker is not None:
+        attached.shares = AcceptShares.from_env()
     attached.upgrader.service_listeners = attached.service_listeners
     daemon.add_lifecycle_hook(attached._on_event)
     return attached

@@ -33,6 +33,11 @@ The supervisor, as gunicorn's arbiter and Node's cluster primary do:
 * **recycles** a worker that asks for it (its ``max_memory`` or
   ``max_runtime`` passed) exactly as SIGHUP replaces one, one worker at a
   time: requests that arrive meanwhile wait their turn (:meth:`Supervisor.recycle`).
+* **shares the accepts**: every worker is woken for each new client and the
+  busiest, already running, tends to win it. The supervisor maps a small
+  table (:class:`AcceptShares`) into every worker, in which each publishes
+  how many connections it holds; a worker clearly over its share leaves the
+  queue to the others for a moment (:func:`share_accepts`).
 
 Besides the sockets and the readiness pipe, each worker gets a **request
 pipe** (``DAEMONKIT_WORKER_FD``) on which it asks to be recycled, the
@@ -53,6 +58,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import mmap
 import os
 import shlex
 import signal
@@ -64,7 +70,7 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 from daemonkit.core.endpoints import Endpoint, bind_socket
-from daemonkit.core.reactor import READ, Reactor, Watch
+from daemonkit.core.reactor import READ, Listener, Reactor, Watch
 from daemonkit.core.timers import Timer
 from daemonkit.errors import ConfigError
 from daemonkit.framework.links import Backoff
@@ -78,8 +84,12 @@ from daemonkit.ops.upgrade import (
 )
 
 __all__ = [
+    "ACCEPT_SHARE_REFRESH",
+    "ACCEPT_SHARE_SLACK",
+    "ACCEPT_SHARE_STALE",
     "CRASH_BURST",
     "CRASH_INTERVAL",
+    "ENV_SHARES",
     "ENV_WORKER",
     "ENV_WORKER_CONTROL",
     "ENV_WORKER_REQUESTS",
@@ -91,6 +101,7 @@ __all__ = [
     "RESTART_MIN_DELAY",
     "STOP_MARGIN",
     "SUPERVISOR_CHECK_INTERVAL",
+    "AcceptShares",
     "CrashLoop",
     "Supervisor",
     "SupervisorLink",
@@ -98,6 +109,7 @@ __all__ = [
     "bind_endpoints",
     "check_workers",
     "release_endpoints",
+    "share_accepts",
     "supervisor_link_from_env",
     "tag_worker_logs",
     "watch_supervisor",
@@ -113,6 +125,28 @@ ENV_WORKER_CONTROL = "DAEMONKIT_WORKER_CONTROL"
 ENV_WORKER_REQUESTS = "DAEMONKIT_WORKER_FD"
 #: The fraction of ``max_runtime`` added to the worker's first recycle deadline.
 ENV_WORKER_STAGGER = "DAEMONKIT_WORKER_STAGGER"
+
+#: The descriptor of the workers' shared table of loads (:class:`AcceptShares`).
+ENV_SHARES = "DAEMONKIT_WORKER_SHARES"
+
+#: A worker defers its accepts while another holds fewer connections than
+#: it by at least 1/ACCEPT_SHARE_SLACK of its own (and by at least one):
+#: nginx's workers stop competing for the accept mutex at 7/8 of their
+#: connections (``ngx_accept_disabled``), the same eighth.
+ACCEPT_SHARE_SLACK = 8
+#: Seconds between two refreshes of a worker's published load, so that
+#: connections it closed since its last accept stop counting against it
+#: (the supervisor's :data:`SUPERVISOR_CHECK_INTERVAL`, for the same reason:
+#: soon enough for a person, rare enough to cost nothing).
+ACCEPT_SHARE_REFRESH = 0.1
+#: Seconds without a publication after which a worker counts as not
+#: accepting (its loop blocked that long, or it is stopped), so the others
+#: stop deferring to it: three refreshes missed.
+ACCEPT_SHARE_STALE = 3 * ACCEPT_SHARE_REFRESH
+
+# A cell: the load plus one in the low 32 bits, a count of publications above.
+_LOAD_MASK = (1 << 32) - 1
+_COUNT_MASK = (1 << 31) - 1
 
 #: The fork-bomb guard: at most this many workers per CPU unless forced.
 #: gunicorn advises 2-4 x cores ("(2 x $num_cores) + 1"); past 4 x a typo
@@ -416,6 +450,9 @@ class Supervisor:
         self._replace_why = "reload"
         # Workers started together (the set's start, a reload) stagger max_runtime.
         self._staggered = True
+        #: Each worker's load, shared with the workers (see share_accepts);
+        #: mapped by :meth:`run`, unmapped when it returns.
+        self.shares: AcceptShares | None = None
 
     # -- running -------------------------------------------------------------------
 
@@ -429,12 +466,15 @@ class Supervisor:
         reactor.on_signal(signal.SIGUSR2, self._on_usr2)
         reactor.call_every(SUPERVISOR_CHECK_INTERVAL, self._reap)
         reactor.call_soon(self._start_all)
+        self.shares = AcceptShares.create(len(self.slots))
         try:
             reactor.run()
         finally:
             self._kill_all()
             for sock in self.sockets.values():
                 _release(sock)
+            self.shares.close()
+            self.shares = None
         return self._exit
 
     def _start_all(self) -> None:
@@ -464,16 +504,16 @@ class Supervisor:
         env[ENV_READY_FD] = str(write_fd)
         env[ENV_PARENT] = str(os.getpid())
         env[ENV_WORKER] = str(slot.id)
+        inherit = [*(s.fileno() for s in self.sockets.values()), write_fd]
+        if self.shares is not None:
+            env[ENV_SHARES] = str(self.shares.fd)
+            inherit.append(self.shares.fd)
         try:
             proc = subprocess.Popen(
                 self.command,
                 cwd=self.cwd,
                 env=env,
-                pass_fds=[
-                    *(s.fileno() for s in self.sockets.values()),
-                    write_fd,
-                    request_child_fd,
-                ],
+                pass_fds=[*inherit, request_child_fd],
                 start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor only
             )
         except (OSError, subprocess.SubprocessError) as exc:
@@ -574,6 +614,8 @@ class Supervisor:
 
     def _exited(self, worker: _Worker, code: int) -> None:
         slot = self.slots[worker.slot]
+        if self.shares is not None and not worker.retiring:
+            self.shares.clear(slot.id)  # a retiring worker's successor owns the slot's load
         reason = ""
         if worker.message.startswith(b"error "):
             reason = ": " + worker.message[6:].split(b"\n", 1)[0].decode(errors="replace")
@@ -894,3 +936,179 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with status {code}"
+
+
+class AcceptShares:
+    """How many connections each worker holds, in memory the supervisor and workers share.
+
+    One signed 64-bit cell per worker slot in a ``MAP_SHARED`` mapping of
+    an anonymous file (``memfd``) the supervisor creates and every worker
+    inherits by descriptor (:data:`ENV_SHARES`): a cell holds the slot's
+    load plus one in its low 32 bits and a count of its publications above,
+    or 0 while the slot has no live worker (the supervisor clears it when its
+    worker dies). Each worker writes only its own cell; readers may see a
+    value a moment old, which only makes a deferral a little more or less
+    likely, never loses a client: two workers that defer to each other on
+    stale values both ask again within
+    :data:`~daemonkit.core.reactor.ACCEPT_DEFER_CHECK`, with fresh ones. A
+    worker that published nothing for :data:`ACCEPT_SHARE_STALE` seconds
+    (its loop is blocked, or it is stopped) is not accepting: nobody defers
+    to it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        size = os.fstat(fd).st_size
+        if size < 8 or size % 8:
+            raise ValueError(f"descriptor {fd} is not a table of worker loads ({size} bytes)")
+        self._map = mmap.mmap(fd, size)
+        self._cells = memoryview(self._map).cast("q")
+        # Per slot, as this process last saw it: (cell, when it last changed).
+        self._seen = [(0, 0.0)] * len(self._cells)
+
+    @classmethod
+    def create(cls, slots: int) -> AcceptShares:
+        """A new zeroed table of ``slots`` cells on a descriptor children can inherit."""
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("daemonkit-worker-loads", os.MFD_CLOEXEC)
+        else:  # pragma: no cover - not Linux
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix="daemonkit-worker-loads-")
+            os.unlink(path)
+        try:
+            os.ftruncate(fd, 8 * max(1, slots))
+            return cls(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def from_env(cls, environ: MutableMapping[str, str] | None = None) -> AcceptShares | None:
+        """The table a supervisor handed this worker (and unset its variable), or None.
+
+        None also when the variable does not name a usable table: the
+        worker then accepts as a single process does (a warning is logged).
+        """
+        env = os.environ if environ is None else environ
+        value = env.pop(ENV_SHARES, "")
+        if not value:
+            return None
+        try:
+            return cls(int(value))
+        except (ValueError, OSError) as exc:
+            logging.getLogger("daemonkit.workers").warning(
+                "%s=%r is not a table of worker loads (%s); accepting without sharing",
+                ENV_SHARES,
+                value,
+                exc,
+            )
+            return None
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def publish(self, slot: int, load: int) -> None:
+        """Say that the worker in ``slot`` holds ``load`` connections now (and is alive)."""
+        count = ((self._cells[slot] >> 32) + 1) & _COUNT_MASK
+        self._cells[slot] = (count << 32) | (min(load, _LOAD_MASK - 1) + 1)
+
+    def clear(self, slot: int) -> None:
+        """Say that ``slot`` has no live worker: the others stop comparing with it."""
+        self._cells[slot] = 0
+
+    def loads(self) -> list[int | None]:
+        """Every slot's last published load, None for a slot with no live worker."""
+        return [(cell & _LOAD_MASK) - 1 if cell else None for cell in self._cells]
+
+    def over_share(self, slot: int, load: int, now: float) -> bool:
+        """Publish ``load`` for ``slot``; True when another live worker holds clearly fewer.
+
+        "Clearly": fewer by at least 1/:data:`ACCEPT_SHARE_SLACK` of
+        ``load`` and by at least one connection, so equal loads never defer.
+        "Live": it published something within :data:`ACCEPT_SHARE_STALE`
+        seconds before ``now`` (a monotonic time), as seen from this process.
+        """
+        self.publish(slot, load)
+        margin = max(1, load // ACCEPT_SHARE_SLACK)
+        for other, cell in enumerate(self.observe(now)):
+            if other != slot and cell and (cell & _LOAD_MASK) - 1 <= load - margin:
+                return True
+        return False
+
+    def observe(self, now: float) -> list[int]:
+        """The cells now, with 0 for the workers that published nothing lately.
+
+        Notes which cells changed since the last look, at ``now``; a cell
+        unchanged for :data:`ACCEPT_SHARE_STALE` seconds reads as 0.
+        """
+        seen = self._seen
+        cells = list(self._cells)
+        for i, cell in enumerate(cells):
+            if cell != seen[i][0]:
+                seen[i] = (cell, now)
+            elif now - seen[i][1] > ACCEPT_SHARE_STALE:
+                cells[i] = 0  # blocked or stopped: it would not take the clients
+        return cells
+
+    def close(self) -> None:
+        """Unmap the table and close its descriptor; idempotent."""
+        if self.fd < 0:
+            return
+        self._cells.release()
+        self._map.close()
+        os.close(self.fd)
+        self.fd = -1
+
+
+def share_accepts(
+    reactor: Reactor,
+    listeners: Sequence[Listener],
+    shares: AcceptShares,
+    slot: int,
+    load: Callable[[], int],
+) -> Timer:
+    """Make ``listeners`` defer to less loaded workers (:meth:`Listener.share`).
+
+    The worker in ``slot`` publishes ``load()`` (its connections, open and
+    being set up) in ``shares`` now, at each wake-up for new clients, after
+    each batch of accepts, and every :data:`ACCEPT_SHARE_REFRESH` seconds
+    (when it also notes which workers stopped publishing);
+    it leaves the queue to the others for
+    :data:`~daemonkit.core.reactor.ACCEPT_DEFER_DELAY` while one of them
+    holds clearly fewer (:meth:`AcceptShares.over_share`). Returns the
+    refresh timer: cancel it when the worker stops.
+    """
+    share = _WorkerShare(shares, slot, load, reactor.time)
+    share.accepted()  # present from the start: the others defer to it before it first wakes
+    for listener in listeners:
+        listener.share(share)
+    return reactor.call_every(ACCEPT_SHARE_REFRESH, share.refresh)
+
+
+class _WorkerShare:
+    """One worker's :class:`~daemonkit.core.reactor.AcceptShare`: its cell in the table."""
+
+    __slots__ = ("load", "shares", "slot", "time")
+
+    def __init__(
+        self, shares: AcceptShares, slot: int, load: Callable[[], int], time: Callable[[], float]
+    ) -> None:
+        self.shares = shares
+        self.slot = slot
+        self.load = load
+        self.time = time
+
+    def defer(self) -> bool:
+        return self.shares.over_share(self.slot, self.load(), self.time())
+
+    def accepted(self) -> None:
+        # At once, not at the next wake-up: a stale, low count would make
+        # the others defer to a worker that has just taken the queue.
+        self.shares.publish(self.slot, self.load())
+
+    def refresh(self) -> None:
+        # Also look at the others, so that one whose loop stopped is known
+        # as such before the next burst of clients, not during it.
+        self.shares.publish(self.slot, self.load())
+        self.shares.observe(self.time())
