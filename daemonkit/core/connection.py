@@ -382,10 +382,12 @@ class Connection:
             if self._flushing is None:
                 self._schedule_flush()
         else:  # gathered bytes always have their flush arranged
-            if type(buf) is bytes:
+            # isinstance, not type() is: it narrows the type, so compiled the
+            # append is a list primitive rather than a method looked up by name.
+            if isinstance(buf, bytes):
                 self._wbuf = [buf, data]
             else:
-                buf.append(data)  # type: ignore[union-attr]
+                buf.append(data)
             size = self._wsize = self._wsize + len(data)
         return size <= self._high or self._check_backlog()
 
