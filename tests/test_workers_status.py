@@ -40,8 +40,7 @@ from daemonkit.ops.workers import (
     worker_control_path,
 )
 from daemonkit.ops.workerset import ask_worker, merge_scrapes
-from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until
-from tests.test_workers import WAIT, Served
+from tests.helpers import PYTHON, ROOT, WAIT, Served, daemonkit_log_to, free_port, recv_until
 
 pytest.importorskip("prometheus_client")
 
