@@ -33,6 +33,7 @@ from daemonkit.ops.control import Operations
 from daemonkit.ops.upgrade import Upgrader
 from daemonkit.ops.workers import (
     ENV_WORKER,
+    HAND_OVER_SIGNAL,
     AcceptShares,
     share_accepts,
     supervisor_link_from_env,
@@ -86,6 +87,8 @@ class Attached:
         elif event == "ready":
             if daemon.worker_id is not None:  # a --workers worker: stop if orphaned
                 watch_supervisor(daemon.reactor, daemon.stop, os.getppid())
+                # The supervisor's new set took over (SIGUSR2): drain, then stop.
+                daemon.reactor.on_signal(HAND_OVER_SIGNAL, self._handed_over)
             # Added after any pidfile/systemd hook, so the process we replace
             # hears of us only once those name our pid.
             daemon.set_upgrade_handler(self.upgrader.upgrade)
@@ -106,6 +109,10 @@ class Attached:
         """The connections this worker holds: open ones and accepted ones being set up."""
         daemon = self.daemon
         return len(daemon.connections) + sum(listener.pending for listener in daemon.listeners)
+
+    def _handed_over(self, signum: int) -> None:
+        self.daemon.log.info("the supervisor's new set took over: draining, then stopping")
+        self.upgrader.hand_over()
 
 
 def attach(daemon: Daemon) -> Attached:
