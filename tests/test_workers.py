@@ -85,16 +85,6 @@ def test_too_many_workers_is_a_config_error_before_anything_starts(
     assert cli.main([*args, "--workers", "0"]) == cli.EXIT_USAGE
 
 
-def test_options_not_supported_with_workers_yet_are_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = [str(ROOT / "examples" / "echo_daemon.py"), "--listen", "tcp://127.0.0.1:0"]
-    pidfile = str(tmp_path / "echo.pid")
-    assert cli.main([*args, "--workers", "2", "--pidfile", pidfile]) == cli.EXIT_USAGE
-    assert "--pidfile with --workers is not supported yet" in capsys.readouterr().err
-    assert not os.path.exists(pidfile)
-
-
 def test_a_crash_loop_is_burst_deaths_within_the_interval() -> None:
     loop = CrashLoop(burst=3, interval=10.0)
     assert not loop.died(0.0)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from daemonkit.core.reactor import Listener, Reactor
 from daemonkit.core.timers import Clock, Timer
 from daemonkit.daemon import Daemon
-from daemonkit.ops.control import Operations
+from daemonkit.ops.control import Operations, handed_over_listeners
 from daemonkit.ops.upgrade import Upgrader
 from daemonkit.ops.workers import (
     ENV_WORKER,
@@ -63,12 +63,7 @@ class Attached:
     def service_listeners(self) -> list[tuple[str, Listener]]:
         """The operations' open listeners, as an upgrade hands them over (``"@control"``...)."""
         ops = self.operations
-        found = []
-        for name, service in (("control", ops and ops.control), ("metrics", ops and ops.metrics)):
-            listener = getattr(service, "listener", None)
-            if listener is not None and listener.active:
-                found.append((f"@{name}", listener))
-        return found
+        return handed_over_listeners(ops.control, ops.metrics) if ops is not None else []
 
     def _on_event(self, event: str) -> None:
         daemon = self.daemon

@@ -51,6 +51,7 @@ from daemonkit.ops.control import (
     RequestError,
     check_operations,
     check_request,
+    handed_over_listeners,
     open_endpoints,
     set_log_level,
 )
@@ -60,7 +61,7 @@ from daemonkit.ops.workers import Supervisor, WorkerInfo
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from daemonkit.core.reactor import Reactor, Watch
+    from daemonkit.core.reactor import Listener, Reactor, Watch
     from daemonkit.core.timers import Timer
     from daemonkit.daemon import Daemon
     from daemonkit.ops.control import _ControlHost, _MetricsHost
@@ -297,6 +298,10 @@ class SetOperations:
             ops.close()
             raise
         return ops
+
+    def listeners(self) -> list[tuple[str, Listener]]:
+        """The open control socket and metrics endpoint, as a SIGUSR2 hands them to a new set."""
+        return handed_over_listeners(self.control, self.metrics)
 
     def close(self) -> None:
         """Close the endpoints, drop the queries under way, remove a private directory."""
