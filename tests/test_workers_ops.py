@@ -167,6 +167,12 @@ def test_sigusr2_upgrades_the_set_under_load_and_a_broken_one_leaves_it_serving(
     try:
         until(notify, "READY", senders)
         before = served.workers()
+        # A worker alone is not upgraded: its copy would be a second set.
+        os.kill(before["0"], signal.SIGUSR2)
+        served.wait_log(
+            rf"upgrade not started: worker 0 is upgraded with its set: "
+            rf"send SIGUSR2 to the supervisor \(pid {served.proc.pid}\)"
+        )
         load = Load(served, pace=0.005)  # ~800 connections/s: bounded, and the new set can start
         try:
             load.wait_more(50)

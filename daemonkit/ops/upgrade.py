@@ -458,6 +458,12 @@ class Upgrader:
         daemon, reactor = self.daemon, self._reactor
         if reactor is None or daemon.is_stopped():
             raise UpgradeError("the daemon is not running")
+        if daemon.worker_id is not None:
+            # Its copy would be a whole new set on the supervisor's sockets.
+            raise UpgradeError(
+                f"worker {daemon.worker_id} is upgraded with its set: "
+                f"send SIGUSR2 to the supervisor (pid {os.getppid()})"
+            )
         if daemon.is_draining():
             raise UpgradeError(
                 f"this process is draining its {len(daemon.connections)} connection(s) "
