@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from daemonkit.cli import ctl
 from daemonkit.cli import run as cli
 from daemonkit.ops.pidfile import read_pid
 from daemonkit.ops.process import Credentials, check_can_switch
@@ -160,9 +161,15 @@ def test_sigusr2_upgrades_the_set_under_load_and_a_broken_one_leaves_it_serving(
     tmp_path: Path,
 ) -> None:
     pidfile = tmp_path / "set.pid"
+    control = str(tmp_path / "ctl.sock")
     notify_path = str(tmp_path / "notify.sock")
     notify = NotifySocket(notify_path)
-    served = Served(tmp_path, 2, "--pidfile", str(pidfile), env={"NOTIFY_SOCKET": notify_path})
+    served = Served(
+        tmp_path,
+        2,
+        *("--pidfile", str(pidfile), "--control", control),
+        env={"NOTIFY_SOCKET": notify_path},
+    )
     senders: set[int | None] = set()
     try:
         until(notify, "READY", senders)
@@ -199,13 +206,17 @@ def test_sigusr2_upgrades_the_set_under_load_and_a_broken_one_leaves_it_serving(
         assert f"upgrade: new supervisor {new} is ready with all its workers" in log
         for pid in before.values():
             assert re.search(rf"worker \d: pid {pid} exited with status 0", log)
+        # The control socket passed to the new supervisor, at the same path.
+        assert ctl.request(control, {"cmd": "status"})["status"]["pid"] == new
 
-        # New code that cannot even be imported: the set that runs serves on.
+        # New code that cannot even be imported (ctl upgrade, this time): the set serves on.
         served.path.write_text("raise ImportError('broken on purpose')\n")
-        os.kill(new, signal.SIGUSR2)
+        reply = ctl.request(control, {"cmd": "upgrade"})
+        assert reply["ok"] and reply["pid"] == new, reply
         served.wait_log(
-            rf"upgrade failed: new supervisor \d+ exited with status 3 before its workers "
-            rf"were ready: .*broken on purpose.*; the old set serves on \(supervisor pid {new}\)",
+            rf"upgrade failed: new supervisor {reply['new_pid']} exited with status 3 before its "
+            rf"workers were ready: .*broken on purpose.*; the old set serves on "
+            rf"\(supervisor pid {new}\)",
             alive=False,
         )
         assert served.workers() == after
@@ -216,6 +227,7 @@ def test_sigusr2_upgrades_the_set_under_load_and_a_broken_one_leaves_it_serving(
         for pid in after.values():
             wait_gone(pid)
         assert not pidfile.exists()
+        assert not os.path.exists(control)  # the new supervisor owned its file, and removed it
     finally:
         served.close()
         notify.close()

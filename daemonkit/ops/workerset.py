@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from daemonkit.core.reactor import READ
-from daemonkit.errors import ConfigError
+from daemonkit.errors import ConfigError, UpgradeError
 from daemonkit.ops.control import (
     CONTROL_MAX_REPLY,
     RequestError,
@@ -405,6 +405,13 @@ class SetOperations:
                 "workers": len(sup.slots),
                 "timeout": self.daemon.shutdown_timeout,
             }
+        if cmd == "upgrade":
+            self.log.info("upgrade requested: a new supervisor and set take over")
+            try:
+                new_pid = sup.upgrade()  # the path SIGUSR2 takes
+            except UpgradeError as exc:
+                raise RequestError(f"upgrade not started: {exc}") from exc
+            return {"ok": True, "upgrading": True, "pid": os.getpid(), "new_pid": new_pid}
         raise RequestError(
             f"{cmd} is not supported with --workers yet; "
             "`ctl reload` (or SIGHUP) replaces the workers one at a time"
