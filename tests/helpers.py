@@ -6,20 +6,28 @@ import contextlib
 import http.server
 import importlib.util
 import logging
+import os
+import re
+import signal
 import socket
+import struct
 import subprocess
 import sys
+import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from daemonkit.core.reactor import Reactor
 from daemonkit.daemon import Daemon
 from daemonkit.ops.control import Operations
+from daemonkit.ops.workers import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -156,3 +164,268 @@ def issue_test_cert(root: Path) -> tuple[Any, Path, Path, Path]:
     server.private_key_pem.write_to_path(str(key))
     authority.cert_pem.write_to_path(str(ca_file))
     return authority, cert, key, ca_file
+
+
+# -- real daemons started as subprocesses (workers, systemd) ---------------------------
+
+# Seconds a subprocess gets to do what a test waits for.
+WAIT = 20.0
+
+# Stands in for systemd: moves the passed descriptors to 3, 4, ..., sets
+# LISTEN_PID to the pid the daemon will have (exec keeps it), and execs it.
+ACTIVATE = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    fds = [int(fd) for fd in sys.argv[1].split(",")]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]  # out of the way of 3, 4, ...
+    for i, fd in enumerate(high):
+        os.dup2(fd, 3 + i, inheritable=True)
+        os.close(fd)
+    os.environ["LISTEN_PID"] = str(os.getpid())
+    os.execv(sys.executable, [sys.executable, "-m", "daemonkit", *sys.argv[2:]])
+    """
+)
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, path: str | bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent it
+        self.sock.bind(path)
+        #: The pid that sent the last message :meth:`next` returned.
+        self.sender: int | None = None
+
+    def next(self, timeout: float = WAIT) -> dict[str, str]:
+        """The next message, as a dict of its assignments (its sender's pid: :attr:`sender`)."""
+        self.sock.settimeout(timeout)
+        data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+        self.sender = None
+        for level, kind, creds in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                self.sender = struct.unpack("3i", creds[:12])[0]  # struct ucred: pid, uid, gid
+        return dict(line.split("=", 1) for line in data.decode().split("\n"))
+
+    def next_event(self, timeout: float = WAIT) -> dict[str, str]:
+        """The next message that is not only a STATUS= update (those come on a timer)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.next(max(0.001, deadline - time.monotonic()))
+            if set(message) != {"STATUS"}:
+                return message
+
+    def pending(self) -> list[dict[str, str]]:
+        """Every message already queued, without waiting."""
+        self.sock.setblocking(False)
+        messages = []
+        try:
+            while True:
+                data = self.sock.recv(4096).decode()
+                messages.append(dict(line.split("=", 1) for line in data.split("\n")))
+        except BlockingIOError:
+            return messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# The daemon under test: a Lines echo answering "PID WORKER_ID LINE".
+DAEMON = """
+import os
+from daemonkit import Daemon, Lines
+
+
+class Echo(Daemon):
+    framing = Lines
+
+    def on_read(self, conn, line):
+        conn.send(b"%d %s %s" % (os.getpid(), str(self.worker_id).encode(), line))
+"""
+
+# Short connections the fairness test makes.
+SPLIT_CONNECTIONS = 200
+# The load during a kill or a reload: LOAD_THREADS clients, each making one
+# short connection after another, bounded by LOAD_MAX each and by the test's stop.
+LOAD_THREADS = 4
+LOAD_MAX = 5000
+
+
+class Served:
+    """``python -m daemonkit SOURCE --workers N`` with its log in a file (SOURCE: DAEMON).
+
+    ``env`` adds variables; ``port`` is the one to listen on (default: a free
+    one); ``launcher`` replaces ``python -m daemonkit`` (systemd's stand-in,
+    :data:`ACTIVATE`, with the descriptors in ``pass_fds``).
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        workers: int,
+        *args: str,
+        backend: str = "uvloop",
+        source: str = DAEMON,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        launcher: Sequence[str] = (PYTHON, "-m", "daemonkit"),
+        pass_fds: Sequence[int] = (),
+    ) -> None:
+        self.path = tmp / "echo_workers.py"
+        self.path.write_text(textwrap.dedent(source))
+        self.log_path = tmp / "daemon.log"
+        self.port = free_port() if port is None else port
+        environ = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1", **(env or {}))
+        environ.pop("PYTHONASYNCIODEBUG", None)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *(*launcher, str(self.path), "--backend", backend),
+                    *("--listen", f"tcp://127.0.0.1:{self.port}", "--workers", str(workers)),
+                    *args,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=environ,
+                cwd=ROOT,
+                pass_fds=pass_fds,
+            )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, count: int = 1, *, alive: bool = True) -> list[Any]:
+        """Wait until ``pattern`` (a regex) occurs ``count`` times in the log; its matches.
+
+        Fails early if the process started exits, unless ``alive=False`` (it
+        handed over to a new supervisor, or detached).
+        """
+        deadline = time.monotonic() + WAIT
+        while len(found := re.findall(pattern, self.log)) < count:
+            if alive and self.proc.poll() is not None:
+                raise AssertionError(f"exited with {self.proc.returncode}:\n{self.log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} x{count} after {WAIT}s:\n{self.log}")
+            time.sleep(0.02)
+        return found
+
+    def ask(self, line: bytes = b"hi") -> tuple[int, str]:
+        """One short connection: (pid that answered, its worker id)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(line + b"\n")
+            reply = recv_until(sock, b"\n")
+        pid, wid, echoed = reply.rstrip(b"\n").split(b" ", 2)
+        assert echoed == line, reply
+        return int(pid), wid.decode()
+
+    def workers(self, count: int = 2) -> dict[str, int]:
+        """Worker id -> pid, asked until ``count`` ids answered (at most SPLIT_CONNECTIONS)."""
+        found: dict[str, int] = {}
+        for _ in range(SPLIT_CONNECTIONS):
+            pid, wid = self.ask()
+            found[wid] = pid
+            if len(found) == count:
+                break
+        return found
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(WAIT)
+        for pid in re.findall(r"started (?:pid|new supervisor) (\d+)", self.log):
+            try:
+                os.kill(int(pid), signal.SIGKILL)  # a worker (or set) left over by a failed test
+            except ProcessLookupError:
+                pass
+
+
+class Load:
+    """Clients making short connections in threads until stopped; counts what happened.
+
+    ``pace`` (seconds) is each client's pause between two connections: a
+    lighter load leaves the CPU to processes starting meanwhile (a new set).
+    """
+
+    def __init__(self, served: Served, *, pace: float = 0.0) -> None:
+        self.served = served
+        self.pace = pace
+        self.answered: Counter[int] = Counter()  # by pid
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client) for _ in range(LOAD_THREADS)]
+        for t in self._threads:
+            t.start()
+
+    def _client(self) -> None:
+        for _ in range(LOAD_MAX):
+            if self._stop.is_set():
+                return
+            try:
+                pid, _ = self.served.ask()
+            except (OSError, ValueError) as exc:
+                with self._lock:
+                    self.failures.append(repr(exc))
+                continue
+            with self._lock:
+                self.answered[pid] += 1
+            if self.pace:
+                self._stop.wait(self.pace)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.answered.values())
+
+    def wait_more(self, count: int) -> None:
+        """Wait until ``count`` more requests were answered (bounded)."""
+        target = self.total() + count
+        deadline = time.monotonic() + WAIT
+        while self.total() < target:
+            assert time.monotonic() < deadline, f"the load stalled: {self.failures[:5]}"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(WAIT)
+
+
+# -- a supervisor in the test process, with tiny workers -----------------------------
+
+# A worker that says it is ready (unless it is worker 1 and STALL is set), then waits.
+TINY_WORKER = """
+import os, sys, time
+if os.environ.get("STALL") and os.environ["DAEMONKIT_WORKER"] == "1":
+    time.sleep(60)
+os.write(int(os.environ["DAEMONKIT_UPGRADE_FD"]), b"ready\\n")
+time.sleep(60)
+"""
+
+
+def supervise_here(
+    command: list[str],
+    workers: int,
+    *,
+    seconds: float,
+    then: Callable[[Supervisor], object] | None = None,
+    **options: Any,
+) -> tuple[int, list[str], Supervisor]:
+    """Run a Supervisor here for at most ``seconds`` (then stop it); (exit, log lines, it).
+
+    ``then(supervisor)`` runs on the loop's first turn (to upgrade it, say).
+    """
+    records: list[str] = []
+    sock = socket.create_server(("127.0.0.1", 0))
+    reactor = Reactor("asyncio")
+    try:
+        sup = Supervisor(reactor, {"tcp": sock}, workers, command=command, **options)
+        reactor.call_later(seconds, sup.stop, "test deadline")
+        if then is not None:
+            reactor.call_soon(then, sup)
+        with daemonkit_log_to(lambda r: records.append(r.getMessage())):
+            code = sup.run()
+    finally:
+        reactor.close()
+    return code, records, sup

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 from daemonkit import Daemon, Endpoint, FakeClock
 from daemonkit.errors import ConfigError
 from daemonkit.ops.systemd import SystemdNotifier, adopt_listen_fds, listen_fds, notify
-from tests.helpers import PYTHON, ROOT, recv_until
+from tests.helpers import ACTIVATE, PYTHON, ROOT, NotifySocket, recv_until
 from tests.test_cli import finish, spawn
 
 # Real seconds a test waits for a message or a process before failing.
@@ -30,42 +29,6 @@ FIRST_FD = 900
 
 # The STATUS= line of a daemon nobody has connected to yet.
 IDLE_STATUS = "0 connection(s); accepted 0, rejected 0, errors 0"
-
-
-class NotifySocket:
-    """A unix datagram socket standing in for systemd's $NOTIFY_SOCKET."""
-
-    def __init__(self, path: str | bytes) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-
-    def next(self, timeout: float = DEADLINE) -> dict[str, str]:
-        """The next message, as a dict of its assignments."""
-        self.sock.settimeout(timeout)
-        data = self.sock.recv(4096).decode()
-        return dict(line.split("=", 1) for line in data.split("\n"))
-
-    def next_event(self, timeout: float = DEADLINE) -> dict[str, str]:
-        """The next message that is not only a STATUS= update (those come on a timer)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self.next(max(0.001, deadline - time.monotonic()))
-            if set(message) != {"STATUS"}:
-                return message
-
-    def pending(self) -> list[dict[str, str]]:
-        """Every message already queued, without waiting."""
-        self.sock.setblocking(False)
-        messages = []
-        try:
-            while True:
-                data = self.sock.recv(4096).decode()
-                messages.append(dict(line.split("=", 1) for line in data.split("\n")))
-        except BlockingIOError:
-            return messages
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -368,21 +331,6 @@ def test_a_descriptor_that_is_not_a_socket_is_a_clear_error(passed: list[int]) -
 
 
 # -- socket activation: a real process ----------------------------------------------
-
-# Stands in for systemd: moves the passed descriptors to 3, 4, ..., sets
-# LISTEN_PID to the pid the daemon will have (exec keeps it), and execs it.
-ACTIVATE = textwrap.dedent(
-    """
-    import fcntl, os, sys
-    fds = [int(fd) for fd in sys.argv[1].split(",")]
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]  # out of the way of 3, 4, ...
-    for i, fd in enumerate(high):
-        os.dup2(fd, 3 + i, inheritable=True)
-        os.close(fd)
-    os.environ["LISTEN_PID"] = str(os.getpid())
-    os.execv(sys.executable, [sys.executable, "-m", "daemonkit", *sys.argv[2:]])
-    """
-)
 
 TWO_PORTS = """
 from daemonkit import Daemon, Endpoint

@@ -8,19 +8,14 @@ import re
 import selectors
 import signal
 import socket
-import subprocess
-import textwrap
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from daemonkit.cli import run as cli
-from daemonkit.core.reactor import Reactor
 from daemonkit.errors import ConfigError
 from daemonkit.ops.upgrade import ENV_PARENT
 from daemonkit.ops.workers import (
@@ -33,109 +28,27 @@ from daemonkit.ops.workers import (
     MAX_WORKERS_PER_CPU,
     AcceptShares,
     CrashLoop,
-    Supervisor,
     check_workers,
     tag_worker_logs,
     worker_id_from_env,
 )
-from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until
+from tests.helpers import (
+    LOAD_THREADS,
+    PYTHON,
+    ROOT,
+    SPLIT_CONNECTIONS,
+    TINY_WORKER,
+    WAIT,
+    Load,
+    Served,
+    recv_until,
+    supervise_here,
+)
 
-# The daemon under test: a Lines echo answering "PID WORKER_ID LINE".
-DAEMON = """
-import os
-from daemonkit import Daemon, Lines
-
-
-class Echo(Daemon):
-    framing = Lines
-
-    def on_read(self, conn, line):
-        conn.send(b"%d %s %s" % (os.getpid(), str(self.worker_id).encode(), line))
-"""
-
-# Seconds a subprocess gets to do what a test waits for.
-WAIT = 20.0
-# Short connections the fairness test makes.
-SPLIT_CONNECTIONS = 200
 # Connections the accept-sharing test holds open at once, and the least
 # share of them each of 2 workers must hold (generous: it measured 41-52 %).
 HELD_CONNECTIONS = 400
 HELD_MIN_SHARE = 0.2
-# The load during a kill or a reload: LOAD_THREADS clients, each making one
-# short connection after another, bounded by LOAD_MAX each and by the test's stop.
-LOAD_THREADS = 4
-LOAD_MAX = 5000
-
-
-class Served:
-    """``python -m daemonkit SOURCE --workers N`` with its log in a file (SOURCE: DAEMON)."""
-
-    def __init__(
-        self, tmp: Path, workers: int, *args: str, backend: str = "uvloop", source: str = DAEMON
-    ) -> None:
-        self.path = tmp / "echo_workers.py"
-        self.path.write_text(textwrap.dedent(source))
-        self.log_path = tmp / "daemon.log"
-        self.port = free_port()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
-        env.pop("PYTHONASYNCIODEBUG", None)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(PYTHON, "-m", "daemonkit", str(self.path), "--backend", backend),
-                    *("--listen", f"tcp://127.0.0.1:{self.port}", "--workers", str(workers)),
-                    *args,
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-                cwd=ROOT,
-            )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, pattern: str, count: int = 1) -> list[Any]:
-        """Wait until ``pattern`` (a regex) occurs ``count`` times in the log; its matches."""
-        deadline = time.monotonic() + WAIT
-        while len(found := re.findall(pattern, self.log)) < count:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exited with {self.proc.returncode}:\n{self.log}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} x{count} after {WAIT}s:\n{self.log}")
-            time.sleep(0.02)
-        return found
-
-    def ask(self, line: bytes = b"hi") -> tuple[int, str]:
-        """One short connection: (pid that answered, its worker id)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
-            sock.sendall(line + b"\n")
-            reply = recv_until(sock, b"\n")
-        pid, wid, echoed = reply.rstrip(b"\n").split(b" ", 2)
-        assert echoed == line, reply
-        return int(pid), wid.decode()
-
-    def workers(self, count: int = 2) -> dict[str, int]:
-        """Worker id -> pid, asked until ``count`` ids answered (at most SPLIT_CONNECTIONS)."""
-        found: dict[str, int] = {}
-        for _ in range(SPLIT_CONNECTIONS):
-            pid, wid = self.ask()
-            found[wid] = pid
-            if len(found) == count:
-                break
-        return found
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(WAIT)
-        for pid in re.findall(r"started pid (\d+)", self.log):
-            try:
-                os.kill(int(pid), signal.SIGKILL)  # a worker left over by a failed test
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
@@ -147,50 +60,6 @@ def served(tmp_path: Path) -> Iterator[Served]:
         yield s
     finally:
         s.close()
-
-
-class Load:
-    """Clients making short connections in threads until stopped; counts what happened."""
-
-    def __init__(self, served: Served) -> None:
-        self.served = served
-        self.answered: Counter[int] = Counter()  # by pid
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._client) for _ in range(LOAD_THREADS)]
-        for t in self._threads:
-            t.start()
-
-    def _client(self) -> None:
-        for _ in range(LOAD_MAX):
-            if self._stop.is_set():
-                return
-            try:
-                pid, _ = self.served.ask()
-            except (OSError, ValueError) as exc:
-                with self._lock:
-                    self.failures.append(repr(exc))
-                continue
-            with self._lock:
-                self.answered[pid] += 1
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.answered.values())
-
-    def wait_more(self, count: int) -> None:
-        """Wait until ``count`` more requests were answered (bounded)."""
-        target = self.total() + count
-        deadline = time.monotonic() + WAIT
-        while self.total() < target:
-            assert time.monotonic() < deadline, f"the load stalled: {self.failures[:5]}"
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(WAIT)
 
 
 # -- the guard, the settings, the bookkeeping ------------------------------------------
@@ -214,16 +83,6 @@ def test_too_many_workers_is_a_config_error_before_anything_starts(
     assert cli.main([*args, "--workers", str(too_many)]) == cli.EXIT_CONFIG
     assert "--workers-force" in capsys.readouterr().err
     assert cli.main([*args, "--workers", "0"]) == cli.EXIT_USAGE
-
-
-def test_options_not_supported_with_workers_yet_are_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = [str(ROOT / "examples" / "echo_daemon.py"), "--listen", "tcp://127.0.0.1:0"]
-    pidfile = str(tmp_path / "echo.pid")
-    assert cli.main([*args, "--workers", "2", "--pidfile", pidfile]) == cli.EXIT_USAGE
-    assert "--pidfile with --workers is not supported yet" in capsys.readouterr().err
-    assert not os.path.exists(pidfile)
 
 
 def test_a_crash_loop_is_burst_deaths_within_the_interval() -> None:
@@ -295,35 +154,9 @@ def test_a_worker_without_a_usable_table_accepts_alone(caplog: pytest.LogCapture
 
 # -- the supervisor in this process, with tiny workers ----------------------------------
 
-# A worker that says it is ready (unless it is worker 1 and STALL is set), then waits.
-TINY_WORKER = """
-import os, sys, time
-if os.environ.get("STALL") and os.environ["DAEMONKIT_WORKER"] == "1":
-    time.sleep(60)
-os.write(int(os.environ["DAEMONKIT_UPGRADE_FD"]), b"ready\\n")
-time.sleep(60)
-"""
-
-
-def _supervise(
-    command: list[str], workers: int, *, seconds: float, **options: Any
-) -> tuple[int, list[str], Supervisor]:
-    """Run a Supervisor here for at most ``seconds`` (then stop it); (exit, log lines, it)."""
-    records: list[str] = []
-    sock = socket.create_server(("127.0.0.1", 0))
-    reactor = Reactor("asyncio")
-    try:
-        sup = Supervisor(reactor, {"tcp": sock}, workers, command=command, **options)
-        reactor.call_later(seconds, sup.stop, "test deadline")
-        with daemonkit_log_to(lambda r: records.append(r.getMessage())):
-            code = sup.run()
-    finally:
-        reactor.close()
-    return code, records, sup
-
 
 def test_a_crash_loop_gives_up_the_slot_and_with_none_left_exits_1() -> None:
-    code, log, sup = _supervise(
+    code, log, sup = supervise_here(
         [PYTHON, "-c", "raise SystemExit(3)"], 2, seconds=WAIT, crash_interval=WAIT
     )
     assert code == EXIT_NO_WORKERS
@@ -336,7 +169,7 @@ def test_a_crash_loop_gives_up_the_slot_and_with_none_left_exits_1() -> None:
 def test_a_worker_never_ready_is_killed_and_the_others_keep_serving(tmp_path: Path) -> None:
     script = tmp_path / "tiny.py"
     script.write_text(TINY_WORKER)
-    code, log, sup = _supervise(
+    code, log, sup = supervise_here(
         [PYTHON, str(script)],
         2,
         seconds=3.0,

@@ -40,8 +40,7 @@ from daemonkit.ops.workers import (
     worker_control_path,
 )
 from daemonkit.ops.workerset import ask_worker, merge_scrapes
-from tests.helpers import PYTHON, ROOT, daemonkit_log_to, free_port, recv_until
-from tests.test_workers import WAIT, Served
+from tests.helpers import PYTHON, ROOT, WAIT, Served, daemonkit_log_to, free_port, recv_until
 
 pytest.importorskip("prometheus_client")
 
@@ -193,8 +192,6 @@ def test_one_scrape_has_every_worker_and_the_supervisor(workers: WorkerSet) -> N
 def test_what_the_set_does_not_do_yet_is_an_error_reply(workers: WorkerSet) -> None:
     reply = ctl.request(workers.control, {"cmd": "stop", "timeout": 5})
     assert not reply["ok"] and "not supported with --workers" in reply["error"]
-    reply = ctl.request(workers.control, {"cmd": "upgrade"})
-    assert not reply["ok"] and "ctl reload" in reply["error"]
     reply = ctl.request(workers.control, {"cmd": "log-level", "level": "loud"})
     assert not reply["ok"] and "unknown log level" in reply["error"]
     assert workers.proc.poll() is None

@@ -31,7 +31,7 @@ import argparse
 import errno
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from daemonkit import __version__
@@ -57,7 +57,7 @@ from daemonkit.ops.control import check_operations
 from daemonkit.ops.pidfile import AlreadyRunning, PidfileError, check_pidfile_dir
 from daemonkit.ops.process import Deployment, DetachError, resolve_credentials
 from daemonkit.ops.reloader import is_reload_child, supervise
-from daemonkit.ops.upgrade import report_start_failure
+from daemonkit.ops.upgrade import report_start_failure, upgrading_from
 from daemonkit.ops.workers import (
     STOP_MARGIN,
     Supervisor,
@@ -251,7 +251,11 @@ def _run(
     if args.workers > 1 and not supervised:
         return _supervise(daemon, args)
     deployment = Deployment(
-        pidfile=args.pidfile, detach=args.daemon, user=args.user, group=args.group
+        # A worker: its supervisor holds the pidfile and detached; it drops privileges itself.
+        pidfile=None if supervised else args.pidfile,
+        detach=args.daemon and not supervised,
+        user=args.user,
+        group=args.group,
     )
     try:
         return deployment.run(daemon, lambda: _serve(daemon, args))
@@ -264,32 +268,50 @@ def _run(
 
 
 def _supervise(daemon: Daemon, args: argparse.Namespace) -> int:
-    """``--workers N``: bind every endpoint once here, run N workers on them (ops.workers)."""
+    """``--workers N``: bind every endpoint once here, run N workers on them (ops.workers).
+
+    The supervisor is what ``--pidfile``, ``--daemon`` and systemd manage
+    (:meth:`Deployment.run_supervisor <daemonkit.ops.process.Deployment.run_supervisor>`);
+    the workers run the same command line and drop ``--user``/``--group`` themselves.
+    """
     try:
         check_workers(args.workers, force=args.workers_force)
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, str(exc))
-    unsupported = [
-        option
-        for option, value in (
-            ("--pidfile", args.pidfile),
-            ("--daemon", args.daemon),
-            ("--user", args.user),
-            ("--group", args.group),
-        )
-        if value
-    ]
-    if unsupported:
-        return _fail(EXIT_USAGE, f"{', '.join(unsupported)} with --workers is not supported yet")
+    deployment = Deployment(
+        pidfile=args.pidfile, detach=args.daemon, user=args.user, group=args.group
+    )
     try:
-        sockets = bind_endpoints(daemon.endpoints)
+        return deployment.run_supervisor(daemon, lambda prepare: _start_set(daemon, args, prepare))
+    except PidfileError as exc:
+        return _pidfile_failure(exc)
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    except PermissionError as exc:
+        return _fail(EXIT_PERMISSION, str(exc.strerror or exc))
+    except DetachError as exc:
+        return _fail(EXIT_ERROR, str(exc))
+
+
+def _start_set(
+    daemon: Daemon, args: argparse.Namespace, prepare: Callable[[Supervisor], None]
+) -> int:
+    """Bind what systemd or an upgrade did not pass, and run the supervisor; the exit code."""
+    log = daemon.log.getChild("supervisor")
+    # Handed over by systemd or an upgrading supervisor: ours now. The "@control"
+    # and "@metrics" ones stay for the set's operations (ops.workerset) to take.
+    inherited = daemon.inherited_sockets
+    sockets = {name: inherited.pop(name) for name in list(inherited) if not name.startswith("@")}
+    replacing = upgrading_from() is not None
+    try:
+        sockets.update(bind_endpoints([e for e in daemon.endpoints if str(e.name) not in sockets]))
     except OSError as exc:
+        release_endpoints(sockets, unlink=not replacing)
         if exc.errno == errno.EADDRINUSE:
             return _fail(EXIT_ADDRESS_IN_USE, f"cannot bind: {exc}")
         if exc.errno in (errno.EACCES, errno.EPERM):
             return _fail(EXIT_PERMISSION, f"cannot bind: {exc}")
         return _fail(EXIT_CONFIG, f"cannot bind: {exc}")
-    log = daemon.log.getChild("supervisor")
     for name, sock in sockets.items():
         log.info("listening on %s (%s) for %d workers", address_of(sock), name, args.workers)
     reactor = Reactor(args.backend, log=log)
@@ -300,10 +322,17 @@ def _supervise(daemon: Daemon, args: argparse.Namespace) -> int:
             args.workers,
             log=log,
             stop_timeout=daemon.shutdown_timeout + STOP_MARGIN,
+            drain=daemon.upgrade_drain,
+            quiet=args.daemon,
+            strict_start=replacing,
         )
-        return _run_supervisor(daemon, supervisor)
+        prepare(supervisor)
+        code = _run_supervisor(daemon, supervisor)
     finally:
         reactor.close()
+    if replacing:  # we stopped before all our workers were ready: tell the old supervisor why
+        report_start_failure(supervisor.failure or f"the new supervisor exited with status {code}")
+    return code
 
 
 def _run_supervisor(daemon: Daemon, supervisor: Supervisor) -> int:
@@ -315,13 +344,18 @@ def _run_supervisor(daemon: Daemon, supervisor: Supervisor) -> int:
         try:
             ops = SetOperations.open(daemon, supervisor)
         except (ConfigError, StartError) as exc:
-            release_endpoints(supervisor.sockets)
+            release_endpoints(supervisor.sockets, unlink=supervisor.owns_files)
             cause = exc.__cause__
             if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
                 return _fail(EXIT_ADDRESS_IN_USE, str(exc))
             if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM):
                 return _fail(EXIT_PERMISSION, str(exc))
             return _fail(EXIT_CONFIG, str(exc))
+        if ops is not None:
+            supervisor.service_listeners = ops.listeners  # handed over by an upgrade
+    for name in [n for n in daemon.inherited_sockets if n.startswith("@")]:
+        supervisor.log.warning("upgrade: %s handed over but not configured now; closing it", name)
+        daemon.inherited_sockets.pop(name).close()
     try:
         return supervisor.run()
     finally:

@@ -97,6 +97,7 @@ __all__ = [
     "check_operations",
     "check_request",
     "check_socket_dir",
+    "handed_over_listeners",
     "open_endpoints",
     "parse_request",
     "set_log_level",
@@ -913,6 +914,19 @@ class Operations:
         except ConfigError as exc:
             raise RequestError(str(exc)) from None
         return {"ok": True, "metrics": body.decode()}
+
+
+def handed_over_listeners(
+    control: _ControlHost | None, metrics: _MetricsHost | None
+) -> list[tuple[str, Listener]]:
+    """The open listeners of a control socket and a metrics endpoint, named as an upgrade
+    hands them over (``"@control"``, ``"@metrics"``): a daemon's, or a ``--workers`` set's."""
+    found = []
+    for name, host in (("control", control), ("metrics", metrics)):
+        listener = host.listener if host is not None else None
+        if listener is not None and listener.active:
+            found.append((f"@{name}", listener))
+    return found
 
 
 def open_endpoints(

@@ -17,7 +17,14 @@ user can cause reaches the terminal with its own exit code:
    ready, detach its standard streams and report success;
 4. at a clean exit, remove the pidfile if it still records our pid.
 
-Without ``--daemon`` the same happens in one process, minus the pipe. The
+Without ``--daemon`` the same happens in one process, minus the pipe.
+
+With ``--workers N`` (:meth:`Deployment.run_supervisor`) the process
+managed is the supervisor (:mod:`daemonkit.ops.workers`): it holds the
+pidfile, detaches, talks to systemd and takes the sockets systemd or an
+upgrading supervisor passed; it binds the other endpoints and keeps its
+privileges (docs/design.md, "Workers"), while each worker drops them right
+after taking the listeners, as a single process does after binding. The
 new process of a zero-downtime upgrade (:mod:`daemonkit.ops.upgrade`) neither
 detaches again nor acquires the pidfile its parent holds: once ready, it
 takes the pidfile over (:meth:`~daemonkit.ops.pidfile.Pidfile.take_over`),
@@ -26,6 +33,7 @@ tells systemd its pid (``MAINPID=``) and inherits the watchdog pings.
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
@@ -37,8 +45,9 @@ from typing import TYPE_CHECKING
 from daemonkit.daemon import StartError
 from daemonkit.errors import ConfigError, DaemonkitError
 from daemonkit.ops.pidfile import Pidfile, PidfileError
-from daemonkit.ops.systemd import SystemdNotifier, adopt_listen_fds
-from daemonkit.ops.upgrade import upgrading_from
+from daemonkit.ops.systemd import Notified, SystemdNotifier, adopt_listen_fds
+from daemonkit.ops.upgrade import adopt_handed_over, report_ready, upgrading_from
+from daemonkit.ops.workers import Supervisor
 
 if TYPE_CHECKING:
     from daemonkit.daemon import Daemon
@@ -49,6 +58,7 @@ __all__ = [
     "Deployment",
     "DetachError",
     "Detacher",
+    "check_can_switch",
     "drop_privileges",
     "resolve_credentials",
 ]
@@ -163,6 +173,19 @@ def drop_privileges(credentials: Credentials) -> None:
             except PermissionError:
                 return
             raise RuntimeError(f"switched to {credentials} but could switch back to root")
+
+
+def check_can_switch(credentials: Credentials) -> None:
+    """Raise ``PermissionError`` now if this process could not switch to ``credentials``.
+
+    Only root can take another user's or group's id. The ``--workers``
+    supervisor asks before it starts a worker, so the mistake is one clear
+    error at start, not every worker failing in a crash loop.
+    """
+    if os.geteuid() == 0:
+        return
+    if credentials.uid not in (None, os.geteuid()) or credentials.gid not in (None, os.getegid()):
+        raise PermissionError(errno.EPERM, f"cannot switch to {credentials} (only root can)")
 
 
 class Detacher:
@@ -289,11 +312,53 @@ class Deployment:
         ``serve`` must not raise; privilege errors reach it as
         :class:`~daemonkit.daemon.StartError` from ``daemon.run()``.
         """
+
+        def start(prepare: Callable[[Notified], None]) -> int:
+            prepare(daemon)
+            return serve()
+
+        return self._deploy(daemon, start, supervisor=False)
+
+    def run_supervisor(
+        self, daemon: Daemon, serve: Callable[[Callable[[Supervisor], None]], int]
+    ) -> int:
+        """As :meth:`run` for a ``--workers`` set: the supervisor is the process managed.
+
+        Before anything runs, the sockets systemd passed, and those an
+        upgrading supervisor handed over, go to ``daemon.inherited_sockets``
+        by endpoint name. Then ``serve(prepare)`` binds the other endpoints,
+        makes the :class:`~daemonkit.ops.workers.Supervisor`, calls
+        ``prepare(supervisor)`` (which hooks the pidfile, ``--daemon`` and
+        systemd to the set's events) and runs it; it returns the exit code
+        and must not raise. The workers drop privileges themselves; this
+        raises ``PermissionError`` first if they could not, besides what
+        :meth:`run` raises.
+        """
+
+        def start(prepare: Callable[[Notified], None]) -> int:
+            return serve(prepare)
+
+        return self._deploy(daemon, start, supervisor=True)
+
+    def _deploy(
+        self,
+        daemon: Daemon,
+        serve: Callable[[Callable[[Notified], None]], int],
+        *,
+        supervisor: bool,
+    ) -> int:
+        """:meth:`run` or :meth:`run_supervisor`: ``serve(prepare)`` calls ``prepare`` on the
+        process to follow (the daemon, or the set's supervisor) before running it."""
         credentials = resolve_credentials(self.user, self.group)
+        if supervisor and credentials is not None:
+            check_can_switch(credentials)
         adopt_listen_fds(daemon, environ=self._env)
         # In the new process of an upgrade: the old one holds the pidfile
         # (we take it over once ready) and has detached already.
         replacing = upgrading_from(self._env)
+        files: dict[str, tuple[int, int]] = {}
+        if supervisor:  # a single process does it in runner.attach(), before it binds
+            files = adopt_handed_over(daemon, self._env)
         pidfile = Pidfile(self.pidfile) if self.pidfile is not None else None
         if pidfile is not None and replacing is None:
             pidfile.acquire()
@@ -313,16 +378,27 @@ class Deployment:
             if pidfile is not None and detacher is not None:
                 pidfile.rewrite()
                 daemon.log.info("detached: pid %d", os.getpid())
-            if replacing is not None:
-                self._replace(daemon, replacing, pidfile)
-            if credentials is not None:
-                daemon.add_lifecycle_hook(_privileges_hook(daemon, credentials))
-            # systemd must hear MAINPID= before the original process exits.
-            main_pid = self.detach or replacing is not None  # systemd's main pid changes
-            SystemdNotifier(daemon, environ=self._env, main_pid=main_pid).install()
-            if detacher is not None:
-                daemon.add_lifecycle_hook(_detach_hook(daemon, detacher))
-            code = serve()
+
+            def prepare(managed: Notified) -> None:
+                if replacing is not None:
+                    self._replace(managed, replacing, pidfile)
+                if credentials is not None and not supervisor:
+                    daemon.add_lifecycle_hook(_privileges_hook(daemon, credentials))
+                # systemd must hear MAINPID= before the original process exits.
+                main_pid = self.detach or replacing is not None  # systemd's main pid changes
+                status = managed.status if isinstance(managed, Supervisor) else None
+                SystemdNotifier(
+                    managed, environ=self._env, main_pid=main_pid, status=status
+                ).install()
+                if detacher is not None:
+                    managed.add_lifecycle_hook(_detach_hook(managed, detacher))
+                if replacing is not None and isinstance(managed, Supervisor):
+                    # Last: the old supervisor hears of us once the pidfile and
+                    # systemd name our pid. Until then its socket files are its own.
+                    managed.owns_files = False
+                    managed.add_lifecycle_hook(_replaced_hook(managed, self._env, files))
+
+            code = serve(prepare)
             return code
         finally:
             if detacher is not None:
@@ -333,7 +409,7 @@ class Deployment:
                 except PidfileError as exc:
                     daemon.log.warning("%s", exc)
 
-    def _replace(self, daemon: Daemon, old_pid: int, pidfile: Pidfile | None) -> None:
+    def _replace(self, daemon: Notified, old_pid: int, pidfile: Pidfile | None) -> None:
         """In the new process of an upgrade: inherit what the old one held."""
         if self._env.get("WATCHDOG_PID") == str(old_pid):
             self._env["WATCHDOG_PID"] = str(os.getpid())  # the pings are ours to send now
@@ -341,7 +417,26 @@ class Deployment:
             daemon.add_lifecycle_hook(_takeover_hook(daemon, pidfile))
 
 
-def _takeover_hook(daemon: Daemon, pidfile: Pidfile) -> Callable[[str], None]:
+def _replaced_hook(
+    supervisor: Supervisor, environ: MutableMapping[str, str], files: dict[str, tuple[int, int]]
+) -> Callable[[str], None]:
+    """The new supervisor of an upgrade, once its set is ready: tell the old one, own the files."""
+
+    def on_event(event: str) -> None:
+        if event != "ready":
+            return
+        supervisor.owns_files = True
+        report_ready(environ)
+        for name, listener in supervisor.service_listeners():
+            identity = files.get(name)  # the set's control socket, handed over
+            if identity is not None and listener.address.scheme == "unix":
+                listener.claim_socket_file((listener.address.path, *identity))
+        supervisor.log.info("upgrade: every worker ready; the old supervisor stops now")
+
+    return on_event
+
+
+def _takeover_hook(daemon: Notified, pidfile: Pidfile) -> Callable[[str], None]:
     def on_event(event: str) -> None:
         if event == "ready":
             try:
@@ -368,7 +463,7 @@ def _privileges_hook(daemon: Daemon, credentials: Credentials) -> Callable[[str]
     return on_event
 
 
-def _detach_hook(daemon: Daemon, detacher: Detacher) -> Callable[[str], None]:
+def _detach_hook(daemon: Notified, detacher: Detacher) -> Callable[[str], None]:
     def started() -> None:
         detacher.finish()
         detacher.report(0)

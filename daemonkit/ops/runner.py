@@ -29,10 +29,11 @@ from collections.abc import Callable
 from daemonkit.core.reactor import Listener, Reactor
 from daemonkit.core.timers import Clock, Timer
 from daemonkit.daemon import Daemon
-from daemonkit.ops.control import Operations
+from daemonkit.ops.control import Operations, handed_over_listeners
 from daemonkit.ops.upgrade import Upgrader
 from daemonkit.ops.workers import (
     ENV_WORKER,
+    HAND_OVER_SIGNAL,
     AcceptShares,
     share_accepts,
     supervisor_link_from_env,
@@ -62,12 +63,7 @@ class Attached:
     def service_listeners(self) -> list[tuple[str, Listener]]:
         """The operations' open listeners, as an upgrade hands them over (``"@control"``...)."""
         ops = self.operations
-        found = []
-        for name, service in (("control", ops and ops.control), ("metrics", ops and ops.metrics)):
-            listener = getattr(service, "listener", None)
-            if listener is not None and listener.active:
-                found.append((f"@{name}", listener))
-        return found
+        return handed_over_listeners(ops.control, ops.metrics) if ops is not None else []
 
     def _on_event(self, event: str) -> None:
         daemon = self.daemon
@@ -86,6 +82,8 @@ class Attached:
         elif event == "ready":
             if daemon.worker_id is not None:  # a --workers worker: stop if orphaned
                 watch_supervisor(daemon.reactor, daemon.stop, os.getppid())
+                # The supervisor's new set took over (SIGUSR2): drain, then stop.
+                daemon.reactor.on_signal(HAND_OVER_SIGNAL, self._handed_over)
             # Added after any pidfile/systemd hook, so the process we replace
             # hears of us only once those name our pid.
             daemon.set_upgrade_handler(self.upgrader.upgrade)
@@ -106,6 +104,10 @@ class Attached:
         """The connections this worker holds: open ones and accepted ones being set up."""
         daemon = self.daemon
         return len(daemon.connections) + sum(listener.pending for listener in daemon.listeners)
+
+    def _handed_over(self, signum: int) -> None:
+        self.daemon.log.info("the supervisor's new set took over: draining, then stopping")
+        self.upgrader.hand_over()
 
 
 def attach(daemon: Daemon) -> Attached:

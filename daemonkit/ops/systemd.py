@@ -34,16 +34,19 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from daemonkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from daemonkit.core.reactor import Reactor
+    from daemonkit.core.timers import Timer
     from daemonkit.daemon import Daemon
 
 __all__ = [
     "DEFAULT_STATUS_INTERVAL",
     "LISTEN_FDS_START",
+    "Notified",
     "SystemdNotifier",
     "adopt_listen_fds",
     "listen_fds",
@@ -133,6 +136,25 @@ def _watchdog_interval(env: Mapping[str, str], pid: int) -> float | None:
     return usec / 1_000_000 * _WATCHDOG_SHARE
 
 
+class Notified(Protocol):
+    """What :class:`SystemdNotifier` follows: a :class:`~daemonkit.daemon.Daemon`,
+    or the supervisor of a ``--workers`` set (:class:`~daemonkit.ops.workers.Supervisor`).
+
+    Its lifecycle hooks announce ``ready``, ``reloading``, ``reloaded`` and
+    ``stopping``; ``every`` runs a timer that ends with it.
+    """
+
+    @property
+    def log(self) -> logging.Logger: ...
+
+    @property
+    def reactor(self) -> Reactor: ...
+
+    def add_lifecycle_hook(self, hook: Callable[[str], object]) -> None: ...
+
+    def every(self, interval: float, fn: Callable[..., object], *args: object) -> Timer: ...
+
+
 class SystemdNotifier:
     """Tell systemd what ``daemon`` is doing; a no-op without ``$NOTIFY_SOCKET``.
 
@@ -147,17 +169,22 @@ class SystemdNotifier:
     ``$WATCHDOG_PID`` is unset or ours. Its timers are the daemon's
     (:meth:`Daemon.every <daemonkit.daemon.Daemon.every>`), so they run on
     its clock and end with it.
+
+    ``daemon`` may be a ``--workers`` supervisor (:class:`Notified`): then
+    ``status`` gives the ``STATUS=`` line (the default reads a daemon's counters).
     """
 
     def __init__(
         self,
-        daemon: Daemon,
+        daemon: Notified,
         *,
         environ: Mapping[str, str] | None = None,
         main_pid: bool = False,
         status_interval: float = DEFAULT_STATUS_INTERVAL,
+        status: Callable[[], str] | None = None,
     ) -> None:
         self.daemon = daemon
+        self._status = status
         self._env = os.environ if environ is None else environ
         self.address = _notify_address(self._env.get("NOTIFY_SOCKET"))
         self.main_pid = main_pid
@@ -180,7 +207,9 @@ class SystemdNotifier:
 
     def status(self) -> str:
         """The ``STATUS=`` text: the live connections and the counts since start."""
-        daemon = self.daemon
+        if self._status is not None:
+            return self._status()
+        daemon = cast("Daemon", self.daemon)
         stats = daemon.stats
         live = len(daemon.connections)
         if daemon.is_stopping():

@@ -95,7 +95,9 @@ __all__ = [
     "UPGRADE_TIMEOUT",
     "UpgradeError",
     "Upgrader",
+    "adopt_handed_over",
     "default_command",
+    "report_ready",
     "report_start_failure",
     "runtime_deadline",
     "upgrading_from",
@@ -191,6 +193,16 @@ def report_start_failure(message: str, environ: MutableMapping[str, str] | None 
     _write_ready_pipe(env, b"error " + message.encode(errors="replace") + b"\n")
 
 
+def report_ready(environ: MutableMapping[str, str] | None = None) -> bool:
+    """In a process started by an upgrade (or a supervisor), tell its parent it is ready.
+
+    Writes ``ready`` to the readiness pipe and forgets the upgrade's
+    variables; True if there was a parent to tell. Call it once listening,
+    after the pidfile and systemd name this process.
+    """
+    return _write_ready_pipe(os.environ if environ is None else environ, b"ready\n")
+
+
 def _write_ready_pipe(env: MutableMapping[str, str], message: bytes) -> bool:
     """Write ``message`` to the readiness pipe and close it; False if there is none."""
     if upgrading_from(env) is None:
@@ -208,6 +220,68 @@ def _write_ready_pipe(env: MutableMapping[str, str], message: bytes) -> bool:
         with contextlib.suppress(OSError):
             os.close(fd)
     return True
+
+
+def adopt_handed_over(
+    daemon: Daemon, environ: MutableMapping[str, str] | None = None
+) -> dict[str, tuple[int, int]]:
+    """In the new process of an upgrade, give ``daemon`` the listeners the old one handed over.
+
+    Each goes to its endpoint by name (:meth:`Daemon.adopt
+    <daemonkit.daemon.Daemon.adopt>`); ``@control`` and ``@metrics`` go to
+    :attr:`Daemon.inherited_sockets <daemonkit.daemon.Daemon.inherited_sockets>`;
+    one no endpoint can take is closed with a warning. Unsets the variables
+    (not the readiness pipe's: :func:`report_ready` uses them), and returns
+    the unix socket files handed over, by name, as ``(st_dev, st_ino)``.
+    Does nothing in a process no upgrade started. Raises
+    :class:`~daemonkit.errors.ConfigError` for a descriptor that is not a socket.
+    """
+    env = os.environ if environ is None else environ
+    log = daemon.log
+    if ENV_PARENT not in env:
+        return {}
+    if upgrading_from(env) is None:
+        # Meant for another process (ours exec'd through a wrapper that
+        # forked?): like systemd's LISTEN_PID, ignore them, and pass them on to nobody.
+        for key in (ENV_INHERIT, ENV_INHERIT_FILES, ENV_READY_FD, ENV_PARENT):
+            env.pop(key, None)
+        return {}
+    ready = env.get(ENV_READY_FD, "")
+    if ready.isdigit():
+        with contextlib.suppress(OSError):
+            os.set_inheritable(int(ready), False)  # not for our own children
+    fds = _parse_inherit(env.pop(ENV_INHERIT, ""))
+    files = _parse_files(env.pop(ENV_INHERIT_FILES, ""))
+    for name, fd in fds.items():
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            raise ConfigError(
+                f"{ENV_INHERIT}: descriptor {fd} of {name!r} is not a socket: {exc.strerror or exc}"
+            ) from None
+        sock.set_inheritable(False)
+        if name.startswith("@"):  # the control socket or the metrics endpoint
+            daemon.inherited_sockets[name] = sock
+            continue
+        try:
+            daemon.adopt(name, sock)
+        except (KeyError, ConfigError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+            log.warning(
+                "upgrade: cannot use the listener %r handed over (%s); closing it", name, message
+            )
+            sock.close()
+    worker = daemon.worker_id
+    if worker is not None:  # a --workers supervisor reuses this hand-over
+        log.info(
+            "worker %d: took over %d listener(s) from the supervisor (pid %s)",
+            worker,
+            len(fds),
+            env.get(ENV_PARENT),
+        )
+    else:
+        log.info("upgrade: took over %d listener(s) from pid %s", len(fds), env.get(ENV_PARENT))
+    return files
 
 
 def _parse_inherit(value: str) -> dict[str, int]:
@@ -297,55 +371,7 @@ class Upgrader:
     # -- the new process ---------------------------------------------------------
 
     def _adopt(self) -> None:
-        env = self._env
-        if ENV_PARENT not in env:
-            return
-        if upgrading_from(env) is None:
-            # Meant for another process (ours exec'd through a wrapper that
-            # forked?): like systemd's LISTEN_PID, ignore them, and pass them on to nobody.
-            for key in (ENV_INHERIT, ENV_INHERIT_FILES, ENV_READY_FD, ENV_PARENT):
-                env.pop(key, None)
-            return
-        ready = env.get(ENV_READY_FD, "")
-        if ready.isdigit():
-            with contextlib.suppress(OSError):
-                os.set_inheritable(int(ready), False)  # not for our own children
-        fds = _parse_inherit(env.pop(ENV_INHERIT, ""))
-        self._files = _parse_files(env.pop(ENV_INHERIT_FILES, ""))
-        for name, fd in fds.items():
-            try:
-                sock = socket.socket(fileno=fd)
-            except OSError as exc:
-                raise ConfigError(
-                    f"{ENV_INHERIT}: descriptor {fd} of {name!r} is not a socket: "
-                    f"{exc.strerror or exc}"
-                ) from None
-            sock.set_inheritable(False)
-            if name.startswith("@"):  # the control socket or the metrics endpoint
-                self.daemon.inherited_sockets[name] = sock
-                continue
-            try:
-                self.daemon.adopt(name, sock)
-            except (KeyError, ConfigError) as exc:
-                message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
-                self.log.warning(
-                    "upgrade: cannot use the listener %r handed over (%s); closing it",
-                    name,
-                    message,
-                )
-                sock.close()
-        worker = self.daemon.worker_id
-        if worker is not None:  # a --workers supervisor reuses this hand-over
-            self.log.info(
-                "worker %d: took over %d listener(s) from the supervisor (pid %s)",
-                worker,
-                len(fds),
-                env.get(ENV_PARENT),
-            )
-        else:
-            self.log.info(
-                "upgrade: took over %d listener(s) from pid %s", len(fds), env.get(ENV_PARENT)
-            )
+        self._files = adopt_handed_over(self.daemon, self._env)
 
     def start(self, reactor: Reactor) -> None:
         """The daemon listens: tell the process it replaces (if any), arm the memory guard."""
@@ -355,7 +381,7 @@ class Upgrader:
             self.log.warning("upgrade: %s handed over but not configured now; closing it", name)
             daemon.inherited_sockets.pop(name).close()
         old = upgrading_from(self._env)
-        if _write_ready_pipe(self._env, b"ready\n"):
+        if report_ready(self._env):
             if daemon.worker_id is not None:
                 self.log.info(
                     "worker %d: ready; told the supervisor (pid %d)", daemon.worker_id, old
@@ -432,6 +458,12 @@ class Upgrader:
         daemon, reactor = self.daemon, self._reactor
         if reactor is None or daemon.is_stopped():
             raise UpgradeError("the daemon is not running")
+        if daemon.worker_id is not None:
+            # Its copy would be a whole new set on the supervisor's sockets.
+            raise UpgradeError(
+                f"worker {daemon.worker_id} is upgraded with its set: "
+                f"send SIGUSR2 to the supervisor (pid {os.getppid()})"
+            )
         if daemon.is_draining():
             raise UpgradeError(
                 f"this process is draining its {len(daemon.connections)} connection(s) "
@@ -544,6 +576,19 @@ class Upgrader:
             daemon.upgrade_drain,
             daemon.shutdown_timeout,
         )
+        self.hand_over()
+
+    def hand_over(self) -> None:
+        """Another process accepts from our listening sockets now: stop as an upgrade's old one.
+
+        Accepts nothing more, serves the connections it has for up to
+        ``upgrade_drain`` seconds, then stops gracefully (see the module
+        doc). A ``--workers`` worker calls it when its supervisor's new set
+        took over (:data:`~daemonkit.ops.workers.HAND_OVER_SIGNAL`).
+        """
+        daemon = self.daemon
+        if daemon.is_stopping() or self._reactor is None:
+            return
         for host in daemon.endpoint_hosts:
             host.pause()  # the new process accepts from the same queues now
         self._stop_when_attached(self._reactor_time() + _ATTACH_WAIT)

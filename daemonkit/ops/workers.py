@@ -30,6 +30,15 @@ The supervisor, as gunicorn's arbiter and Node's cluster primary do:
   N-1 workers serve throughout. A new worker that fails ends the reload;
   the old one goes on.
 * passes **SIGUSR1** (reopen the log file) on to the workers.
+* on **SIGUSR2** upgrades the whole set (:meth:`Supervisor.upgrade`): it
+  starts a new supervisor from the same command line, handing over its
+  listening sockets (and the set's control socket and metrics endpoint) as
+  :mod:`daemonkit.ops.upgrade` does; the new one starts its N workers and
+  says it is ready only once all are. Then this supervisor sends its
+  workers :data:`HAND_OVER_SIGNAL` (they drain, as an upgraded single
+  process does: ``upgrade_drain``) and exits 0. A new set that fails, or is
+  not ready within :data:`~daemonkit.ops.upgrade.UPGRADE_TIMEOUT` (then it
+  is killed), leaves this one serving.
 * **recycles** a worker that asks for it (its ``max_memory`` or
   ``max_runtime`` passed) exactly as SIGHUP replaces one, one worker at a
   time: requests that arrive meanwhile wait their turn (:meth:`Supervisor.recycle`).
@@ -47,6 +56,13 @@ i/N of it longer, so a set started together does not recycle together), and,
 when the supervisor serves ``--control`` or ``--metrics``, the base of its
 **private control socket** (``DAEMONKIT_WORKER_CONTROL``; see
 :func:`worker_control_path` and :mod:`daemonkit.ops.workerset`).
+
+The supervisor announces ``ready`` (every worker ready, once), ``reloading``
+and ``reloaded`` (around a SIGHUP), ``stopping`` and ``handed_over`` to the
+hooks of :meth:`Supervisor.add_lifecycle_hook`, as a daemon does: that is
+how the pidfile, ``--daemon`` and systemd follow a set
+(:meth:`Deployment.run_supervisor <daemonkit.ops.process.Deployment.run_supervisor>`).
+Workers get no ``NOTIFY_SOCKET``: systemd's main process is the supervisor.
 
 Workers run in a session (and process group) of their own, so a Ctrl-C at a terminal
 reaches the supervisor only (which stops them once, gracefully); a worker
@@ -72,13 +88,14 @@ from dataclasses import dataclass, field
 from daemonkit.core.endpoints import Endpoint, bind_socket
 from daemonkit.core.reactor import READ, Listener, Reactor, Watch
 from daemonkit.core.timers import Timer
-from daemonkit.errors import ConfigError
+from daemonkit.errors import ConfigError, UpgradeError
 from daemonkit.framework.links import Backoff
 from daemonkit.ops.upgrade import (
     ENV_INHERIT,
     ENV_INHERIT_FILES,
     ENV_PARENT,
     ENV_READY_FD,
+    LAUNCH_DIR,
     UPGRADE_TIMEOUT,
     default_command,
 )
@@ -95,6 +112,7 @@ __all__ = [
     "ENV_WORKER_REQUESTS",
     "ENV_WORKER_STAGGER",
     "EXIT_NO_WORKERS",
+    "HAND_OVER_SIGNAL",
     "MAX_WORKERS_PER_CPU",
     "READY_TIMEOUT",
     "RESTART_MAX_DELAY",
@@ -178,6 +196,16 @@ STOP_MARGIN = 5.0
 #: Seconds between two polls of the workers' exit status (gunicorn's arbiter
 #: wakes every second; a tenth of that restarts a dead worker sooner).
 SUPERVISOR_CHECK_INTERVAL = 0.1
+
+#: What a supervisor sends its workers once a new set took over (SIGUSR2): drain,
+#: then stop, as an upgraded single process does. nginx's binary upgrade uses
+#: SIGWINCH for the same step ("gracefully shut down the old worker processes");
+#: its default action is to ignore it, so a stray one (a terminal resize) is harmless.
+HAND_OVER_SIGNAL = signal.SIGWINCH
+
+# What a worker must not inherit: systemd's main process is the supervisor,
+# which alone notifies it and pings its watchdog.
+_SUPERVISOR_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 #: Exit status of a supervisor left with no worker (every slot in a crash loop).
 EXIT_NO_WORKERS = 1
@@ -396,8 +424,18 @@ class Supervisor:
 
     ``sockets`` maps endpoint names to bound sockets (the supervisor keeps
     and closes them); ``command`` is each worker's command line (default:
-    this process's, :func:`~daemonkit.ops.upgrade.default_command`).
+    this process's, :func:`~daemonkit.ops.upgrade.default_command`), and the
+    new supervisor's in an upgrade; ``cwd`` where they start (default:
+    :data:`~daemonkit.ops.upgrade.LAUNCH_DIR`, since ``--daemon`` moves to ``/``).
     :meth:`run` serves until a stop and returns the exit status.
+
+    ``drain`` is the workers' ``upgrade_drain``: after an upgrade the stop
+    waits that much longer for them. ``quiet`` gives workers ``/dev/null``
+    as standard streams (a detached supervisor's terminal is not theirs).
+    ``strict_start`` (the new supervisor of an upgrade) makes a crash loop
+    before every worker was ready once end the run with
+    :data:`EXIT_NO_WORKERS`: a new set must be whole to take over.
+    ``upgrade_timeout`` is how long a new supervisor has (SIGUSR2).
     """
 
     def __init__(
@@ -415,6 +453,10 @@ class Supervisor:
         environ: MutableMapping[str, str] | None = None,
         cwd: str | None = None,
         worker_control: str | None = None,
+        drain: float = 0.0,
+        quiet: bool = False,
+        strict_start: bool = False,
+        upgrade_timeout: float = UPGRADE_TIMEOUT,
     ) -> None:
         self.reactor = reactor
         self.sockets = dict(sockets)
@@ -422,7 +464,23 @@ class Supervisor:
         self.log = log if log is not None else logging.getLogger("daemonkit.workers")
         self.stop_timeout = stop_timeout
         self.ready_timeout = ready_timeout
-        self.cwd = cwd
+        self.cwd = cwd if cwd is not None else LAUNCH_DIR
+        self.drain = drain
+        self.quiet = quiet
+        self.strict_start = strict_start
+        self.upgrade_timeout = upgrade_timeout
+        #: Whether the unix socket files of :attr:`sockets` are ours to remove at
+        #: exit: not once handed over to a new supervisor, and not before our set
+        #: is ready when we are that new supervisor (set by its deployment).
+        self.owns_files = True
+        #: The pid of the supervisor that took over in an upgrade, once one did.
+        self.successor: int | None = None
+        #: The set's control socket and metrics endpoint, as ``("@control",
+        #: listener)``, handed over with the sockets in an upgrade; whoever opens
+        #: them sets it (:mod:`daemonkit.ops.workerset`; none by default).
+        self.service_listeners: Callable[[], list[tuple[str, Listener]]] = list
+        #: Why a ``strict_start`` set did not start, once it failed (for the old supervisor).
+        self.failure: str | None = None
         self._env = os.environ if environ is None else environ
         #: The slots, by worker id.
         self.slots = [
@@ -435,11 +493,12 @@ class Supervisor:
         ]
         self._workers: dict[int, _Worker] = {}  # by pid: every live worker, retiring too
         self._stopping = False
-        self._stop_signals = 0
         self._exit = 0
         self._reloading: list[int] | None = None  # slots still to replace
         self._reload_new: _Worker | None = None
         self._all_ready_logged = False
+        self._hooks: list[Callable[[str], object]] = []
+        self._upgrade: _Worker | None = None  # the new supervisor, until ready or failed
         #: Base path of the workers' private control sockets, or None (see
         #: :func:`worker_control_path`): set when the supervisor serves
         #: ``--control`` or ``--metrics`` for the set.
@@ -472,7 +531,7 @@ class Supervisor:
         finally:
             self._kill_all()
             for sock in self.sockets.values():
-                _release(sock)
+                _release(sock, unlink=self.owns_files)
             self.shares.close()
             self.shares = None
         return self._exit
@@ -495,45 +554,79 @@ class Supervisor:
         slot.respawn = None
         if self._stopping:
             return None
-        read_fd, write_fd = os.pipe()
         link_env, request_fd, request_child_fd = self._link(slot)
         env = dict(self._env)
         env.update(link_env)
-        env[ENV_INHERIT] = ",".join(f"{name}:{s.fileno()}" for name, s in self.sockets.items())
         env.pop(ENV_INHERIT_FILES, None)  # the supervisor owns the unix socket files
-        env[ENV_READY_FD] = str(write_fd)
-        env[ENV_PARENT] = str(os.getpid())
         env[ENV_WORKER] = str(slot.id)
-        inherit = [*(s.fileno() for s in self.sockets.values()), write_fd]
+        for name in _SUPERVISOR_ONLY:
+            env.pop(name, None)
+        more = [request_child_fd]
         if self.shares is not None:
             env[ENV_SHARES] = str(self.shares.fd)
-            inherit.append(self.shares.fd)
+            more.append(self.shares.fd)
         try:
-            proc = subprocess.Popen(
-                self.command,
-                cwd=self.cwd,
-                env=env,
-                pass_fds=[*inherit, request_child_fd],
-                start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor only
+            worker = self._launch(
+                slot.id, env, self.sockets, self.ready_timeout, worker=True, more=more
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            os.close(read_fd)
             os.close(request_fd)
             self.log.error("worker %d: cannot start %s: %s", slot.id, shlex.join(self.command), exc)
             self._died(slot, None)
             return None
         finally:
-            os.close(write_fd)
             os.close(request_child_fd)
-        os.set_blocking(read_fd, False)
-        worker = _Worker(slot.id, proc, read_fd)
         self._listen_requests(worker, request_fd)
-        worker.watch = self.reactor.watch(read_fd, READ, lambda w, e: self._on_pipe(worker))
-        worker.deadline = self.reactor.call_later(self.ready_timeout, self._not_ready, worker)
+        proc = worker.proc
         self._workers[proc.pid] = worker
         slot.pids.append(proc.pid)
         self.log.info("worker %d: started pid %d", slot.id, proc.pid)
         return worker
+
+    def _launch(
+        self,
+        slot: int,
+        env: dict[str, str],
+        sockets: Mapping[str, socket.socket],
+        timeout: float,
+        *,
+        worker: bool,
+        more: Sequence[int] = (),
+    ) -> _Worker:
+        """Start ``command`` on ``sockets`` with a readiness pipe: a worker, or a new supervisor.
+
+        ``more`` are more descriptors to pass (a worker's request pipe, the loads table).
+        Raises ``OSError`` or ``SubprocessError`` when it cannot be started.
+        """
+        read_fd, write_fd = os.pipe()
+        env[ENV_INHERIT] = ",".join(f"{name}:{s.fileno()}" for name, s in sockets.items())
+        env[ENV_READY_FD] = str(write_fd)
+        env[ENV_PARENT] = str(os.getpid())
+        null = subprocess.DEVNULL if self.quiet and worker else None
+        try:
+            proc = subprocess.Popen(
+                self.command,
+                cwd=self.cwd,
+                env=env,
+                pass_fds=[*(s.fileno() for s in sockets.values()), write_fd, *more],
+                # A terminal's Ctrl-C reaches the supervisor only; a new supervisor
+                # stays in ours, as an upgrade's new process does.
+                start_new_session=worker,
+                stdin=null,
+                stdout=null,
+                stderr=null,
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        started = _Worker(slot, proc, read_fd)
+        started.watch = self.reactor.watch(read_fd, READ, lambda w, e: self._on_pipe(started))
+        on_timeout = self._not_ready if worker else self._upgrade_timed_out
+        started.deadline = self.reactor.call_later(timeout, on_timeout, started)
+        return started
 
     def _on_pipe(self, worker: _Worker) -> None:
         if worker.pipe is None:
@@ -554,6 +647,9 @@ class Supervisor:
     def _ready(self, worker: _Worker) -> None:
         worker.ready = True
         self._close_pipe(worker)
+        if worker is self._upgrade:
+            self._upgrade_ready(worker)
+            return
         slot = self.slots[worker.slot]
         slot.backoff.reset()  # it started: the next death starts the delays over
         self.log.info("worker %d: pid %d is ready", slot.id, worker.proc.pid)
@@ -571,6 +667,7 @@ class Supervisor:
         ):
             self._all_ready_logged = True
             self.log.info("all %d worker(s) ready", len(self.slots))
+            self._announce("ready")
 
     def _not_ready(self, worker: _Worker) -> None:
         worker.deadline = None
@@ -608,6 +705,7 @@ class Supervisor:
                 worker.deadline.cancel()
                 worker.deadline = None
             self._exited(worker, code)
+        self._reap_upgrade()
         if self._stopping and not self._workers:
             self.log.info("every worker stopped")
             self.reactor.stop()
@@ -634,6 +732,8 @@ class Supervisor:
                 self._replace_why,
             )
             self._reloading = None
+            if self._replace_why == "reload":
+                self._announce("reloaded")  # the old worker serves on: the set is ready again
             self._died(slot, worker, reload=True)
             return
         if slot.current is worker or slot.current is None:
@@ -649,6 +749,12 @@ class Supervisor:
                 slot.crashes.burst,
                 slot.crashes.interval,
             )
+            if self.strict_start and not self._all_ready_logged:
+                self.failure = f"worker {slot.id} never became ready (crash loop)"
+                self.log.critical("%s: this set cannot take over", self.failure)
+                self._exit = EXIT_NO_WORKERS
+                self.stop("crash loop at start")
+                return
             if all(s.given_up for s in self.slots):
                 self.log.critical("no worker left; exiting")
                 self._exit = EXIT_NO_WORKERS
@@ -670,40 +776,57 @@ class Supervisor:
     # -- signals -------------------------------------------------------------------
 
     def _on_stop_signal(self, signum: int) -> None:
-        self._stop_signals += 1
         name = signal.Signals(signum).name
-        if self._stop_signals > 1:
-            self.log.warning("%s again: stopping the workers at once", name)
+        if self._stopping:
+            # A second SIGTERM, or one after a hand-over: the workers' own
+            # SIGTERM ends their drain, or stops them at once.
+            self.log.warning(
+                "%s while stopping: passing it on (draining workers close their "
+                "connections now, stopping ones stop at once)",
+                name,
+            )
             self._forward(signal.SIGTERM)
             return
         self.stop(name)
 
-    def stop(self, why: str = "stop") -> None:
-        """Stop every worker gracefully (SIGTERM); SIGKILL past ``stop_timeout``; idempotent."""
+    def stop(self, why: str = "stop", *, drain: bool = False) -> None:
+        """Stop every worker gracefully (SIGTERM); SIGKILL past ``stop_timeout``; idempotent.
+
+        ``drain=True`` is the stop after a hand-over to a new set: ready workers get
+        :data:`HAND_OVER_SIGNAL` (they drain for up to :attr:`drain` seconds first),
+        and the deadline grows by as much.
+        """
         if self._stopping:
             return
         self._stopping = True
         self._reloading = None
+        timeout = self.stop_timeout + (self.drain if drain else 0.0)
         self.log.info(
             "%s: stopping %d worker(s) gracefully (at most %gs)",
             why,
             len(self._workers),
-            self.stop_timeout,
+            timeout,
         )
+        self._announce("handed_over" if drain else "stopping")
         for slot in self.slots:
             if slot.respawn is not None:
                 slot.respawn.cancel()
                 slot.respawn = None
-        self._forward(signal.SIGTERM)
-        self.reactor.call_later(self.stop_timeout, self._stop_timed_out)
+        for worker in self._workers.values():
+            ready = drain and worker.ready and not worker.retiring
+            with contextlib.suppress(OSError):
+                worker.proc.send_signal(HAND_OVER_SIGNAL if ready else signal.SIGTERM)
+        if self._upgrade is not None:
+            self._cancel_upgrade()
+        self.reactor.call_later(timeout, self._stop_timed_out, timeout)
         self._reap()
 
-    def _stop_timed_out(self) -> None:
+    def _stop_timed_out(self, timeout: float) -> None:
         if self._workers:
             self.log.error(
                 "%d worker(s) still running %gs after the stop; killing them",
                 len(self._workers),
-                self.stop_timeout,
+                timeout,
             )
             self._kill_all()
 
@@ -713,10 +836,9 @@ class Supervisor:
                 worker.proc.send_signal(signum)
 
     def _on_usr2(self, signum: int) -> None:
-        self.log.warning(
-            "SIGUSR2: upgrading a set of workers is not supported yet; "
-            "SIGHUP replaces the workers one at a time"
-        )
+        self.log.info("SIGUSR2: upgrading the set")
+        with contextlib.suppress(UpgradeError):  # logged by upgrade()
+            self.upgrade()
 
     def reload(self) -> None:
         """Replace every worker, one at a time (SIGHUP); the old one stops once the new is ready."""
@@ -732,6 +854,7 @@ class Supervisor:
         self._staggered = True
         self._reloading = [s.id for s in self.slots if not s.given_up]
         self.log.info("SIGHUP: replacing %d worker(s) one at a time", len(self._reloading))
+        self._announce("reloading")
         self._reload_next()
 
     def _reload_next(self) -> None:
@@ -748,6 +871,7 @@ class Supervisor:
         self._staggered = False
         if self._replace_why == "reload":
             self.log.info("reload: every worker replaced")
+            self._announce("reloaded")
         else:
             self.log.info("recycle: done; no worker waits for its turn")
 
@@ -762,6 +886,151 @@ class Supervisor:
             if worker.deadline is not None:
                 worker.deadline.cancel()
             del self._workers[pid]
+
+    # -- what the deployment follows (pidfile, --daemon, systemd) ----------------------
+
+    def add_lifecycle_hook(self, hook: Callable[[str], object]) -> None:
+        """Call ``hook(event)`` at each event of the set, as :meth:`Daemon.add_lifecycle_hook
+        <daemonkit.daemon.Daemon.add_lifecycle_hook>` does for one process.
+
+        Events: ``ready`` (every worker ready, once), ``reloading`` and
+        ``reloaded`` (around a SIGHUP replacement, failed or not), ``stopping``,
+        and ``handed_over`` (a new set took over; this one drains and stops).
+        """
+        self._hooks.append(hook)
+
+    def _announce(self, event: str) -> None:
+        for hook in self._hooks:
+            hook(event)
+
+    def every(self, interval: float, fn: Callable[..., object], *args: object) -> Timer:
+        """Run ``fn(*args)`` every ``interval`` seconds on the supervisor's loop."""
+        return self.reactor.call_every(interval, fn, *args)
+
+    def status(self) -> str:
+        """One line for a person (systemd's ``STATUS=``): ready workers and restarts."""
+        ready = sum(1 for s in self.slots if s.current is not None and s.current.ready)
+        restarts = sum(s.restarts for s in self.slots)
+        if self._stopping:
+            return f"stopping: {len(self._workers)} worker(s) left"
+        return f"{ready} of {len(self.slots)} worker(s) ready; {restarts} restart(s)"
+
+    # -- upgrading the set (SIGUSR2) -------------------------------------------------
+
+    def upgrade(self) -> int:
+        """Start a new supervisor on our sockets and return its pid (SIGUSR2); see the module doc.
+
+        Once its workers are all ready, ours drain and stop and :meth:`run`
+        returns 0; if it fails, we serve on and the log says why. Raises
+        :class:`~daemonkit.errors.UpgradeError` (logged) when one is under
+        way, the set is stopping, or the process cannot be started.
+        """
+        try:
+            if self._stopping:
+                raise UpgradeError("the supervisor is stopping")
+            if self._upgrade is not None:
+                raise UpgradeError(
+                    f"an upgrade is already under way (new supervisor {self._upgrade.proc.pid})"
+                )
+            env = dict(self._env)
+            env.pop(ENV_WORKER, None)
+            services = self.service_listeners()
+            # The set's control socket and metrics endpoint go too: operators
+            # reach the new supervisor at the same path once it is ready.
+            sockets = {**self.sockets, **{name: lst.sock for name, lst in services}}
+            env[ENV_INHERIT_FILES] = ",".join(
+                f"{name}:{lst.socket_file[1]}:{lst.socket_file[2]}"
+                for name, lst in services
+                if lst.socket_file is not None
+            )
+            try:
+                new = self._launch(-1, env, sockets, self.upgrade_timeout, worker=False)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise UpgradeError(f"cannot start {shlex.join(self.command)}: {exc}") from exc
+        except UpgradeError as exc:
+            self.log.error("upgrade not started: %s", exc)
+            raise
+        self._upgrade = new
+        self.log.info(
+            "upgrade: started new supervisor %d with %d listener(s); it has %gs to have "
+            "all its workers ready",
+            new.proc.pid,
+            len(sockets),
+            self.upgrade_timeout,
+        )
+        return new.proc.pid
+
+    def _upgrade_ready(self, new: _Worker) -> None:
+        self._upgrade = None
+        if new.deadline is not None:
+            new.deadline.cancel()
+            new.deadline = None
+        if self._stopping:
+            self.log.warning(
+                "upgrade: new supervisor %d is ready, but this one is stopping; stopping it too",
+                new.proc.pid,
+            )
+            with contextlib.suppress(OSError):
+                new.proc.terminate()
+            return
+        self.successor = new.proc.pid
+        self.owns_files = False  # the unix socket files are the new supervisor's now
+        for _, listener in self.service_listeners():
+            listener.release_socket_file()  # the new supervisor owns the file now
+            listener.close()  # operators reach the new supervisor
+        self.log.info(
+            "upgrade: new supervisor %d is ready with all its workers; handing over "
+            "(our workers drain for up to %gs, then stop)",
+            new.proc.pid,
+            self.drain,
+        )
+        self.stop("upgrade", drain=True)
+
+    def _upgrade_timed_out(self, new: _Worker) -> None:
+        new.deadline = None
+        if new is not self._upgrade or new.proc.poll() is not None:
+            return
+        new.message = b"error not ready within %gs; killed\n" % self.upgrade_timeout
+        # Its workers notice their supervisor is gone and stop (watch_supervisor).
+        with contextlib.suppress(OSError):
+            new.proc.kill()
+
+    def _reap_upgrade(self) -> None:
+        new = self._upgrade
+        if new is None:
+            return
+        code = new.proc.poll()
+        if code is None:
+            return
+        self._upgrade = None
+        self._close_pipe(new)
+        if new.deadline is not None:
+            new.deadline.cancel()
+            new.deadline = None
+        reason = ""
+        if new.message.startswith(b"error "):
+            reason = ": " + new.message[6:].split(b"\n", 1)[0].decode(errors="replace")
+        self.log.error(
+            "upgrade failed: new supervisor %d %s before its workers were ready%s; "
+            "the old set serves on (supervisor pid %d)",
+            new.proc.pid,
+            _describe(code),
+            reason,
+            os.getpid(),
+        )
+
+    def _cancel_upgrade(self) -> None:
+        """The set stops while a new one starts: the stop wins; stop the new supervisor too."""
+        new, self._upgrade = self._upgrade, None
+        if new is None:
+            return
+        self._close_pipe(new)
+        if new.deadline is not None:
+            new.deadline.cancel()
+            new.deadline = None
+        self.log.warning("upgrade cancelled: stopping new supervisor %d", new.proc.pid)
+        with contextlib.suppress(OSError):
+            new.proc.terminate()
 
     # -- recycling, and what the set's control socket asks -----------------------
 
@@ -871,6 +1140,7 @@ class Supervisor:
         self._replace_why = "reload"
         self._staggered = True
         self.log.info("SIGHUP: replacing %d more worker(s) after the recycles under way", len(more))
+        self._announce("reloading")
 
     @property
     def stopping(self) -> bool:
@@ -914,17 +1184,21 @@ def bind_endpoints(endpoints: Sequence[Endpoint]) -> dict[str, socket.socket]:
     return found
 
 
-def release_endpoints(sockets: Mapping[str, socket.socket]) -> None:
-    """Close what :func:`bind_endpoints` bound (unix socket files too) when no supervisor will."""
+def release_endpoints(sockets: Mapping[str, socket.socket], *, unlink: bool = True) -> None:
+    """Close what :func:`bind_endpoints` bound when no supervisor will.
+
+    Unix socket files go too, unless ``unlink`` is false (they were handed over
+    by an upgrading supervisor, which still owns them).
+    """
     for sock in sockets.values():
-        _release(sock)
+        _release(sock, unlink=unlink)
 
 
-def _release(sock: socket.socket) -> None:
-    """Close a listening socket; a unix one's file goes too (the supervisor bound it)."""
+def _release(sock: socket.socket, *, unlink: bool = True) -> None:
+    """Close a listening socket; a unix one's file goes too when ``unlink`` (it is ours)."""
     path = sock.getsockname() if sock.family == socket.AF_UNIX else None
     sock.close()
-    if isinstance(path, str) and path and not path.startswith("\0"):
+    if unlink and isinstance(path, str) and path and not path.startswith("\0"):
         with contextlib.suppress(OSError):
             os.unlink(path)
 

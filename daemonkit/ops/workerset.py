@@ -45,12 +45,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from daemonkit.core.reactor import READ
-from daemonkit.errors import ConfigError
+from daemonkit.errors import ConfigError, UpgradeError
 from daemonkit.ops.control import (
     CONTROL_MAX_REPLY,
     RequestError,
     check_operations,
     check_request,
+    handed_over_listeners,
     open_endpoints,
     set_log_level,
 )
@@ -60,7 +61,7 @@ from daemonkit.ops.workers import Supervisor, WorkerInfo
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from daemonkit.core.reactor import Reactor, Watch
+    from daemonkit.core.reactor import Listener, Reactor, Watch
     from daemonkit.core.timers import Timer
     from daemonkit.daemon import Daemon
     from daemonkit.ops.control import _ControlHost, _MetricsHost
@@ -298,6 +299,10 @@ class SetOperations:
             raise
         return ops
 
+    def listeners(self) -> list[tuple[str, Listener]]:
+        """The open control socket and metrics endpoint, as a SIGUSR2 hands them to a new set."""
+        return handed_over_listeners(self.control, self.metrics)
+
     def close(self) -> None:
         """Close the endpoints, drop the queries under way, remove a private directory."""
         if self._closed:
@@ -400,6 +405,13 @@ class SetOperations:
                 "workers": len(sup.slots),
                 "timeout": self.daemon.shutdown_timeout,
             }
+        if cmd == "upgrade":
+            self.log.info("upgrade requested: a new supervisor and set take over")
+            try:
+                new_pid = sup.upgrade()  # the path SIGUSR2 takes
+            except UpgradeError as exc:
+                raise RequestError(f"upgrade not started: {exc}") from exc
+            return {"ok": True, "upgrading": True, "pid": os.getpid(), "new_pid": new_pid}
         raise RequestError(
             f"{cmd} is not supported with --workers yet; "
             "`ctl reload` (or SIGHUP) replaces the workers one at a time"
