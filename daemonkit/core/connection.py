@@ -173,6 +173,7 @@ class _Extras:
         "idle",
         "idle_timer",
         "last_read",
+        "now",
         "reason",
         "send_since",
         "send_taken",
@@ -193,6 +194,9 @@ class _Extras:
         self.idle: float | None = None
         self.idle_timer: Timer | None = None
         self.last_read = 0.0
+        # The reactor clock's now(), kept here while an idle timeout is set, so
+        # that a read records its time with one call (not a chain of properties).
+        self.now: Callable[[], float] | None = None
         self.reason: CloseReason | None = None
         self.state: dict[str, Any] | None = None
         self.timers: list[Timer] | None = None
@@ -441,8 +445,8 @@ class Connection:
     def set_idle_timeout(self, seconds: float | None) -> None:
         """Call ``on_timeout`` after ``seconds`` without input; None or 0 turns it off.
 
-        Costs nothing per read: the connection records when it last read and
-        the timer re-checks that when it comes due.
+        Costs one clock call per read and no timer work: the connection
+        records when it last read and the timer re-checks that when it comes due.
         """
         x = self._x
         if x is None:
@@ -454,8 +458,10 @@ class Connection:
             x.idle_timer = None
         x.idle = seconds if seconds else None
         if x.idle is None or self._closing:
+            x.now = None
             return
         reactor = self._host.reactor
+        x.now = reactor.clock.now
         x.last_read = reactor.time()
         x.idle_timer = reactor.timers.call_later(x.idle, self._check_idle)
 
@@ -730,8 +736,9 @@ class Connection:
         host = self._host
         x = self._x
         if x is not None:
-            if x.idle is not None:
-                x.last_read = host.reactor.clock.now()
+            now = x.now
+            if now is not None:
+                x.last_read = now()
             if x.trace:
                 self._trace("read", data)
         self._flushing = True
