@@ -79,6 +79,13 @@ def _answered(protocol: str, n: int, reply: bytes) -> bool:
     return reply == b"line %d\n" % n
 
 
+def _stop(runner: DaemonRunner, failed: list[BaseException]) -> None:
+    try:
+        runner.stop()
+    except BaseException as exc:  # reported by the test's thread
+        failed.append(exc)
+
+
 @pytest.mark.parametrize(
     ("protocol", "family"), [("echo", "tcp"), ("echo", "unix"), ("http", "tcp")]
 )
@@ -87,6 +94,11 @@ def test_a_stop_answers_every_client_waiting_in_the_backlog(
 ) -> None:
     daemon = _daemon(protocol, family, tmp_path)
     runner = DaemonRunner(daemon, backend=backend).start()
+    # The stop runs while the clients read: each closes once answered, as a
+    # client does (an HTTP connection told "close" lingers until its peer
+    # closes, up to LINGER_TIMEOUT, so reading only after the stop would wait).
+    failed: list[BaseException] = []
+    stopper = threading.Thread(target=_stop, args=(runner, failed))
     try:
         runner.call(lambda: [host.pause() for host in daemon.endpoint_hosts])
         clients = [_connect(runner) for _ in range(QUEUED)]
@@ -94,11 +106,13 @@ def test_a_stop_answers_every_client_waiting_in_the_backlog(
             sock.sendall(_request(protocol, n))
         assert runner.call(lambda: daemon.stats["accepted"]) == 0  # all in the backlog
     finally:
-        runner.stop()  # graceful: what Daemon.stop() and SIGTERM do
+        stopper.start()  # graceful: what Daemon.stop() and SIGTERM do
     replies = []
     for n, sock in enumerate(clients):
         with sock:
             replies.append(_reply(sock, protocol, n))
+    stopper.join(LOAD_DEADLINE)
+    assert not stopper.is_alive() and failed == []
     lost = [(n, r) for n, r in enumerate(replies) if not _answered(protocol, n, r)]
     assert lost == []
     assert daemon.stats["accepted"] == QUEUED and daemon.stats["rejected"] == 0
