@@ -314,6 +314,11 @@ def http_get(port: int, path: str) -> str:
     return body.decode()
 
 
+def http_served(port: int, count: int) -> set[str]:
+    """Who answered ``count`` GETs of ``/`` through a proxy."""
+    return {http_get(port, "/").split(" ")[0] for _ in range(count)}
+
+
 def websockets_through(port: int, count: int, stack: contextlib.ExitStack) -> list[str]:
     """Open ``count`` WebSockets on ``/ws`` one after the other, held open; who echoed each."""
     served = []
@@ -342,44 +347,28 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(tmp_path_factory.mktemp("lb"), start_machines(stack))
 
 
-@pytest.fixture(scope="module")
-def haproxy(cluster: Cluster) -> Iterator[Proxy]:
-    if HAPROXY is None:
-        pytest.skip("haproxy is not installed" + _INSTALL)
-    tmp = cluster.tmp / "haproxy"
+@pytest.fixture(scope="module", params=["haproxy", "nginx"])
+def proxy(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[Proxy]:
+    """Each proxy in turn in front of the module's two daemons, with the guide's config."""
+    name = request.param
+    binary, start = {"haproxy": (HAPROXY, start_haproxy), "nginx": (NGINX, start_nginx)}[name]
+    if binary is None:
+        pytest.skip(f"{name} is not installed" + _INSTALL)
+    tmp = cluster.tmp / name
     tmp.mkdir()
-    proxy = start_haproxy(tmp, cluster.machines)
-    yield proxy
-    proxy.stop()
+    running = start(tmp, cluster.machines)
+    yield running
+    running.stop()
 
 
-@pytest.fixture(scope="module")
-def nginx(cluster: Cluster) -> Iterator[Proxy]:
-    if NGINX is None:
-        pytest.skip("nginx is not installed" + _INSTALL)
-    tmp = cluster.tmp / "nginx"
-    tmp.mkdir()
-    proxy = start_nginx(tmp, cluster.machines)
-    yield proxy
-    proxy.stop()
-
-
-@pytest.mark.parametrize("proxy_name", ["haproxy", "nginx"])
-def test_line_clients_are_spread_over_both_daemons(
-    proxy_name: str, request: pytest.FixtureRequest
-) -> None:
-    proxy: Proxy = request.getfixturevalue(proxy_name)
+def test_line_clients_are_spread_over_both_daemons(proxy: Proxy) -> None:
     with contextlib.ExitStack() as stack:
         served = line_clients(proxy.fronts["7001"], 4, stack)
     # Least connections: each new client goes to the daemon with fewer.
     assert collections.Counter(served) == {"web1": 2, "web2": 2}, served
 
 
-@pytest.mark.parametrize("proxy_name", ["haproxy", "nginx"])
-def test_http_and_websocket_reach_both_daemons(
-    proxy_name: str, request: pytest.FixtureRequest
-) -> None:
-    proxy: Proxy = request.getfixturevalue(proxy_name)
+def test_http_and_websocket_reach_both_daemons(proxy: Proxy) -> None:
     port = proxy.fronts["80"]
     with contextlib.ExitStack() as stack:
         served = websockets_through(port, 4, stack)
@@ -391,12 +380,20 @@ def test_http_and_websocket_reach_both_daemons(
     assert all(body.endswith(" /hello 127.0.0.1\n") for body in bodies), bodies
 
 
+def machines_behind(
+    start: Callable[[Path, list[Machine]], Proxy], tmp: Path, stack: contextlib.ExitStack
+) -> tuple[list[Machine], Proxy]:
+    """Two daemons and a proxy of a test's own (it stops one), all ended by ``stack``."""
+    machines = start_machines(stack)
+    proxy = start(tmp, machines)
+    stack.callback(proxy.stop)
+    return machines, proxy
+
+
 @needs_haproxy
 def test_haproxy_takes_out_a_stopping_daemon_on_its_503(tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
-        machines = start_machines(stack)
-        proxy = start_haproxy(tmp_path, machines)
-        stack.callback(proxy.stop)
+        machines, proxy = machines_behind(start_haproxy, tmp_path, stack)
         port = proxy.fronts["7001"]
         web1 = machines[0]
         clients = dict(line_client(port, stack, "hi") for _ in range(2))  # one on each
@@ -415,7 +412,7 @@ def test_haproxy_takes_out_a_stopping_daemon_on_its_503(tmp_path: Path) -> None:
         assert web1.runner.call(web1.daemon.is_stopping)
         # New clients all go to web2, through both frontends.
         assert line_clients(port, 3, stack) == ["web2"] * 3
-        assert {http_get(proxy.fronts["80"], "/").split(" ")[0] for _ in range(3)} == {"web2"}
+        assert http_served(proxy.fronts["80"], 3) == {"web2"}
         # The established connection stays with web1 through its DOWN, until web1 closes it.
         held.sendall(b"still here\n")
         assert recv_until(held, b"\n") == b"web1 still here\n"
@@ -428,11 +425,9 @@ def test_haproxy_takes_out_a_stopping_daemon_on_its_503(tmp_path: Path) -> None:
 def test_nginx_passes_over_a_stopped_daemon(tmp_path: Path) -> None:
     """Open-source nginx checks passively: a refused connection is retried on the other daemon."""
     with contextlib.ExitStack() as stack:
-        machines = start_machines(stack)
-        proxy = start_nginx(tmp_path, machines)
-        stack.callback(proxy.stop)
+        machines, proxy = machines_behind(start_nginx, tmp_path, stack)
         machines[0].runner.stop()
         assert line_clients(proxy.fronts["7001"], 3, stack) == ["web2"] * 3
-        assert {http_get(proxy.fronts["80"], "/").split(" ")[0] for _ in range(3)} == {"web2"}
+        assert http_served(proxy.fronts["80"], 3) == {"web2"}
         assert websockets_through(proxy.fronts["80"], 2, stack) == ["web2"] * 2
     assert "connect() failed (111: Connection refused)" in proxy.output()

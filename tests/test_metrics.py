@@ -503,13 +503,17 @@ def test_metrics_keep_alive_head_and_errors(run_daemon: Any) -> None:
         b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
         b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
         b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /healthz?full=1 HTTP/1.1\r\nHost: x\r\n\r\n"  # the query is ignored
+        b"GET /healthz/ HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\ncontent-length: 0\r\n\r\n"
         b"POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\ncontent-length: 2\r\n\r\nhi"
     )
     response = http(address, pipelined)
     statuses = re.findall(rb"HTTP/1.1 (\d+) ", response)
-    assert statuses == [b"200", b"200", b"404", b"405"]
+    assert statuses == [b"200", b"200", b"404", b"200", b"404", b"405", b"405"]
     assert response.count(b"# HELP daemonkit_info") == 1  # HEAD: headers only
-    assert b"not found; try /metrics" in response and b"allow: GET, HEAD" in response
+    assert b"not found; try /metrics or /healthz" in response and b"allow: GET, HEAD" in response
+    assert b"\r\n\r\nok\n" in response
 
 
 def test_metrics_bad_request_gets_400_and_a_close(run_daemon: Any) -> None:
@@ -609,20 +613,6 @@ def test_healthz_is_ok_then_503_while_draining_and_stopping(run_daemon: Any) -> 
         runner.call(d.release)
         assert recv_all(check) == b""  # the stop ends: the metrics endpoint closes with it
     assert d.is_stopped()
-
-
-def test_healthz_404_elsewhere_and_405_for_other_methods(run_daemon: Any) -> None:
-    _, address = metrics_daemon(run_daemon)
-    pipelined = (
-        b"GET /healthz/ HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"POST /healthz HTTP/1.1\r\nHost: x\r\ncontent-length: 0\r\n\r\n"
-        b"GET /healthz?full=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    response = http(address, pipelined)
-    assert re.findall(rb"HTTP/1.1 (\d+) ", response) == [b"404", b"404", b"405", b"200"]
-    assert b"not found; try /metrics or /healthz" in response
-    assert response.endswith(b"\r\n\r\nok\n")
 
 
 def test_the_health_of_a_worker_set_follows_its_supervisor() -> None:
