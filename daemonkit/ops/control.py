@@ -665,7 +665,10 @@ class _MetricsHost(_ServiceHost):
 
         if frame.method not in ("GET", "HEAD"):
             data = encode_response(
-                405, {"allow": "GET, HEAD"}, b"only GET /metrics\n", keep_alive=keep
+                405,
+                {"allow": "GET, HEAD"},
+                b"only GET and HEAD: /metrics, /healthz\n",
+                keep_alive=keep,
             )
             fill(lambda: send(data))
         elif frame.path == "/healthz":
