@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -10,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,8 @@ from daemonkit.ops.metrics import (
     render,
     resident_memory,
 )
-from daemonkit.testing import DaemonRunner
+from daemonkit.ops.workerset import SetOperations
+from daemonkit.testing import DaemonRunner, FakeClock
 from tests.helpers import ALL_BACKENDS, ROOT, load_example, operations_of, recv_all, recv_until
 
 # -- the lag monitor's logic, on an injected clock and scheduler --------------------------
@@ -500,13 +503,17 @@ def test_metrics_keep_alive_head_and_errors(run_daemon: Any) -> None:
         b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
         b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
         b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /healthz?full=1 HTTP/1.1\r\nHost: x\r\n\r\n"  # the query is ignored
+        b"GET /healthz/ HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\ncontent-length: 0\r\n\r\n"
         b"POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\ncontent-length: 2\r\n\r\nhi"
     )
     response = http(address, pipelined)
     statuses = re.findall(rb"HTTP/1.1 (\d+) ", response)
-    assert statuses == [b"200", b"200", b"404", b"405"]
+    assert statuses == [b"200", b"200", b"404", b"200", b"404", b"405", b"405"]
     assert response.count(b"# HELP daemonkit_info") == 1  # HEAD: headers only
-    assert b"not found; try /metrics" in response and b"allow: GET, HEAD" in response
+    assert b"not found; try /metrics or /healthz" in response and b"allow: GET, HEAD" in response
+    assert b"\r\n\r\nok\n" in response
 
 
 def test_metrics_bad_request_gets_400_and_a_close(run_daemon: Any) -> None:
@@ -538,6 +545,82 @@ def test_metrics_counts_follow_the_daemon(run_daemon: Any) -> None:
     assert values['daemonkit_endpoint_connections{endpoint="tcp"}'] == 1
     assert values["daemonkit_received_bytes_total"] == 6
     assert values["daemonkit_sent_bytes_total"] == 6
+
+
+class Held(Sleepy):
+    """``hold`` starts a task the graceful stop waits for, until :meth:`release`."""
+
+    def on_start(self) -> None:
+        self.held = asyncio.Event()
+
+    def on_read(self, conn: Connection, data: Any) -> None:
+        if data == b"hold":
+            self.spawn(self.held.wait())
+        conn.send(data)
+
+    def release(self) -> None:
+        self.held.set()
+
+
+def exchange(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
+    """One request on a kept-alive connection: (head, body) of its response."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    found = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+    assert found is not None, head
+    length = 0 if request.startswith(b"HEAD ") else int(found[1])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        body += chunk
+    assert len(body) == length, body
+    return head, body
+
+
+def test_healthz_is_ok_then_503_while_draining_and_stopping(run_daemon: Any) -> None:
+    d = Held(metrics="tcp://127.0.0.1:0")
+    runner = run_daemon(d, clock=FakeClock())
+    address = operations_of(d).metrics.address  # type: ignore[union-attr]
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with (
+        runner.connect() as client,
+        socket.create_connection((address.host, address.port), timeout=10) as check,
+    ):
+        head, body = exchange(check, get)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == b"ok\n"
+        assert b"content-type: text/plain" in head
+        head, body = exchange(check, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 3" in head
+
+        client.sendall(b"hold\n")
+        assert recv_until(client, b"\n") == b"hold\n"
+        runner.call(lambda: d.stop(drain=30))  # an upgrade's old process stops so
+        head, body = exchange(check, get)  # the same kept-alive connection: still served
+        assert head.startswith(b"HTTP/1.1 503 ") and body == b"draining\n"
+        runner.call(d.stop)  # ends the drain; the held task keeps the stop going
+        assert runner.call(lambda: d.is_stopping() and not d.is_draining())
+        head, body = exchange(check, get)
+        assert head.startswith(b"HTTP/1.1 503 ") and body == b"stopping\n"
+        # A new connection too (what HAProxy's check opens each time), and /metrics still works.
+        response = http(address, b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 503 ") and response.endswith(b"\r\n\r\nstopping\n")
+        assert http(address, b"GET /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 OK")
+        runner.call(d.release)
+        assert recv_all(check) == b""  # the stop ends: the metrics endpoint closes with it
+    assert d.is_stopped()
+
+
+def test_the_health_of_a_worker_set_follows_its_supervisor() -> None:
+    supervisor = types.SimpleNamespace(reactor=None, stopping=False)
+    ops = SetOperations(Sleepy(), supervisor)  # type: ignore[arg-type]
+    assert ops.unhealthy() is None  # whatever its workers do: the set's queues take clients
+    supervisor.stopping = True
+    assert ops.unhealthy() == "stopping"
 
 
 # -- the daemon's registry: daemonkit's figures, the process's and the application's ----

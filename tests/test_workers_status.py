@@ -189,6 +189,12 @@ def test_one_scrape_has_every_worker_and_the_supervisor(workers: WorkerSet) -> N
     assert 'daemonkit_connections{worker="1"}' in reply["metrics"]
 
 
+def test_the_supervisor_answers_the_health_check_for_the_set(workers: WorkerSet) -> None:
+    url = f"http://127.0.0.1:{workers.metrics_port}/healthz"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert (response.status, response.read()) == (200, b"ok\n")
+
+
 def test_what_the_set_does_not_do_yet_is_an_error_reply(workers: WorkerSet) -> None:
     reply = ctl.request(workers.control, {"cmd": "stop", "timeout": 5})
     assert not reply["ok"] and "not supported with --workers" in reply["error"]

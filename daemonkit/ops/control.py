@@ -16,7 +16,8 @@ the client. ``Daemon.metrics = "tcp://127.0.0.1:9100"`` (or ``--metrics``)
 serves the daemon's ``metrics_registry`` on ``GET /metrics``: daemonkit's
 figures, the process's and the application's own, as Prometheus text or, when
 the scraper asks, OpenMetrics (see :mod:`daemonkit.ops.metrics`); the
-``metrics`` command answers the same text.
+``metrics`` command answers the same text. ``GET /healthz`` there is the load
+balancers' check: ``200 ok`` while the daemon serves, ``503`` once it stops.
 
 Rules it keeps:
 
@@ -353,6 +354,9 @@ class Served(Protocol):
     def scrape_later(self, accept: str, done: Callable[[bytes, str], None]) -> None:
         """One scrape; ``done(body, content_type)`` once, now or later."""
 
+    def unhealthy(self) -> str | None:
+        """Why ``GET /healthz`` should answer 503 now (``"stopping"``...), or None: 200."""
+
 
 class _ServiceConnection(Connection):
     """A connection of an internal host: framing errors get a reply before the close."""
@@ -623,7 +627,12 @@ class _ControlHost(_ServiceHost):
 
 
 class _MetricsHost(_ServiceHost):
-    """``GET /metrics`` over plain HTTP/1.1 (keep-alive, pipelining, HEAD)."""
+    """``GET /metrics`` and ``GET /healthz`` over plain HTTP/1.1 (keep-alive, pipelining, HEAD).
+
+    ``/healthz`` is for load balancers: a cheap ``200 ok`` while the daemon
+    serves, ``503`` with the reason (``stopping``, ``draining``) once it
+    stops, so that HAProxy's ``option httpchk`` takes it out of rotation.
+    """
 
     kind = "metrics"
 
@@ -656,11 +665,23 @@ class _MetricsHost(_ServiceHost):
 
         if frame.method not in ("GET", "HEAD"):
             data = encode_response(
-                405, {"allow": "GET, HEAD"}, b"only GET /metrics\n", keep_alive=keep
+                405,
+                {"allow": "GET, HEAD"},
+                b"only GET and HEAD: /metrics, /healthz\n",
+                keep_alive=keep,
+            )
+            fill(lambda: send(data))
+        elif frame.path == "/healthz":
+            why = self.ops.unhealthy()
+            status, body = (200, b"ok\n") if why is None else (503, f"{why}\n".encode())
+            data = encode_response(
+                status, {"content-type": "text/plain"}, body, keep_alive=keep, head=head
             )
             fill(lambda: send(data))
         elif frame.path != "/metrics":
-            data = encode_response(404, (), b"not found; try /metrics\n", keep_alive=keep)
+            data = encode_response(
+                404, (), b"not found; try /metrics or /healthz\n", keep_alive=keep
+            )
             fill(lambda: send(data))
         else:
 
@@ -810,6 +831,18 @@ class Operations:
     def scrape_later(self, accept: str, done: Callable[[bytes, str], None]) -> None:
         """One scrape, passed to ``done`` at once (see :class:`Served`)."""
         done(*self.scrape(accept))
+
+    def unhealthy(self) -> str | None:
+        """``"draining"`` or ``"stopping"`` once a stop began, else None (see :class:`Served`).
+
+        An upgrade's old process hands its metrics listener to the new one
+        before it drains, so a check that connects anew reaches the new
+        process and stays healthy.
+        """
+        daemon = self.daemon
+        if daemon.is_draining():
+            return "draining"
+        return "stopping" if daemon.is_stopping() else None
 
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run one parsed request and return its reply; :class:`RequestError` if it is wrong."""

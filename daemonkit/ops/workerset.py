@@ -21,6 +21,8 @@ each worker there, all at once, each with a deadline of
   supervisor's own series (workers configured and ready, restarts, recycles,
   crash loops, scrape errors). A worker that does not answer is missing from
   that scrape and ``daemonkit_worker_scrape_errors_total`` counts it;
+* ``GET /healthz``: the supervisor answers alone, asking no worker: ``200 ok``,
+  or ``503 stopping`` once the set stops;
 * ``reload`` replaces the workers one at a time (as SIGHUP), ``stop`` stops
   the set gracefully (as SIGTERM; again: at once), ``log-level`` is set in
   the supervisor and passed to every worker.
@@ -416,6 +418,16 @@ class SetOperations:
             f"{cmd} is not supported with --workers yet; "
             "`ctl reload` (or SIGHUP) replaces the workers one at a time"
         )
+
+    def unhealthy(self) -> str | None:
+        """``"stopping"`` once the set stops, else None: what the set's ``GET /healthz`` says.
+
+        A set whose workers are not all ready still answers 200: while a
+        SIGUSR2's new supervisor starts its workers it already shares the
+        metrics port with the old set, which serves, and a set at its start
+        queues its clients in the listen backlog until a worker takes them.
+        """
+        return "stopping" if self.supervisor.stopping else None
 
     def scrape_later(self, accept: str, done: Callable[[bytes, str], None]) -> None:
         """One scrape of the whole set (see the module doc); ``done(body, content_type)``."""
