@@ -55,14 +55,16 @@ typecheck: $(STAMP)
 # would send the modules with the fewest tests last, and they are the slowest).
 # PYTEST_WORKERS=0 runs it in one process.
 # build-pyuv: the pyuv backend (patched sdist, cached wheel) so the suite runs on it.
-# The second run: PURE_TESTS on the pure-Python core (DAEMONKIT_NO_EXTENSIONS=1).
+# The second run: PURE_TESTS on the pure-Python core (DAEMONKIT_NO_EXTENSIONS=1),
+# on uvloop and the stdlib loop (the pyuv backend runs the same core code).
 PYTEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 unit: $(STAMP) $(CORE)
 	sh scripts/ensure-test-tools
 	sh scripts/build-pyuv $(BIN)/python
 	PYTHONASYNCIODEBUG=1 $(PYTEST)
-	DAEMONKIT_NO_EXTENSIONS=1 PYTHONASYNCIODEBUG=1 $(PYTEST) $(PURE_TESTS)
+	DAEMONKIT_NO_EXTENSIONS=1 DAEMONKIT_TEST_BACKENDS=uvloop,asyncio PYTHONASYNCIODEBUG=1 \
+		$(PYTEST) $(PURE_TESTS)
 
 # On the pure-Python core: mypyc keeps no docstrings, and autodoc reads them.
 docs: $(STAMP)

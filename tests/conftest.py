@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from daemonkit.testing import DaemonRunner
+from tests.helpers import selected_backends
 
-BACKEND_NAMES = ["uvloop", "asyncio", "pyuv"]
+BACKEND_NAMES = selected_backends(["uvloop", "asyncio", "pyuv"])
 
 
 def _not_a_slow_callback_report(record: logging.LogRecord) -> bool:

@@ -32,19 +32,38 @@ from daemonkit.ops.workers import Supervisor
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
+#: Names the backends the suite runs on, comma-separated (default: all of
+#: them). ``make test``'s second run, on the pure-Python core, sets
+#: ``uvloop,asyncio``: the pyuv backend runs the same core code.
+ENV_BACKENDS = "DAEMONKIT_TEST_BACKENDS"
+
+
+def selected_backends(names: list[str]) -> list[str]:
+    """``names`` less those :data:`ENV_BACKENDS` leaves out (an unknown name is an error)."""
+    chosen = os.environ.get(ENV_BACKENDS, "").replace(" ", "")
+    if not chosen:
+        return names
+    wanted = chosen.split(",")
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise pytest.UsageError(f"{ENV_BACKENDS}: no backend {unknown}; there are {names}")
+    return [name for name in names if name in wanted]
+
+
 #: Every backend, for tests that hand one to a subprocess or a Reactor
 #: themselves (the ``backend`` fixture of conftest.py serves the rest). pyuv
 #: has no wheel for today's Pythons: ``make test`` builds it, else it skips.
 ALL_BACKENDS = [
-    "uvloop",
-    "asyncio",
     pytest.param(
-        "pyuv",
+        name,
         marks=pytest.mark.skipif(
             importlib.util.find_spec("pyuv") is None,
             reason="pyuv is not installed: run python -m daemonkit build-pyuv (make test does)",
         ),
-    ),
+    )
+    if name == "pyuv"
+    else name
+    for name in selected_backends(["uvloop", "asyncio", "pyuv"])
 ]
 
 
