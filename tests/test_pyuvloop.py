@@ -179,6 +179,52 @@ def test_a_signal_sent_before_the_loop_runs_is_delivered_when_it_does(
     assert signal.getsignal(signal.SIGUSR1) == before
 
 
+def test_a_python_signal_handler_runs_while_the_loop_waits(loop: PyuvEventLoop) -> None:
+    """signal.signal's handler (Ctrl-C's KeyboardInterrupt too) needs no pyuv.Signal.
+
+    The loop waits for a timer DEADLINE away; the signal must end that wait at
+    once, not when the timer comes due (libuv retries an interrupted wait).
+    """
+    fired: list[str] = []
+    handled: list[int] = []
+
+    def too_late() -> None:
+        fired.append("the far timer")
+        loop.stop()
+
+    def handler(signum: int, frame: object) -> None:
+        handled.append(signum)
+        loop.stop()
+
+    far = loop.call_later(DEADLINE, too_late)
+    before = signal.signal(signal.SIGUSR2, handler)
+    wakeup_before = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_before)
+    sender = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR2))
+    try:
+        sender.start()
+        loop.run_forever()
+        assert handled == [signal.SIGUSR2] and fired == []
+    finally:
+        sender.join()
+        far.cancel()
+        signal.signal(signal.SIGUSR2, before)
+    assert signal.set_wakeup_fd(wakeup_before) == wakeup_before  # the old one is back
+
+
+def test_a_wakeup_fd_set_by_someone_else_is_kept(loop: PyuvEventLoop) -> None:
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    with reader, writer:
+        previous = signal.set_wakeup_fd(writer.fileno())
+        try:
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+            assert signal.set_wakeup_fd(writer.fileno()) == writer.fileno()
+        finally:
+            signal.set_wakeup_fd(previous)
+
+
 def test_signal_handlers_only_from_the_main_thread(loop: PyuvEventLoop) -> None:
     errors: list[BaseException] = []
 

@@ -17,6 +17,12 @@ What rides on which libuv handle:
 * ``add_reader``/``add_writer``: one ``pyuv.Poll`` per descriptor;
 * ``add_signal_handler``: ``pyuv.Signal`` (libuv queues a signal that arrives
   before the loop runs and delivers it on the first turn);
+* Python's own signal handlers (``signal.signal``, Ctrl-C's
+  ``KeyboardInterrupt``): while the loop runs in the main thread, a socket
+  pair is the interpreter's wake-up fd (:func:`signal.set_wakeup_fd`, as the
+  stdlib loop does) and a ``pyuv.Poll`` on it ends the wait, so the handler
+  runs at once (libuv retries a wait a signal interrupts, so without it the
+  handler would wait for the next event);
 * stream transports: ``pyuv.TCP`` and ``pyuv.Pipe`` over the accepted or
   connected socket (libuv's reads, its ``try_write`` and C write queue);
 * datagram transports: ``pyuv.UDP``.
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import heapq
 import logging
 import math
@@ -112,6 +119,13 @@ def _os_error(uverr: int) -> OSError:
     return OSError(uverr, pyuv.errno.strerror(uverr))
 
 
+def _drain(sock: socket.socket) -> None:
+    """Read and drop what the signal wake-up fd received (the interpreter runs the handlers)."""
+    with contextlib.suppress(OSError):
+        while sock.recv(4096):
+            pass
+
+
 def _noop(*args: object) -> None:
     pass
 
@@ -169,6 +183,48 @@ class PyuvEventLoop(asyncio.BaseEventLoop):
         self._uv_error: BaseException | None = None
 
     # -- the turn ----------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Run until :meth:`stop`; Python signal handlers run as soon as their signal comes."""
+        wakeup = self._signal_wakeup()
+        try:
+            super().run_forever()
+        finally:
+            if wakeup is not None:
+                wakeup()
+
+    def _signal_wakeup(self) -> Callable[[], None] | None:
+        """Make a signal end libuv's wait; return what undoes it (None: not the main thread).
+
+        Only when no wake-up fd is set already (someone else's is kept).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        try:
+            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        except ValueError:  # pragma: no cover - main thread checked above
+            previous = -1
+        if previous != -1:  # another owner's: leave it in place
+            signal.set_wakeup_fd(previous)
+            reader.close()
+            writer.close()
+            return None
+        poll = pyuv.Poll(self._uv, reader.fileno())
+        poll.start(pyuv.UV_READABLE, lambda *_: _drain(reader))
+        poll.ref = False  # a wake-up source keeps nobody waiting
+
+        def undo() -> None:
+            current = signal.set_wakeup_fd(-1)
+            if current != writer.fileno():  # someone else's now: keep it
+                signal.set_wakeup_fd(current)
+            poll.close()
+            reader.close()
+            writer.close()
+
+        return undo
 
     def _uv_excepthook(self, typ: type[BaseException], value: BaseException, tb: Any) -> None:
         """An exception escaped a libuv callback: report it, or stop for an exit."""
