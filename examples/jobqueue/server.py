@@ -12,7 +12,8 @@ Settings the command line has no option for come from the environment:
 * ``JOBQUEUE_FSYNC``: ``always`` (a put is answered only once its record is
   on disk; all the puts of one loop turn share one fsync), or a number of
   milliseconds: fsync at most that often (default 50, beanstalkd's ``-f``
-  default); either way a reply waits until its record is written.
+  default), in a worker thread, so the loop never waits for the disk;
+  either way a reply waits until its record is written.
 * ``JOBQUEUE_MAX_JOB_SIZE``: the largest job body in bytes (65535,
   beanstalkd's ``-z`` default).
 
@@ -28,12 +29,14 @@ from __future__ import annotations
 import os
 import resource
 import secrets
+import threading
 import time
 from collections import deque
 from typing import Any
 
 from daemonkit import Daemon
 from daemonkit.errors import ConfigError
+from daemonkit.framework.offload import OffloadFull
 
 from .protocol import DEFAULT_MAX_JOB_SIZE, ERROR, EXPECTED_CRLF, CommandFramer
 from .store import BURIED, DELAYED, INF, READY, RESERVED, Job, Session, Store
@@ -138,6 +141,13 @@ def _env_settings() -> tuple[str | None, float | None, int]:
     return directory, interval, int(size)
 
 
+def _sync(lock: threading.Lock, wal: Wal) -> None:
+    """fsync the log, in a worker thread; a log closed meanwhile has nothing left to sync."""
+    with lock:
+        if not wal.closed:
+            wal.sync()
+
+
 def _job_reply(word: bytes, job: Job) -> bytes:
     return b"%s %d %d\r\n" % (word, job.id, len(job.body) - 2)
 
@@ -191,6 +201,10 @@ class JobQueue(Daemon):
         self._commit_soon = False
         self._last_sync = 0.0
         self._sync_timer: Any = None
+        # An interval fsync runs in a worker thread, one at a time; it holds
+        # the lock, which closing or compacting the log (a new descriptor) takes.
+        self._syncing = False
+        self._sync_lock = threading.Lock()
         self._id = secrets.token_hex(8)
         self._started = 0.0
 
@@ -229,7 +243,8 @@ class JobQueue(Daemon):
 
     def _close_wal(self) -> None:
         if self._wal is not None:
-            self._wal.close()
+            with self._sync_lock:  # an fsync still in its thread finishes first
+                self._wal.close()
             self._wal = None
 
     # -- connections ---------------------------------------------------------
@@ -391,8 +406,7 @@ class JobQueue(Daemon):
         else:
             now = self._now()
             if now - self._last_sync >= interval:
-                self._last_sync = now
-                wal.sync()
+                self._sync_soon()
             elif self._sync_timer is None:
                 self._sync_timer = self.reactor.timers.call_at(
                     self._last_sync + interval, self._sync_later
@@ -402,14 +416,42 @@ class JobQueue(Daemon):
             data = b"".join(session.held or ())
             session.held = None
             session.conn.write(data)
-        if wal.should_compact():
-            wal.compact(self._snapshot())
+        if wal.should_compact() and not self._syncing:
+            with self._sync_lock:
+                wal.compact(self._snapshot())
 
     def _sync_later(self) -> None:
         self._sync_timer = None
-        if self._wal is not None:
-            self._last_sync = self._now()
-            self._wal.sync()
+        self._sync_soon()
+
+    def _sync_soon(self) -> None:
+        """Start an interval fsync in a worker thread (no reply waits for it)."""
+        wal = self._wal
+        if wal is None or self._syncing:
+            return  # the one in flight is followed by another if more was written
+        self._last_sync = self._now()
+        try:
+            future = self.offload(_sync, self._sync_lock, wal)
+        except (OffloadFull, RuntimeError):
+            with self._sync_lock:  # no thread to be had (or stopping): here, then
+                wal.sync()
+            return
+        self._syncing = True
+        written = wal.size
+        future.add_done_callback(lambda done: self._synced(done, written))
+
+    def _synced(self, done: Any, written: int) -> None:
+        self._syncing = False
+        if not done.cancelled() and done.exception() is not None:
+            self.stats["errors"] += 1
+            self.log.error("fsync of the write-ahead log failed: %s", done.exception())
+        wal = self._wal
+        if wal is not None and wal.size != written and self._sync_timer is None:
+            # Written while that fsync ran: the next one, an interval after it.
+            interval = self.fsync_interval or 0.0
+            self._sync_timer = self.reactor.timers.call_at(
+                self._last_sync + interval, self._sync_later
+            )
 
     def _snapshot(self) -> Any:
         """The log records of the live jobs (reserved ones as ready), buried in bury order."""

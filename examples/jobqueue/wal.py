@@ -194,6 +194,11 @@ class Wal:
         self.size += len(data)
         data.clear()
 
+    @property
+    def closed(self) -> bool:
+        """Has :meth:`close` run?"""
+        return self._fd < 0
+
     def sync(self) -> None:
         """Wait until what was written is on disk (fdatasync)."""
         os.fdatasync(self._fd)

@@ -605,6 +605,35 @@ def test_a_server_replays_a_damaged_log(run_daemon: Any, tmp_path: Path) -> None
     c.close()
 
 
+def test_interval_fsyncs_run_off_the_loop_and_cover_what_was_acknowledged(
+    run_daemon: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With JOBQUEUE_FSYNC=N ms the loop never waits for the disk: the fsync is a worker's."""
+    import threading
+
+    synced_in: list[str] = []
+    real_sync = Wal.sync
+
+    def sync(self: Wal) -> None:
+        synced_in.append(threading.current_thread().name)
+        real_sync(self)
+
+    monkeypatch.setattr(Wal, "sync", sync)
+    runner = run_daemon(JobQueue(listen="tcp://127.0.0.1:0", wal=tmp_path, fsync=5))
+    c = Client(runner.connect(WAIT))
+    for i in range(20):
+        assert c.ask(b"put 0 0 60 2\r\nj%d" % (i % 10)).startswith(b"INSERTED")
+    deadline = time.monotonic() + WAIT
+    while not synced_in:
+        assert time.monotonic() < deadline, "no fsync within the interval"
+        time.sleep(0.01)
+    c.close()
+    runner.stop()
+    loop_thread = "daemonkit-runner"  # DaemonRunner's loop thread
+    assert synced_in and loop_thread not in synced_in[:-1]  # the last: the close's own
+    assert len(Wal(tmp_path).open()) == 20
+
+
 def test_the_log_is_compacted_to_the_live_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
