@@ -10,10 +10,10 @@ Settings the command line has no option for come from the environment:
 * ``JOBQUEUE_WAL``: a directory for the write-ahead log (see ``wal.py``);
   unset: no log, the jobs live in memory only (beanstalkd without ``-b``).
 * ``JOBQUEUE_FSYNC``: ``always`` (a put is answered only once its record is
-  on disk; all the puts of one loop turn share one fsync), or a number of
-  milliseconds: fsync at most that often (default 50, beanstalkd's ``-f``
-  default), in a worker thread, so the loop never waits for the disk;
-  either way a reply waits until its record is written.
+  on disk; everything logged while one fsync runs shares the next), or a
+  number of milliseconds: fsync at most that often (default 50, beanstalkd's
+  ``-f`` default); either way a reply waits until its record is written, and
+  the fsync runs in a worker thread, so the loop never waits for the disk.
 * ``JOBQUEUE_MAX_JOB_SIZE``: the largest job body in bytes (65535,
   beanstalkd's ``-z`` default).
 
@@ -197,7 +197,9 @@ class JobQueue(Daemon):
         self._timer_due = 0.0
         self._resume: list[Session] = []  # sessions whose pipelined commands run next turn
         self._wal: Wal | None = None
-        self._held: list[Session] = []  # sessions whose replies wait for the log
+        # Sessions with records logged since the last group went to the disk
+        # (an ordered set): their replies wait for the log.
+        self._held: dict[Session, None] = {}
         self._commit_soon = False
         self._last_sync = 0.0
         self._sync_timer: Any = None
@@ -388,7 +390,7 @@ class JobQueue(Daemon):
         wal.append(record, job_id=job_id, live=live)
         if session.held is None:
             session.held = []
-            self._held.append(session)
+        self._held[session] = None  # (it may have replies waiting for an fsync already)
         if not self._commit_soon:
             self._commit_soon = True
             self.reactor.call_soon(self._commit)
@@ -402,23 +404,82 @@ class JobQueue(Daemon):
         wal.write()
         interval = self.fsync_interval
         if interval is None:
-            wal.sync()  # one fsync for every change of the turn: group commit
-        else:
-            now = self._now()
-            if now - self._last_sync >= interval:
-                self._sync_soon()
-            elif self._sync_timer is None:
-                self._sync_timer = self.reactor.timers.call_at(
-                    self._last_sync + interval, self._sync_later
-                )
-        held, self._held = self._held, []
+            self._group_soon()  # the replies go once their records are on disk
+            return
+        now = self._now()
+        if now - self._last_sync >= interval:
+            self._sync_soon()
+        elif self._sync_timer is None:
+            self._sync_timer = self.reactor.timers.call_at(
+                self._last_sync + interval, self._sync_later
+            )
+        held, self._held = self._held, {}
         for session in held:
             data = b"".join(session.held or ())
             session.held = None
             session.conn.write(data)
-        if wal.should_compact() and not self._syncing:
+        self._compact_if_due()
+
+    def _compact_if_due(self) -> None:
+        wal = self._wal
+        if wal is not None and wal.should_compact() and not self._syncing and not wal.pending:
             with self._sync_lock:
                 wal.compact(self._snapshot())
+
+    # JOBQUEUE_FSYNC=always: group commit off the loop. What was logged until
+    # now goes to the disk in one fsync in a worker thread; the replies that
+    # wait for those records go once it returns; what is logged meanwhile is the
+    # next group, whose fsync starts as soon as this one ends.
+
+    def _group_soon(self) -> None:
+        """Start the fsync of the records logged since the last group (one at a time)."""
+        wal = self._wal
+        if wal is None or self._syncing or not self._held:
+            return
+        group = [(session, len(session.held or ())) for session in self._held]
+        self._held = {}
+        try:
+            future = self.offload(_sync, self._sync_lock, wal)
+        except (OffloadFull, RuntimeError):
+            with self._sync_lock:  # no thread to be had (or stopping): here, then
+                wal.sync()
+            self._release(group)
+            return
+        self._syncing = True
+        future.add_done_callback(lambda done: self._group_synced(done, group))
+
+    def _group_synced(self, done: Any, group: list[tuple[Session, int]]) -> None:
+        self._syncing = False
+        if done.cancelled() or done.exception() is not None:
+            # Not known to be on disk: no acknowledgement; the clients see the
+            # connection close and retry, as after a crash.
+            why = "cancelled" if done.cancelled() else done.exception()
+            self.stats["errors"] += 1
+            self.log.error("fsync of the write-ahead log failed (%s): closing %d client(s)",
+                           why, len(group))  # fmt: skip
+            for session, _ in group:
+                session.held = None
+                session.conn.close()
+        else:
+            self._release(group)
+        if self._held:
+            self._group_soon()
+        self._compact_if_due()
+
+    def _release(self, group: list[tuple[Session, int]]) -> None:
+        """Send each session the replies its synced records had held (and what follows them,
+        unless a record logged since holds it)."""
+        for session, cut in group:
+            held = session.held
+            if held is None:
+                continue
+            data = b"".join(held[:cut])
+            del held[:cut]
+            if session not in self._held:  # nothing newer waits for the disk
+                data += b"".join(held)
+                session.held = None
+            if data:
+                session.conn.write(data)
 
     def _sync_later(self) -> None:
         self._sync_timer = None

@@ -634,6 +634,38 @@ def test_interval_fsyncs_run_off_the_loop_and_cover_what_was_acknowledged(
     assert len(Wal(tmp_path).open()) == 20
 
 
+def test_with_fsync_always_a_put_waits_for_the_disk_and_nobody_else_does(
+    run_daemon: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group's fsync runs in a worker: other clients are served meanwhile."""
+    import threading
+
+    disk = threading.Event()  # the test decides when the disk is done
+    real_sync = Wal.sync
+
+    def slow_sync(self: Wal) -> None:
+        disk.wait(WAIT)
+        real_sync(self)
+
+    monkeypatch.setattr(Wal, "sync", slow_sync)
+    runner = run_daemon(JobQueue(listen="tcp://127.0.0.1:0", wal=tmp_path, fsync="always"))
+    writer = Client(runner.connect(WAIT))
+    other = Client(runner.connect(WAIT))
+    try:
+        writer.send(b"put 0 0 60 2\r\nhi\r\n")
+        assert other.ask(b"list-tubes").startswith(b"OK ")  # the loop is not waiting
+        assert other.ask(b"peek-ready").startswith(b"FOUND")  # the job is in, not acknowledged
+        with selectors.DefaultSelector() as sel:
+            sel.register(writer.sock, selectors.EVENT_READ)
+            assert sel.select(0) == [], "INSERTED came before the fsync"
+        disk.set()
+        assert writer.reply() == b"INSERTED 1"
+    finally:
+        disk.set()
+        writer.close()
+        other.close()
+
+
 def test_the_log_is_compacted_to_the_live_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
