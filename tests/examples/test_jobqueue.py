@@ -666,6 +666,31 @@ def test_with_fsync_always_a_put_waits_for_the_disk_and_nobody_else_does(
         other.close()
 
 
+def test_a_failed_fsync_acknowledges_nothing_and_the_queue_serves_on(
+    run_daemon: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures = [OSError(5, "Input/output error")]  # the first fsync fails, then the disk is fine
+    real_sync = Wal.sync
+
+    def sync(self: Wal) -> None:
+        if failures:
+            raise failures.pop()
+        real_sync(self)
+
+    monkeypatch.setattr(Wal, "sync", sync)
+    daemon = JobQueue(listen="tcp://127.0.0.1:0", wal=tmp_path, fsync="always")
+    runner = run_daemon(daemon)
+    writer = Client(runner.connect(WAIT))
+    writer.send(b"put 0 0 60 2\r\nhi\r\n")
+    with pytest.raises(ConnectionError):
+        writer.reply()  # closed, not INSERTED
+    writer.close()
+    again = Client(runner.connect(WAIT))
+    assert again.ask(b"put 0 0 60 2\r\nok") == b"INSERTED 2"
+    again.close()
+    assert runner.call(lambda: daemon.stats["errors"]) == 1
+
+
 def test_the_log_is_compacted_to_the_live_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
