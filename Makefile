@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 CORE   := $(VENV)/.core
 # The compiled core's sources (daemonkit/core/compiled.py lists the modules).
 CORE_SOURCES := setup.py daemonkit/core/compiled.py daemonkit/core/connection.py \
+	daemonkit/protocols/http/connection.py \
 	$(wildcard daemonkit/framing/*.py)
 # The core, framing and protocol tests, run a second time on the pure-Python core.
 PURE_TESTS := tests/framing tests/http tests/websocket tests/test_daemon.py \

@@ -50,8 +50,10 @@ __all__ = [
 NO_EXTENSIONS_ENV = "DAEMONKIT_NO_EXTENSIONS"
 
 #: The modules mypyc compiles: the connection (receive, dispatch, gather,
-#: flush) and the framers it calls once per read. Everything else stays
-#: interpreted: it runs per connection or per event, not per frame.
+#: flush), the framers it calls once per read (the HTTP request and
+#: WebSocket framers included) and the HTTP connection, which runs once per
+#: request. Everything else stays interpreted: it runs per connection or per
+#: event, not per frame.
 COMPILED_MODULES: tuple[str, ...] = (
     "daemonkit.framing.base",
     "daemonkit.framing.raw",
@@ -59,7 +61,10 @@ COMPILED_MODULES: tuple[str, ...] = (
     "daemonkit.framing.length",
     "daemonkit.framing.netstring",
     "daemonkit.framing.resp",
+    "daemonkit.framing.http",
+    "daemonkit.framing.websocket",
     "daemonkit.core.connection",
+    "daemonkit.protocols.http.connection",
 )
 
 #: The module whose file tells which core is running.

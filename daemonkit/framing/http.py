@@ -60,8 +60,10 @@ from http import HTTPStatus
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
+from mypy_extensions import mypyc_attr
+
 from daemonkit.errors import ConfigError, ProtocolError
-from daemonkit.framing.base import Framer, _to_bytes
+from daemonkit.framing.base import BytesLike, Framer, _to_bytes
 
 try:
     import httptools
@@ -360,7 +362,7 @@ def _host_error(count: int, value: bytes, version: str) -> HttpError:
     return HttpError(f"invalid Host header field {shown}: not host[:port] ({why}, RFC 3986 3.2.2)")
 
 
-def _check_limit(name: str, value: int) -> int:
+def _check_limit(name: str, value: Any) -> int:
     """Return *value* as an int; ConfigError (a ValueError) if below 1."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
@@ -369,6 +371,7 @@ def _check_limit(name: str, value: int) -> int:
     return value
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HttpRequestFramer(Framer):
     """Frames are the :class:`HttpRequest` objects of an HTTP/1.x request stream.
 
@@ -438,23 +441,24 @@ class HttpRequestFramer(Framer):
     def __init__(
         self,
         *,
-        max_head: int = DEFAULT_MAX_HEAD,
-        max_headers: int = DEFAULT_MAX_HEADERS,
-        max_body: int = DEFAULT_MAX_BODY,
-        max_target: int = DEFAULT_MAX_TARGET,
+        # Any: checked by _check_limit, so that True or 1.5 get the same
+        # TypeError compiled (where an int annotation converts True to 1).
+        max_head: Any = DEFAULT_MAX_HEAD,
+        max_headers: Any = DEFAULT_MAX_HEADERS,
+        max_body: Any = DEFAULT_MAX_BODY,
+        max_target: Any = DEFAULT_MAX_TARGET,
     ) -> None:
-        max_head = _check_limit("max_head", max_head)
-        max_headers = _check_limit("max_headers", max_headers)
-        max_body = _check_limit("max_body", max_body)
-        max_target = _check_limit("max_target", max_target)
+        self._max_head = _check_limit("max_head", max_head)
+        self._max_headers = _check_limit("max_headers", max_headers)
+        self._max_body = _check_limit("max_body", max_body)
+        self._max_target = _check_limit("max_target", max_target)
         super().__init__(
-            max_head=max_head, max_headers=max_headers, max_body=max_body, max_target=max_target
+            max_head=self._max_head,
+            max_headers=self._max_headers,
+            max_body=self._max_body,
+            max_target=self._max_target,
         )
-        self._max_head = max_head
-        self._max_headers = max_headers
-        self._max_body = max_body
-        self._max_target = max_target
-        self._max_line = max_target + _LINE_SLACK
+        self._max_line = self._max_target + _LINE_SLACK
         self._parser = httptools.HttpRequestParser(self)
         self._state = _HEAD
         # The head being read: bytes of it seen so far (0 before its first
@@ -594,7 +598,7 @@ class HttpRequestFramer(Framer):
 
     # -- feeding ---------------------------------------------------------------
 
-    def feed(self, data: bytes) -> list[HttpRequest]:
+    def feed(self, data: BytesLike) -> list[HttpRequest]:
         """Append *data* and return the requests it completes, in order.
 
         A partial request is kept for the next call (llhttp holds its parsed
@@ -657,7 +661,7 @@ class HttpRequestFramer(Framer):
             self._fail(exc, out)
         return out
 
-    def _feed_slow(self, data: bytes) -> list[HttpRequest]:
+    def _feed_slow(self, data: BytesLike) -> list[HttpRequest]:
         """Feed a broken or paused framer, non-bytes input, or the rest of a request."""
         data = self._checked_input(data)
         if self._state == _PAUSED:
@@ -1160,7 +1164,7 @@ def _name_kind(name: str) -> int:
     return kind
 
 
-def _status_line(status: int, version: str) -> str:
+def _status_line(status: Any, version: str) -> str:
     """Return the status line for *status* and *version*, or raise ValueError."""
     if version not in _STATUS_LINES:
         raise ValueError(f"version must be '1.1' or '1.0', got {version!r}")
@@ -1171,9 +1175,10 @@ def _status_line(status: int, version: str) -> str:
 
 
 def encode_response(
-    status: int,
+    # Any: checked by hand (a ValueError for "200"), the same on both cores.
+    status: Any,
     headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
-    body: bytes = b"",
+    body: BytesLike = b"",
     *,
     keep_alive: bool = True,
     head: bool = False,
@@ -1286,7 +1291,7 @@ def _refuse_injection(lines: list[str]) -> NoReturn:
     raise AssertionError("no bad header line found")  # pragma: no cover
 
 
-def encode_chunk(data: bytes) -> bytes:
+def encode_chunk(data: BytesLike) -> bytes:
     """Return *data* as one chunk of a chunked body: size in hex, CRLF, data, CRLF.
 
     Empty *data* gives ``b""``, not a zero-length chunk, which would end the

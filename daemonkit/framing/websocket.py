@@ -54,8 +54,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
+from mypy_extensions import mypyc_attr
+
 from daemonkit.errors import ConfigError, FrameTooLarge, ProtocolError
-from daemonkit.framing.base import DEFAULT_MAX_FRAME, Framer, _to_bytes
+from daemonkit.framing.base import DEFAULT_MAX_FRAME, BytesLike, Framer, _to_bytes
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE",
@@ -136,7 +138,9 @@ class WebSocketError(ProtocolError):
 class MessageTooBig(FrameTooLarge):
     """A message is longer than ``max_message``; close with ``code`` 1009."""
 
-    code = int(CloseCode.MESSAGE_TOO_BIG)
+    # ClassVar: compiled, a bare class-body assignment would be taken for
+    # an instance attribute's default, which this class never sets.
+    code: ClassVar[int] = int(CloseCode.MESSAGE_TOO_BIG)
 
 
 # -- control frames ---------------------------------------------------------------
@@ -218,7 +222,7 @@ _TAIL = b"\x00\x00\xff\xff"
 # -- masking ----------------------------------------------------------------------
 
 
-def apply_mask(data: bytes, mask: bytes) -> bytes:
+def apply_mask(data: BytesLike, mask: bytes | bytearray) -> bytes:
     """Return *data* XOR the 4-byte *mask* repeated (masking and unmasking alike).
 
     Pure Python, by big-integer XOR: about 1 us for short payloads, 5 ms a
@@ -262,6 +266,7 @@ def _header(first: int, length: int) -> bytes:
     return _pack_q(first, 127, length)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class WebSocketFramer(Framer):
     """Frames are the messages of a client's WebSocket stream; see the module docstring.
 
@@ -303,7 +308,9 @@ class WebSocketFramer(Framer):
     def __init__(
         self,
         *,
-        max_message: int = DEFAULT_MAX_MESSAGE,
+        # Any: checked by hand below, so that True or 1.5 get the same
+        # TypeError compiled (where an int annotation converts True to 1).
+        max_message: Any = DEFAULT_MAX_MESSAGE,
         deflate: Deflate | None = None,
         apply_mask: _Mask = apply_mask,
     ) -> None:
@@ -314,7 +321,7 @@ class WebSocketFramer(Framer):
         if deflate is not None and not isinstance(deflate, Deflate):
             raise TypeError(f"deflate must be a Deflate or None, got {deflate!r}")
         super().__init__(max_message=max_message, deflate=deflate, apply_mask=apply_mask)
-        self._max_message = max_message
+        self._max_message: int = max_message
         self._deflate = deflate
         self._mask = apply_mask
         self._closed = False
@@ -344,7 +351,7 @@ class WebSocketFramer(Framer):
 
     # -- reading -----------------------------------------------------------------
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: BytesLike) -> list[Any]:
         """Append *data* and return the messages and control frames it completes.
 
         A partial frame stays buffered for the next call; after a
@@ -361,7 +368,7 @@ class WebSocketFramer(Framer):
             return self._feed_slow(data)
         return self._split(data, [])
 
-    def _feed_slow(self, data: bytes) -> list[Any]:
+    def _feed_slow(self, data: BytesLike) -> list[Any]:
         """A broken or closed framer, non-bytes input, or data after a partial frame."""
         data = self._checked_input(data)
         if self._closed:
@@ -628,11 +635,11 @@ class WebSocketFramer(Framer):
             self._compressor = deflate.compressor()
         return _header(0xC0 | opcode, len(data)) + data
 
-    def encode_ping(self, payload: bytes = b"") -> bytes:
+    def encode_ping(self, payload: BytesLike = b"") -> bytes:
         """Return a Ping frame; ValueError if *payload* is over 125 bytes."""
         return _control(_PING, _to_bytes(payload))
 
-    def encode_pong(self, payload: bytes = b"") -> bytes:
+    def encode_pong(self, payload: BytesLike = b"") -> bytes:
         """Return a Pong frame (the answer to a Ping with the same *payload*)."""
         return _control(_PONG, _to_bytes(payload))
 

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from daemonkit.framing.base import _to_bytes
+from daemonkit.framing.base import BytesLike, _to_bytes
 from daemonkit.framing.websocket import (
     _BINARY,
     _CLOSE,
@@ -225,11 +225,11 @@ class WebSocketClientFramer(WebSocketFramer):
             self._compressor = deflate.compressor()
         return self._masked(0xC0 | opcode, data)
 
-    def encode_ping(self, payload: bytes = b"") -> bytes:
+    def encode_ping(self, payload: BytesLike = b"") -> bytes:
         """Return a masked Ping frame; ValueError if *payload* is over 125 bytes."""
         return self._control(_PING, _to_bytes(payload))
 
-    def encode_pong(self, payload: bytes = b"") -> bytes:
+    def encode_pong(self, payload: BytesLike = b"") -> bytes:
         """Return a masked Pong frame (the answer to a Ping with the same *payload*)."""
         return self._control(_PONG, _to_bytes(payload))
 

@@ -43,6 +43,8 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from daemonkit.core.connection import CloseReason, Connection
 from daemonkit.errors import FramingError
 from daemonkit.framing.http import (
@@ -132,6 +134,7 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HttpConnection(Connection):
     """One HTTP/1.1 client connection; ``on_request(conn, request)`` gets it.
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from daemonkit.core.connection import CloseReason, Connection
 from daemonkit.framework.handler import serve_handler
 from daemonkit.framework.hosts import EndpointHost, StreamHost
-from daemonkit.framing.base import Framer
+from daemonkit.framing.base import BytesLike, Framer
 from daemonkit.framing.http import HttpRequest, encode_response
 from daemonkit.framing.websocket import (
     Close,
@@ -122,7 +122,7 @@ class _ServerFramer(WebSocketFramer):
 
     __slots__ = ()
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: BytesLike) -> list[Any]:
         try:
             return WebSocketFramer.feed(self, data)
         except (WebSocketError, MessageTooBig) as exc:
