@@ -104,7 +104,11 @@ class _Fields:
 
 def _scan(headers: Headers, date: tuple[str, str]) -> tuple[list[tuple[str, str]], _Fields]:
     """Return *headers* as a list with a ``Date`` field added unless given, and what they say."""
-    if type(headers) is dict or isinstance(headers, Mapping):
+    # A tuple or list (the common constant) first: isinstance() against the
+    # Mapping ABC costs more than the rest of the scan of a short list.
+    if type(headers) is tuple or type(headers) is list:
+        items = list(headers)
+    elif type(headers) is dict or isinstance(headers, Mapping):
         items = list(headers.items())
     else:
         items = list(headers)
