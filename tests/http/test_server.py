@@ -678,3 +678,20 @@ def test_every_path_of_a_ws_endpoint_is_a_route(
     assert fake_websocket[0][:2] == ("/any/path", d)
     with pytest.raises(ConfigError, match="ping_interval"):
         App(listen=Endpoint(LOCAL, ping_intervall=5))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [tuple, list, dict, iter, lambda pairs: types.MappingProxyType(dict(pairs))],
+    ids=["tuple", "list", "dict", "iterator", "mapping"],
+)
+def test_header_fields_in_every_shape_say_the_same(shape: Callable[[Any], Any]) -> None:
+    """What respond() reads of the caller's fields, whatever container holds them."""
+    from daemonkit.protocols.http.connection import _scan
+
+    pairs = (("Content-Length", "3"), ("connection", "close"), ("x-a", "b"))
+    items, found = _scan(shape(pairs), ("date", "D"))
+    assert items == [*pairs, ("date", "D")]
+    assert (found.length, found.close, found.transfer) == ("3", True, False)
+    items, found = _scan(shape((("Date", "mine"),)), ("date", "D"))
+    assert items == [("Date", "mine")]  # a Date given is kept, none added

@@ -416,7 +416,9 @@ def test_settings() -> None:
     with pytest.raises(ConfigError, match="at least 1"):
         WebSocketFramer(max_message=0)
     with pytest.raises(TypeError):
-        WebSocketFramer(max_message=1.5)  # type: ignore[arg-type]
+        WebSocketFramer(max_message=1.5)
+    with pytest.raises(TypeError):
+        WebSocketFramer(max_message=True)  # an int to Python, refused on both cores
     with pytest.raises(TypeError):
         WebSocketFramer(deflate=True)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="9..15"):
@@ -433,8 +435,10 @@ def test_settings() -> None:
 
 def test_non_bytes_input() -> None:
     framer = WebSocketFramer()
-    assert framer.feed(bytearray(client_frame(TEXT, "a"))) == ["a"]  # type: ignore[arg-type]
-    assert framer.feed(memoryview(client_frame(BINARY, b"b"))) == [b"b"]  # type: ignore[arg-type]
+    assert framer.feed(bytearray(client_frame(TEXT, "a"))) == ["a"]
+    assert framer.feed(memoryview(client_frame(BINARY, b"b"))) == [b"b"]
+    assert framer.encode_ping(bytearray(b"p")) == framer.encode_ping(b"p")
+    assert framer.encode_pong(memoryview(b"p")) == framer.encode_pong(b"p")
     with pytest.raises(TypeError):
         framer.feed("text")  # type: ignore[arg-type]
 
@@ -443,6 +447,9 @@ def test_apply_mask() -> None:
     for n in (0, 1, 3, 4, 5, 127, 1000):
         data = bytes(range(256)) * 4
         assert apply_mask(data[:n], MASK) == xor(data[:n], MASK) == c_apply_mask(data[:n], MASK)
+    # Any bytes-like payload, as the C version takes (compiled too).
+    assert apply_mask(bytearray(b"abcd"), MASK) == apply_mask(memoryview(b"abcd"), MASK)
+    assert apply_mask(bytearray(b"abcd"), MASK) == c_apply_mask(b"abcd", MASK)
 
 
 # -- encoding ------------------------------------------------------------------------------
