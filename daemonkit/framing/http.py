@@ -57,7 +57,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 from urllib.parse import unquote
 
 from mypy_extensions import mypyc_attr
@@ -300,18 +300,25 @@ def _decode_fields(fields: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 # -- the framer -----------------------------------------------------------------
 
 # What the framer is reading. Values are small ints for cheap comparisons.
-_HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _PAUSED = range(6)
+# (Final, here and below: compiled, a constant is inlined or kept in a C
+# variable instead of being looked up in the module's dict on each use.)
+_HEAD: Final = 0
+_BODY: Final = 1
+_CHUNK_SIZE: Final = 2
+_CHUNK_DATA: Final = 3
+_TRAILER: Final = 4
+_PAUSED: Final = 5
 
-_EMPTY_LINES = re.compile(rb"[\r\n]*")
-_VERSION_ENDS = (b" HTTP/1.1\r", b" HTTP/1.0\r")
-_OTHER_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\Z")
-_V11 = "1.1"
-_V10 = "1.0"
-_ONE = ord("1")
-_CR = 13
-_LF = 10
+_EMPTY_LINES: Final = re.compile(rb"[\r\n]*")
+_VERSION_ENDS: Final = (b" HTTP/1.1\r", b" HTTP/1.0\r")
+_OTHER_VERSION: Final = re.compile(rb" HTTP/[0-9]\.[0-9]\r\Z")
+_V11: Final = "1.1"
+_V10: Final = "1.0"
+_ONE: Final = 49  # ord("1")
+_CR: Final = 13
+_LF: Final = 10
 # llhttp's method names (bytes) as str; llhttp knows a fixed set of methods.
-_METHODS: dict[bytes, str] = {}
+_METHODS: Final[dict[bytes, str]] = {}
 # llhttp reasons that mean "a version this server does not speak".
 _VERSION_REASONS = ("Invalid HTTP version", "Pause on PRI/Upgrade")
 # A Host field value (RFC 9112 3.2, RFC 9110 7.2): RFC 3986 host [":" port],
@@ -1130,13 +1137,13 @@ _STATUS_LINES: dict[str, dict[int, str]] = {
     }
     for version in (_V11, _V10)
 }
-_LINES_11 = _STATUS_LINES[_V11]
+_LINES_11: Final = _STATUS_LINES[_V11]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # What a header name means to the framing, as bits: set by the caller, the
 # encoder adds no field of its own of that kind.
-_CONTENT_LENGTH = 1
-_TRANSFER_ENCODING = 2
-_CONNECTION = 4
+_CONTENT_LENGTH: Final = 1
+_TRANSFER_ENCODING: Final = 2
+_CONNECTION: Final = 4
 _KINDS = {
     "content-length": _CONTENT_LENGTH,
     "transfer-encoding": _TRANSFER_ENCODING,
@@ -1145,7 +1152,7 @@ _KINDS = {
 # Validated header names and their kind. Names are nearly always constants
 # in the code, so this stays small; it is capped anyway, past the cap names
 # are checked on each use.
-_NAME_KINDS: dict[str, int] = {}
+_NAME_KINDS: Final[dict[str, int]] = {}
 _NAME_CACHE_SIZE = 512
 
 LAST_CHUNK = b"0\r\n\r\n"

@@ -52,7 +52,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, Final, NoReturn
 
 from mypy_extensions import mypyc_attr
 
@@ -85,7 +85,7 @@ MAX_CONTROL_PAYLOAD = 125
 """Longest payload of a control frame (Ping, Pong, Close), in bytes."""
 
 # The longest frame header: 2 bytes, an 8-byte extended length, a 4-byte mask.
-_MAX_HEADER = 14
+_MAX_HEADER: Final = 14
 
 
 class CloseCode(enum.IntEnum):
@@ -216,7 +216,7 @@ class Deflate:
 
 
 # The sync flush every compressed message ends with, left off on the wire.
-_TAIL = b"\x00\x00\xff\xff"
+_TAIL: Final = b"\x00\x00\xff\xff"
 
 
 # -- masking ----------------------------------------------------------------------
@@ -239,20 +239,28 @@ def apply_mask(data: BytesLike, mask: bytes | bytearray) -> bytes:
 
 # -- the framer -------------------------------------------------------------------
 
-_CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+# Opcodes. (Final, here and below: compiled, a constant is inlined or kept
+# in a C variable instead of being looked up in the module's dict.)
+_CONT: Final = 0x0
+_TEXT: Final = 0x1
+_BINARY: Final = 0x2
+_CLOSE: Final = 0x8
+_PING: Final = 0x9
+_PONG: Final = 0xA
 # The first byte of an unfragmented, uncompressed text or binary frame.
-_WHOLE_TEXT, _WHOLE_BINARY = 0x80 | _TEXT, 0x80 | _BINARY
-_KNOWN_OPCODES = frozenset({_CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG})
-_OPCODE_NAMES = {_CONT: "continuation", _TEXT: "text", _BINARY: "binary"}
+_WHOLE_TEXT: Final = 0x81
+_WHOLE_BINARY: Final = 0x82
+_KNOWN_OPCODES: Final = frozenset({_CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG})
+_OPCODE_NAMES: Final = {_CONT: "continuation", _TEXT: "text", _BINARY: "binary"}
 
-_unpack_h = struct.Struct("!H").unpack_from
-_unpack_q = struct.Struct("!Q").unpack_from
-_pack_h = struct.Struct("!BBH").pack
-_pack_q = struct.Struct("!BBQ").pack
+_unpack_h: Final = struct.Struct("!H").unpack_from
+_unpack_q: Final = struct.Struct("!Q").unpack_from
+_pack_h: Final = struct.Struct("!BBH").pack
+_pack_q: Final = struct.Struct("!BBQ").pack
 
 # Headers of short unmasked server frames, built once: FIN + opcode, length.
-_SHORT_TEXT = tuple(bytes((0x80 | _TEXT, n)) for n in range(126))
-_SHORT_BINARY = tuple(bytes((0x80 | _BINARY, n)) for n in range(126))
+_SHORT_TEXT: Final = tuple(bytes((0x80 | _TEXT, n)) for n in range(126))
+_SHORT_BINARY: Final = tuple(bytes((0x80 | _BINARY, n)) for n in range(126))
 
 _Mask = Callable[[bytes, bytes], bytes]
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
