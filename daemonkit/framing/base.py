@@ -124,9 +124,14 @@ class Framer:
         """Return a new, empty framer with the same settings as this one.
 
         Use it to give each connection its own framer from a prototype. The
-        copy shares no state with this framer, even if this one is broken.
+        copy shares no state with this framer, even if this one is broken,
+        but the settings dict, which is never changed once a constructor has
+        returned: sharing it saves a dict (~200 bytes) per connection.
         """
-        return type(self)(**self._settings)
+        settings = self._settings
+        framer = type(self)(**settings)
+        framer._settings = settings
+        return framer
 
     def __repr__(self) -> str:
         args = ", ".join(f"{name}={value!r}" for name, value in self._settings.items())
