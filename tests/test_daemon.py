@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from daemonkit import CloseReason, Connection, Daemon, FakeClock, Lines, StartError
+from daemonkit.core.connection import DEFAULT_IDLE_TIMEOUT
 from daemonkit.errors import ConfigError
 from daemonkit.framing import LengthPrefixed
 from daemonkit.testing import DaemonRunner
@@ -330,13 +331,21 @@ def test_max_connections_rejects_at_once(run_daemon: Any) -> None:
         assert runner.call(lambda: len(d.connections)) == 2
 
 
-def test_on_close_exactly_once_and_nothing_left_behind(run_daemon: Any) -> None:
+@pytest.mark.parametrize(
+    ("idle", "idle_timers"),
+    [(1.5, 5), (60, 1)],
+    ids=["near-idle-deadlines", "far-idle-deadlines"],
+)
+def test_on_close_exactly_once_and_nothing_left_behind(
+    run_daemon: Any, idle: float, idle_timers: int
+) -> None:
+    """Near idle deadlines have a timer each; far ones share their wheel bucket's one timer."""
     clock = FakeClock()
 
     class Busy(Recorder):
         def on_accept(self, conn: Connection) -> None:
             super().on_accept(conn)
-            conn.set_idle_timeout(60)
+            conn.set_idle_timeout(idle)
             conn.after(100, lambda: None)
             conn.every(1, lambda: None)
 
@@ -347,7 +356,8 @@ def test_on_close_exactly_once_and_nothing_left_behind(run_daemon: Any) -> None:
     for s in socks:
         s.sendall(b"x")
         assert recv_until(s, b"x") == b"x"
-    assert runner.call(lambda: d.reactor.stats()).timers == baseline.timers + 15
+    timers = baseline.timers + 10 + idle_timers
+    assert runner.call(lambda: d.reactor.stats()).timers == timers
     for i, s in enumerate(socks):
         if i % 2:
             s.shutdown(socket.SHUT_RDWR)
@@ -728,27 +738,51 @@ class Keeper(Recorder):
         return self.live[-1]
 
 
-def test_an_idle_connection_carries_no_extras(run_daemon: Any) -> None:
+class LoggingKeeper(Keeper):
+    """Says hello in ``on_accept``, as examples/echo_daemon.py does."""
+
+    def on_accept(self, conn: Connection) -> None:
+        super().on_accept(conn)
+        conn.log.info("connected")
+
+
+@pytest.mark.parametrize(
+    ("daemon_class", "idle_timeout"),
+    [(Keeper, None), (Keeper, DEFAULT_IDLE_TIMEOUT), (LoggingKeeper, DEFAULT_IDLE_TIMEOUT)],
+    ids=["no-idle-timeout", "default-idle-timeout", "logs-on-accept"],
+)
+def test_an_idle_connection_carries_no_extras(
+    run_daemon: Any, daemon_class: type[Keeper], idle_timeout: float | None
+) -> None:
     """Memory per idle connection is a target: the rarely used parts are made on demand.
 
-    With ``idle_timeout=None``: the default idle timeout (DEFAULT_IDLE_TIMEOUT)
-    is one of those parts, and costs its timer (~224 bytes) on every connection.
+    The idle timeout, on by default, is not one of them: its fields are slots
+    of the connection, and its far deadline waits in a bucket of the
+    reactor's idle wheel, not in a timer of its own. ``conn.log`` keeps nothing.
     """
-    d = Keeper(idle_timeout=None)
+    d = daemon_class(idle_timeout=idle_timeout)
     runner = run_daemon(d)
     with runner.connect() as sock:
         conn = d.echoed(sock, b"hello")
         assert conn._x is None  # echoing made no timers, state, logger or close reason
-        assert conn.idle_timeout is None
-        # 12 slots: a slot more costs 8 bytes on every connection of every
-        # daemon. Compiled (a mypyc native class: no __slots__), the same 12
+        assert conn.idle_timeout == idle_timeout
+        assert conn._idle_timer is None
+        bucket = conn._idle_bucket
+        if idle_timeout is None:
+            assert bucket is None
+        else:
+            assert bucket is not None and bucket.conns[conn._idle_pos] is conn
+        # 17 slots: a slot more costs 8 bytes on every connection of every
+        # daemon. Compiled (a mypyc native class: no __slots__), the same 17
         # fields: with the GC and object headers (4 words) and, compiled, the
-        # vtable pointer, at most 17 words.
+        # vtable pointer and the bitmap that marks an unboxed float attribute
+        # as set, at most 23 words.
         if hasattr(Connection, "__slots__"):
-            assert len(Connection.__slots__) <= 12
-        assert sys.getsizeof(conn) <= 17 * 8
+            assert len(Connection.__slots__) <= 17
+        assert sys.getsizeof(conn) <= 23 * 8
     wait_closed(d)
     assert d.reasons == [CloseReason.PEER_CLOSED]
+    assert conn._idle_timer is None and conn._idle_bucket is None
 
 
 def test_a_read_flushes_what_was_written_before_it_in_the_same_turn(run_daemon: Any) -> None:

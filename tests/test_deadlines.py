@@ -8,6 +8,7 @@ deadlines run on a FakeClock, so nothing sleeps and nothing asserts on time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -211,6 +212,71 @@ def test_idle_timeout_none_still_means_never(run_daemon: Any) -> None:
         sock.sendall(b"still here\n")
         assert recv_until(sock, b"\n") == b"still here\n"
     assert d.reasons in ([], [CloseReason.PEER_CLOSED])
+
+
+# -- issue 17: far idle deadlines wait in the reactor's idle wheel ---------------------
+
+
+def test_a_far_idle_deadline_is_kept_to_the_millisecond(run_daemon: Any) -> None:
+    """A far deadline waits in a wheel bucket, then in a timer of its own: never early."""
+    d = Lined(idle_timeout=30)
+    runner = run_daemon(d, clock=FakeClock(1000.25))  # the deadline is not on a bucket edge
+    with runner.connect() as sock:
+        conn = runner.call(lambda: d.live[0])
+        assert runner.call(lambda: (conn._idle_bucket is not None, conn._idle_timer)) == (
+            True,
+            None,
+        )
+        runner.advance(29.998)
+        assert closed_reasons(runner, d) == []
+        assert runner.call(lambda: (conn._idle_bucket, conn._idle_timer is not None)) == (
+            None,
+            True,
+        )
+        runner.advance(0.002)
+        assert recv_all(sock) == b""
+        runner.wait_for(lambda: d.reasons == [CloseReason.IDLE_TIMEOUT])
+    assert runner.call(lambda: d.reactor.stats().timers) == 0
+
+
+def test_a_late_idle_bucket_spares_what_an_on_timeout_changed(run_daemon: Any) -> None:
+    """Run late (the loop was stuck), a bucket times out at once what is past due.
+
+    An ``on_timeout`` may meanwhile change the timeout of another connection
+    of the same bucket: that one follows its new setting.
+    """
+
+    class Sparing(Lined):
+        def on_timeout(self, conn: Connection) -> None:
+            for other in self.live:
+                if other is not conn:
+                    other.set_idle_timeout(None)
+            conn.close()
+
+    d = Sparing(idle_timeout=10)
+    runner = run_daemon(d, clock=FakeClock())
+    with contextlib.ExitStack() as stack:
+        for _ in range(3):
+            stack.enter_context(runner.connect())
+
+        def run_bucket_late() -> None:
+            bucket = d.live[0]._idle_bucket
+            assert bucket is not None and all(c._idle_bucket is bucket for c in d.live)
+            for conn in d.live:
+                conn._last_read -= 20  # as if the loop had been stuck for 20 s
+            assert bucket.timer is not None
+            bucket.timer.cancel()
+            bucket.wheel._run(bucket.key)
+
+        runner.call(run_bucket_late)
+        runner.wait_for(lambda: d.reasons == [CloseReason.LOCAL])
+        runner.advance(100)
+        assert closed_reasons(runner, d) == [CloseReason.LOCAL]
+        spared = runner.call(
+            lambda: [(c.idle_timeout, c._idle_bucket, c._idle_timer) for c in d.live]
+        )
+    # The first timed out (and closed), with its setting; the others were spared.
+    assert spared == [(10.0, None, None)] + [(None, None, None)] * 2
 
 
 # -- item 8: the send deadline -----------------------------------------------------

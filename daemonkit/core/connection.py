@@ -55,7 +55,7 @@ from daemonkit.errors import FrameTooLarge, FramingError
 if TYPE_CHECKING:
     from daemonkit.core.endpoints import Endpoint
     from daemonkit.core.reactor import Reactor
-    from daemonkit.core.timers import Timer
+    from daemonkit.core.timers import Timer, TimerQueue
     from daemonkit.framing import Framer
 
 __all__ = [
@@ -82,6 +82,11 @@ DEFAULT_FRAME_TIMEOUT = 60.0
 FRAME_IDLE_FACTOR = 2
 #: Seconds a peer may take nothing while our output waits for it: nginx's send_timeout.
 DEFAULT_SEND_TIMEOUT = 60.0
+#: Width in seconds of a bucket of the idle wheel (see :class:`_IdleWheel`):
+#: the granularity of the timer queue's own coarse level (2**10 ms). An idle
+#: deadline at least two buckets away waits in the wheel; a nearer one, in a
+#: timer of its own.
+_IDLE_BUCKET = 1.0
 
 
 class CloseReason(str, enum.Enum):
@@ -170,10 +175,6 @@ class _Extras:
         "frame",
         "frame_since",
         "frame_timer",
-        "idle",
-        "idle_timer",
-        "last_read",
-        "now",
         "reason",
         "send_since",
         "send_taken",
@@ -191,12 +192,6 @@ class _Extras:
         self.frame: float | None = None
         self.frame_since = -1.0
         self.frame_timer: Timer | None = None
-        self.idle: float | None = None
-        self.idle_timer: Timer | None = None
-        self.last_read = 0.0
-        # The reactor clock's now(), kept here while an idle timeout is set, so
-        # that a read records its time with one call (not a chain of properties).
-        self.now: Callable[[], float] | None = None
         self.reason: CloseReason | None = None
         self.state: dict[str, Any] | None = None
         self.timers: list[Timer] | None = None
@@ -230,13 +225,20 @@ class Connection:
     """
 
     # Few slots on purpose: every one costs 8 bytes per idle connection. What
-    # most connections never use lives in one lazily made _Extras (``_x``).
+    # most connections never use lives in one lazily made _Extras (``_x``);
+    # the idle timeout, on by default, is used by most, so its five fields
+    # are slots here (40 bytes, not a 152-byte _Extras on every connection).
     __slots__ = (
         "_closing",
         "_flushing",
         "_framer",
         "_high",
         "_host",
+        "_idle",
+        "_idle_bucket",
+        "_idle_pos",
+        "_idle_timer",
+        "_last_read",
         "_wbuf",
         "_wsize",
         "_x",
@@ -252,6 +254,16 @@ class Connection:
         # transport has paused writing, so one comparison covers both.
         self._high = 0
         self._x: _Extras | None = None
+        # The idle timeout in force (0.0: none; a plain float, which compiled
+        # is stored unboxed: no float object per connection), the time of the
+        # last read (kept only while there is an idle timeout); then where
+        # its deadline waits: a timer of its own when near, else a bucket of
+        # the reactor's idle wheel and the connection's index in it.
+        self._idle = 0.0
+        self._last_read = 0.0
+        self._idle_timer: Timer | None = None
+        self._idle_bucket: _IdleBucket | None = None
+        self._idle_pos = 0
         self._rehost(host, framer)
         self.transport: asyncio.Transport | None = None
         self.bytes_in = 0
@@ -347,8 +359,7 @@ class Connection:
     @property
     def idle_timeout(self) -> float | None:
         """The idle timeout in force, in seconds (see :meth:`set_idle_timeout`), or None."""
-        x = self._x
-        return x.idle if x is not None else None
+        return self._idle or None
 
     @property
     def write_buffer_size(self) -> int:
@@ -445,25 +456,15 @@ class Connection:
     def set_idle_timeout(self, seconds: float | None) -> None:
         """Call ``on_timeout`` after ``seconds`` without input; None or 0 turns it off.
 
-        Costs one clock call per read and no timer work: the connection
-        records when it last read and the timer re-checks that when it comes due.
+        Costs nothing per read: the connection records when it last read and
+        the deadline is re-checked when it comes due.
         """
-        x = self._x
-        if x is None:
-            if not seconds:
-                return
-            x = self._extras()
-        if x.idle_timer is not None:
-            x.idle_timer.cancel()
-            x.idle_timer = None
-        x.idle = seconds if seconds else None
-        if x.idle is None or self._closing:
-            x.now = None
+        self._disarm_idle()
+        self._idle = idle = seconds if seconds else 0.0
+        if not idle or self._closing:
             return
-        reactor = self._host.reactor
-        x.now = reactor.clock.now
-        x.last_read = reactor.time()
-        x.idle_timer = reactor.timers.call_later(x.idle, self._check_idle)
+        now = self._last_read = self._host.reactor.time()
+        self._arm_idle(now + idle, now)
 
     def after(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
         """Run ``fn(*args)`` after ``delay`` seconds unless this connection closes first."""
@@ -590,23 +591,45 @@ class Connection:
             if self.transport is not None:
                 self.transport.abort()
 
-    def _check_idle(self) -> None:
-        x = self._extras()
-        x.idle_timer = None
-        idle = x.idle
-        if idle is None or self._closing:
-            return
+    def _arm_idle(self, due: float, now: float) -> None:
+        """Watch the idle deadline *due*: a near one in a timer, a far one in the wheel."""
         reactor = self._host.reactor
-        now = reactor.time()
-        due = x.last_read + idle
+        if due - now < 2 * _IDLE_BUCKET:
+            self._idle_timer = reactor.timers.call_at(due, _check_idle, self)
+            return
+        wheel = reactor.idle_wheel
+        if wheel is None:
+            wheel = reactor.idle_wheel = _IdleWheel(reactor.timers)
+        wheel.add(self, due)
+
+    def _disarm_idle(self) -> None:
+        """Forget the idle deadline, wherever it waits."""
+        timer = self._idle_timer
+        if timer is not None:
+            self._idle_timer = None
+            timer.cancel()
+        bucket = self._idle_bucket
+        if bucket is not None:
+            self._idle_bucket = None
+            bucket.remove(self)
+
+    def _check_idle(self) -> None:
+        """The idle deadline came due: call on_timeout if nothing was read since, else re-arm."""
+        self._idle_timer = None
+        idle = self._idle
+        if not idle or self._closing:
+            return
+        now = self._host.reactor.time()
+        due = self._last_read + idle
         if now < due:
-            x.idle_timer = reactor.timers.call_at(due, self._check_idle)
+            self._arm_idle(due, now)
             return
         self._host._call_timeout(self)
-        if not self._closing and x.idle is not None and x.idle_timer is None:
+        idle = self._idle
+        if not self._closing and idle and self._idle_timer is None and self._idle_bucket is None:
             # on_timeout kept the connection: give it another full period.
-            x.last_read = now
-            x.idle_timer = reactor.timers.call_at(now + x.idle, self._check_idle)
+            self._last_read = now
+            self._arm_idle(now + idle, now)
 
     def _frame_began(self, x: _Extras, frame: float) -> None:
         """The framer holds the start of a new frame: its deadline runs from now.
@@ -614,8 +637,8 @@ class Connection:
         Called once per frame that does not arrive whole, never per read; the
         one timer is armed only if none is, and re-checks when it comes due.
         """
-        if x.idle is not None:
-            now = x.frame_since = x.last_read  # this read's time, already taken
+        if self._idle:
+            now = x.frame_since = self._last_read  # this read's time, already taken
         else:
             now = x.frame_since = self._host.reactor.clock.now()
         if x.frame_timer is None:
@@ -734,13 +757,11 @@ class Connection:
             return
         self.bytes_in += len(data)
         host = self._host
+        if self._idle:
+            self._last_read = host.reactor.clock.now()
         x = self._x
-        if x is not None:
-            now = x.now
-            if now is not None:
-                x.last_read = now()
-            if x.trace:
-                self._trace("read", data)
+        if x is not None and x.trace:
+            self._trace("read", data)
         self._flushing = True
         framer = self._framer
         if framer is None:
@@ -824,12 +845,13 @@ class Connection:
         reason = x.reason if x is not None else None
         if reason is None:
             reason = CloseReason.PEER_CLOSED if exc is None else CloseReason.CONNECTION_ERROR
+        self._disarm_idle()
         if x is not None:
             x.reason = reason
-            for timer in (x.idle_timer, x.close_timer, x.frame_timer, x.send_timer):
+            for timer in (x.close_timer, x.frame_timer, x.send_timer):
                 if timer is not None:
                     timer.cancel()
-            x.idle_timer = x.close_timer = x.frame_timer = x.send_timer = None
+            x.close_timer = x.frame_timer = x.send_timer = None
             if x.timers:
                 for timer in x.timers:
                     timer.cancel()
@@ -841,3 +863,92 @@ class Connection:
             self.log.debug("connection lost: %s", exc)
         self._host._on_connection_lost(self, reason)
         self._framer = None
+
+
+class _IdleWheel:
+    """The far idle deadlines of one reactor's connections, in buckets of one second.
+
+    Why: a deadline in a timer of its own costs an idle connection ~145 bytes
+    (the :class:`Timer`, its deadline as a float object, its argument tuple)
+    for the whole idle period, five minutes by default; in a bucket it costs
+    a list entry (8 bytes) and the index kept in the connection. The
+    connection is its own entry, as nginx's connections carry their timer
+    node, and a hashed timing wheel (Varghese and Lauck; Netty's
+    ``HashedWheelTimer``) holds them.
+
+    A deadline ``due`` at least two buckets away goes in the bucket ``key =
+    floor(due) - 1``, whose one timer fires at ``key`` seconds: at least one
+    and less than two seconds before any of its deadlines. Each connection
+    the bucket still holds then goes through ``_check_idle`` again, which
+    gives it a timer of its own for its exact deadline (or, if it read since,
+    a later bucket): the deadline is kept as exactly as a timer would keep it.
+    Removal is O(1) (swap with the last entry), so a connection that closes
+    leaves no reference behind, and a bucket left empty is dropped with its
+    timer: the reactor holds nothing for connections that are gone.
+    """
+
+    __slots__ = ("_buckets", "_timers")
+
+    def __init__(self, timers: TimerQueue) -> None:
+        self._timers = timers
+        self._buckets: dict[int, _IdleBucket] = {}
+
+    def add(self, conn: Connection, due: float) -> None:
+        """Hold *conn* until shortly before *due* (at least two buckets from now)."""
+        key = int(due // _IDLE_BUCKET) - 1
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _IdleBucket(self, key)
+            bucket.timer = self._timers.call_at(key * _IDLE_BUCKET, self._run, key)
+        conns = bucket.conns
+        conn._idle_pos = len(conns)
+        conn._idle_bucket = bucket
+        conns.append(conn)
+
+    def _run(self, key: int) -> None:
+        """The bucket's time came: hand each of its connections back to ``_check_idle``."""
+        conns = self._buckets.pop(key).conns
+        # Detach them all first: an on_timeout may change another one's
+        # timeout (which would take it out of this bucket) while this runs.
+        for conn in conns:
+            conn._idle_bucket = None
+        for conn in conns:
+            if conn._idle_timer is None and conn._idle_bucket is None:
+                conn._check_idle()
+
+
+class _IdleBucket:
+    """One bucket of an :class:`_IdleWheel`: its connections and its timer."""
+
+    __slots__ = ("conns", "key", "timer", "wheel")
+
+    def __init__(self, wheel: _IdleWheel, key: int) -> None:
+        self.wheel = wheel
+        self.key = key
+        self.conns: list[Connection] = []
+        self.timer: Timer | None = None
+
+    def remove(self, conn: Connection) -> None:
+        """Take *conn* out, in O(1): the last entry takes its place."""
+        conns = self.conns
+        last = conns.pop()
+        if last is not conn:
+            pos = conn._idle_pos
+            conns[pos] = last
+            last._idle_pos = pos
+        elif not conns:
+            # Empty: drop it and its timer, so that nothing is left behind.
+            del self.wheel._buckets[self.key]
+            if self.timer is not None:
+                self.timer.cancel()
+
+
+def _check_idle(conn: Connection) -> None:
+    """The idle timer's callback: :meth:`Connection._check_idle` of ``conn``.
+
+    A plain function with the connection as the timer's argument, not the
+    bound method ``conn._check_idle``: the timer keeps its argument tuple
+    (48 bytes) either way, and a bound method would be one more object (64
+    bytes, 72 compiled) on every connection for as long as it is idle.
+    """
+    conn._check_idle()

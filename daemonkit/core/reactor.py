@@ -64,7 +64,7 @@ from daemonkit.core.timers import Clock, FakeClock, MonotonicClock, Timer, Timer
 from daemonkit.errors import ConfigError
 
 if TYPE_CHECKING:
-    from daemonkit.core.connection import Connection
+    from daemonkit.core.connection import Connection, _IdleWheel
 
 __all__ = [
     "ACCEPT_DEFER_DELAY",
@@ -665,6 +665,9 @@ class Reactor:
             arm=None if isinstance(self.clock, FakeClock) else self._arm,
             on_error=self._on_timer_error,
         )
+        #: The far idle deadlines of the connections (see daemonkit.core.connection),
+        #: made by the first connection whose idle deadline is far.
+        self.idle_wheel: _IdleWheel | None = None
         self._readers: dict[int, Watch] = {}
         self._writers: dict[int, Watch] = {}
         self._signals: dict[int, list[SignalHandle]] = {}

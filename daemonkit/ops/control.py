@@ -444,10 +444,10 @@ class _ServiceHost:
         """Active timers held by this endpoint's connections (not the user's)."""
         count = 0
         for conn in self.clients.values():
+            if conn._idle_bucket is not None:
+                count += 1  # a far idle deadline, in the reactor's idle wheel
             x = conn._x
-            if x is None:
-                continue
-            for timer in (x.idle_timer, x.close_timer):
+            for timer in (conn._idle_timer, x.close_timer if x is not None else None):
                 if timer is not None and timer.active:
                     count += 1
         return count
@@ -878,9 +878,7 @@ class Operations:
                     "age": round(now - since, 3) if since is not None else None,
                     # Known only with an idle timeout: without one the connection
                     # does not record its reads (that would cost every read).
-                    "idle": round(now - x.last_read, 3)
-                    if (x := conn._x) is not None and x.idle is not None
-                    else None,
+                    "idle": round(now - conn._last_read, 3) if conn._idle else None,
                     "bytes_in": conn.bytes_in,
                     "bytes_out": conn.bytes_out,
                     "write_buffer": conn.write_buffer_size,

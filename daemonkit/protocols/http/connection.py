@@ -430,9 +430,8 @@ class HttpConnection(Connection):
             return  # closing or lingering: the input is drained and dropped
         self.bytes_in += len(data)
         now = self._now()
-        x = self._x
-        if x is not None and x.idle is not None:
-            x.last_read = now
+        if self._idle:
+            self._last_read = now
         self._flushing = True
         try:
             requests = framer.feed(data)
