@@ -153,6 +153,8 @@ def test_fresh_is_new_empty_and_alike(prototype: Framer) -> None:
     assert copy is not framer
     assert repr(copy) == repr(framer) == repr(prototype)
     assert copy.feed(copy.encode(SAMPLE)) == [SAMPLE]
+    # One settings dict for all the copies (memory per connection): never changed.
+    assert copy._settings is framer._settings is prototype._settings
 
 
 @pytest.mark.parametrize("name", sorted(BAD_INPUT))
