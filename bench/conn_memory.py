@@ -164,8 +164,9 @@ def _objects(n: int) -> dict[str, float]:
         add("Connection", conn)
         x = getattr(conn, "_x", None)
         add("Connection._x (_Extras)", x)
-        timer = getattr(conn, "_idle_timer", None)
-        add("idle timer", timer)
+        wait = getattr(conn, "_idle_wait", None)
+        timer = wait if hasattr(wait, "_args") else None
+        add("idle timer (a near deadline)", timer)
         args = getattr(timer, "_args", None)
         add("idle timer arguments (tuple)", args if args else None)
         framer = getattr(conn, "_framer", None)
@@ -178,6 +179,9 @@ def _objects(n: int) -> dict[str, float]:
     add("ConnectionSet._by_id dict", getattr(cset, "_by_id", None))
     add("ConnectionSet._since dict", getattr(cset, "_since", None))
     add("Daemon._groups dict", getattr(daemon, "_groups", None))
+    wheel = getattr(daemon.reactor, "idle_wheel", None)
+    for bucket in getattr(wheel, "_buckets", {}).values():
+        add("idle wheel buckets (far deadlines)", bucket.conns)
     timers = daemon.reactor.timers
     for slot in ("_buckets", "_keys", "_coarse", "_ckeys"):
         container = getattr(timers, slot, None)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from daemonkit import CloseReason, Connection, Daemon, FakeClock, Lines, StartError
+from daemonkit.core import connection as connection_module
 from daemonkit.core.connection import DEFAULT_IDLE_TIMEOUT
 from daemonkit.errors import ConfigError
 from daemonkit.framing import LengthPrefixed
@@ -766,12 +767,12 @@ def test_an_idle_connection_carries_no_extras(
         conn = d.echoed(sock, b"hello")
         assert conn._x is None  # echoing made no timers, state, logger or close reason
         assert conn.idle_timeout == idle_timeout
-        assert conn._idle_timer is None
-        bucket = conn._idle_bucket
+        bucket = conn._idle_wait
         if idle_timeout is None:
             assert bucket is None
         else:
-            assert bucket is not None and bucket.conns[conn._idle_pos] is conn
+            assert isinstance(bucket, connection_module._IdleBucket)
+            assert bucket.conns[conn._idle_pos] is conn
         # 17 slots: a slot more costs 8 bytes on every connection of every
         # daemon. Compiled (a mypyc native class: no __slots__), the same 17
         # fields: with the GC and object headers (4 words) and, compiled, the
@@ -782,7 +783,7 @@ def test_an_idle_connection_carries_no_extras(
         assert sys.getsizeof(conn) <= 23 * 8
     wait_closed(d)
     assert d.reasons == [CloseReason.PEER_CLOSED]
-    assert conn._idle_timer is None and conn._idle_bucket is None
+    assert conn._idle_wait is None
 
 
 def test_a_read_flushes_what_was_written_before_it_in_the_same_turn(run_daemon: Any) -> None:

@@ -24,8 +24,10 @@ from daemonkit.core.connection import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_SEND_TIMEOUT,
     FRAME_IDLE_FACTOR,
+    _IdleBucket,
 )
 from daemonkit.core.endpoints import Endpoint
+from daemonkit.core.timers import Timer
 from daemonkit.errors import ConfigError
 from daemonkit.http import HttpConnection
 from daemonkit.testing import DaemonRunner
@@ -223,16 +225,10 @@ def test_a_far_idle_deadline_is_kept_to_the_millisecond(run_daemon: Any) -> None
     runner = run_daemon(d, clock=FakeClock(1000.25))  # the deadline is not on a bucket edge
     with runner.connect() as sock:
         conn = runner.call(lambda: d.live[0])
-        assert runner.call(lambda: (conn._idle_bucket is not None, conn._idle_timer)) == (
-            True,
-            None,
-        )
+        assert runner.call(lambda: type(conn._idle_wait)) is _IdleBucket
         runner.advance(29.998)
         assert closed_reasons(runner, d) == []
-        assert runner.call(lambda: (conn._idle_bucket, conn._idle_timer is not None)) == (
-            None,
-            True,
-        )
+        assert runner.call(lambda: isinstance(conn._idle_wait, Timer))  # a timer of its own
         runner.advance(0.002)
         assert recv_all(sock) == b""
         runner.wait_for(lambda: d.reasons == [CloseReason.IDLE_TIMEOUT])
@@ -260,8 +256,9 @@ def test_a_late_idle_bucket_spares_what_an_on_timeout_changed(run_daemon: Any) -
             stack.enter_context(runner.connect())
 
         def run_bucket_late() -> None:
-            bucket = d.live[0]._idle_bucket
-            assert bucket is not None and all(c._idle_bucket is bucket for c in d.live)
+            bucket = d.live[0]._idle_wait
+            assert isinstance(bucket, _IdleBucket)
+            assert all(c._idle_wait is bucket for c in d.live)
             for conn in d.live:
                 conn._last_read -= 20  # as if the loop had been stuck for 20 s
             assert bucket.timer is not None
@@ -272,11 +269,9 @@ def test_a_late_idle_bucket_spares_what_an_on_timeout_changed(run_daemon: Any) -
         runner.wait_for(lambda: d.reasons == [CloseReason.LOCAL])
         runner.advance(100)
         assert closed_reasons(runner, d) == [CloseReason.LOCAL]
-        spared = runner.call(
-            lambda: [(c.idle_timeout, c._idle_bucket, c._idle_timer) for c in d.live]
-        )
+        spared = runner.call(lambda: [(c.idle_timeout, c._idle_wait) for c in d.live])
     # The first timed out (and closed), with its setting; the others were spared.
-    assert spared == [(10.0, None, None)] + [(None, None, None)] * 2
+    assert spared == [(10.0, None)] + [(None, None)] * 2
 
 
 # -- item 8: the send deadline -----------------------------------------------------

@@ -21,7 +21,9 @@ so a peer that never reads cannot keep a closing connection alive for ever.
 Deadlines against slow peers, none of which costs a timer operation per read
 (each timer is armed once and re-checks its condition when it comes due):
 
-* idle: no input for ``idle_timeout`` seconds calls ``on_timeout``;
+* idle: no input for ``idle_timeout`` seconds calls ``on_timeout`` (a
+  deadline two seconds or more away waits in the reactor's idle wheel, not
+  in a timer: see :class:`_IdleWheel`);
 * frame: a frame begun and not finished within ``frame_timeout`` seconds (a
   peer trickling one byte a second keeps the idle timer happy, not this one)
   closes with :attr:`CloseReason.FRAME_TIMEOUT`. The framer stays sans-IO: the
@@ -235,10 +237,10 @@ class Connection:
         "_high",
         "_host",
         "_idle",
-        "_idle_bucket",
         "_idle_pos",
-        "_idle_timer",
+        "_idle_wait",
         "_last_read",
+        "_read_clock",
         "_wbuf",
         "_wsize",
         "_x",
@@ -256,13 +258,14 @@ class Connection:
         self._x: _Extras | None = None
         # The idle timeout in force (0.0: none; a plain float, which compiled
         # is stored unboxed: no float object per connection), the time of the
-        # last read (kept only while there is an idle timeout); then where
-        # its deadline waits: a timer of its own when near, else a bucket of
-        # the reactor's idle wheel and the connection's index in it.
+        # last read, and the reactor clock's now() to take it with (None while
+        # there is no idle timeout: a read then takes no time at all). Where
+        # the deadline waits: a timer of its own when near, else a bucket of
+        # the reactor's idle wheel (and the connection's index in it).
         self._idle = 0.0
         self._last_read = 0.0
-        self._idle_timer: Timer | None = None
-        self._idle_bucket: _IdleBucket | None = None
+        self._read_clock: Callable[[], float] | None = None
+        self._idle_wait: Timer | _IdleBucket | None = None
         self._idle_pos = 0
         self._rehost(host, framer)
         self.transport: asyncio.Transport | None = None
@@ -456,14 +459,17 @@ class Connection:
     def set_idle_timeout(self, seconds: float | None) -> None:
         """Call ``on_timeout`` after ``seconds`` without input; None or 0 turns it off.
 
-        Costs nothing per read: the connection records when it last read and
-        the deadline is re-checked when it comes due.
+        Costs one clock call per read and no timer work: the connection
+        records when it last read and the deadline is re-checked when it comes due.
         """
         self._disarm_idle()
         self._idle = idle = seconds if seconds else 0.0
         if not idle or self._closing:
+            self._read_clock = None
             return
-        now = self._last_read = self._host.reactor.time()
+        reactor = self._host.reactor
+        self._read_clock = reactor.clock.now
+        now = self._last_read = reactor.time()
         self._arm_idle(now + idle, now)
 
     def after(self, delay: float, fn: Callable[..., object], *args: object) -> Timer:
@@ -595,7 +601,7 @@ class Connection:
         """Watch the idle deadline *due*: a near one in a timer, a far one in the wheel."""
         reactor = self._host.reactor
         if due - now < 2 * _IDLE_BUCKET:
-            self._idle_timer = reactor.timers.call_at(due, _check_idle, self)
+            self._idle_wait = reactor.timers.call_at(due, _check_idle, self)
             return
         wheel = reactor.idle_wheel
         if wheel is None:
@@ -604,18 +610,17 @@ class Connection:
 
     def _disarm_idle(self) -> None:
         """Forget the idle deadline, wherever it waits."""
-        timer = self._idle_timer
-        if timer is not None:
-            self._idle_timer = None
-            timer.cancel()
-        bucket = self._idle_bucket
-        if bucket is not None:
-            self._idle_bucket = None
-            bucket.remove(self)
+        wait = self._idle_wait
+        if wait is not None:
+            self._idle_wait = None
+            if isinstance(wait, _IdleBucket):
+                wait.remove(self)
+            else:
+                wait.cancel()
 
     def _check_idle(self) -> None:
         """The idle deadline came due: call on_timeout if nothing was read since, else re-arm."""
-        self._idle_timer = None
+        self._idle_wait = None
         idle = self._idle
         if not idle or self._closing:
             return
@@ -626,7 +631,7 @@ class Connection:
             return
         self._host._call_timeout(self)
         idle = self._idle
-        if not self._closing and idle and self._idle_timer is None and self._idle_bucket is None:
+        if not self._closing and idle and self._idle_wait is None:
             # on_timeout kept the connection: give it another full period.
             self._last_read = now
             self._arm_idle(now + idle, now)
@@ -757,8 +762,9 @@ class Connection:
             return
         self.bytes_in += len(data)
         host = self._host
-        if self._idle:
-            self._last_read = host.reactor.clock.now()
+        now = self._read_clock
+        if now is not None:
+            self._last_read = now()
         x = self._x
         if x is not None and x.trace:
             self._trace("read", data)
@@ -902,7 +908,7 @@ class _IdleWheel:
             bucket.timer = self._timers.call_at(key * _IDLE_BUCKET, self._run, key)
         conns = bucket.conns
         conn._idle_pos = len(conns)
-        conn._idle_bucket = bucket
+        conn._idle_wait = bucket
         conns.append(conn)
 
     def _run(self, key: int) -> None:
@@ -911,9 +917,9 @@ class _IdleWheel:
         # Detach them all first: an on_timeout may change another one's
         # timeout (which would take it out of this bucket) while this runs.
         for conn in conns:
-            conn._idle_bucket = None
+            conn._idle_wait = None
         for conn in conns:
-            if conn._idle_timer is None and conn._idle_bucket is None:
+            if conn._idle_wait is None:
                 conn._check_idle()
 
 
@@ -927,6 +933,11 @@ class _IdleBucket:
         self.key = key
         self.conns: list[Connection] = []
         self.timer: Timer | None = None
+
+    @property
+    def active(self) -> bool:
+        """True, as :attr:`Timer.active`: a bucket a connection is in has yet to run."""
+        return True
 
     def remove(self, conn: Connection) -> None:
         """Take *conn* out, in O(1): the last entry takes its place."""
@@ -947,8 +958,7 @@ def _check_idle(conn: Connection) -> None:
     """The idle timer's callback: :meth:`Connection._check_idle` of ``conn``.
 
     A plain function with the connection as the timer's argument, not the
-    bound method ``conn._check_idle``: the timer keeps its argument tuple
-    (48 bytes) either way, and a bound method would be one more object (64
-    bytes, 72 compiled) on every connection for as long as it is idle.
+    bound method ``conn._check_idle``: the argument tuple (48 bytes) is
+    smaller than a bound method (64 bytes, 72 compiled).
     """
     conn._check_idle()

@@ -444,10 +444,9 @@ class _ServiceHost:
         """Active timers held by this endpoint's connections (not the user's)."""
         count = 0
         for conn in self.clients.values():
-            if conn._idle_bucket is not None:
-                count += 1  # a far idle deadline, in the reactor's idle wheel
             x = conn._x
-            for timer in (conn._idle_timer, x.close_timer if x is not None else None):
+            # The idle deadline waits in a timer or in a bucket of the idle wheel.
+            for timer in (conn._idle_wait, x.close_timer if x is not None else None):
                 if timer is not None and timer.active:
                     count += 1
         return count
