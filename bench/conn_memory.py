@@ -14,9 +14,14 @@ does), then reports from the child, divided by N:
   (``<unknown>`` is an allocation with no Python frame on the stack: the
   compiled core, or uvloop's C code, called from the event loop directly);
 * ``sys.getsizeof`` (GC header included) of each object a connection owns --
-  the Connection, its ``_Extras``, its idle timer and the timer's callback,
-  its framer, the framer's buffer and settings, the transport -- and of the
-  daemon's containers that hold one entry per connection.
+  the Connection, its ``_Extras``, an idle timer and its arguments, its
+  framer, the framer's buffer and settings, the transport -- and of the
+  daemon's containers that hold one entry per connection. An object shared
+  by connections counts once.
+
+The daemonkit measured is the one in this file's tree (the child runs in
+it, its directory first on ``sys.path``, as ``python -m`` would): to measure
+another checkout, run that checkout's copy.
 
 ``raw`` as the target runs bench/servers/raw_uvloop.py's Protocol instead,
 the reference the target is measured against. ``--pure`` sets
@@ -156,9 +161,15 @@ def _objects(n: int) -> dict[str, float]:
     daemon = daemons[0]
     conns: list[Connection] = list(daemon.connections)
     sizes: dict[str, int] = {}
+    seen: set[int] = set()
 
     def add(name: str, obj: object) -> None:
-        sizes[name] = sizes.get(name, 0) + _size(obj)
+        # Once per object: what connections share (a framer's settings) counts once.
+        if obj is not None and id(obj) not in seen:
+            seen.add(id(obj))
+            sizes[name] = sizes.get(name, 0) + _size(obj)
+        else:
+            sizes.setdefault(name, 0)
 
     for conn in conns:
         add("Connection", conn)
