@@ -747,10 +747,21 @@ class LoggingKeeper(Keeper):
         conn.log.info("connected")
 
 
+class LinesKeeper(Keeper):
+    """A framed Keeper: its connections have a frame deadline (frame_timeout) too."""
+
+    framing = Lines
+
+
 @pytest.mark.parametrize(
     ("daemon_class", "idle_timeout"),
-    [(Keeper, None), (Keeper, DEFAULT_IDLE_TIMEOUT), (LoggingKeeper, DEFAULT_IDLE_TIMEOUT)],
-    ids=["no-idle-timeout", "default-idle-timeout", "logs-on-accept"],
+    [
+        (Keeper, None),
+        (Keeper, DEFAULT_IDLE_TIMEOUT),
+        (LoggingKeeper, DEFAULT_IDLE_TIMEOUT),
+        (LinesKeeper, DEFAULT_IDLE_TIMEOUT),
+    ],
+    ids=["no-idle-timeout", "default-idle-timeout", "logs-on-accept", "framed"],
 )
 def test_an_idle_connection_carries_no_extras(
     run_daemon: Any, daemon_class: type[Keeper], idle_timeout: float | None
@@ -759,12 +770,14 @@ def test_an_idle_connection_carries_no_extras(
 
     The idle timeout, on by default, is not one of them: its fields are slots
     of the connection, and its far deadline waits in a bucket of the
-    reactor's idle wheel, not in a timer of its own. ``conn.log`` keeps nothing.
+    reactor's idle wheel, not in a timer of its own. Nor is the frame
+    deadline of a framed connection, until a frame arrives in parts.
+    ``conn.log`` keeps nothing.
     """
     d = daemon_class(idle_timeout=idle_timeout)
     runner = run_daemon(d)
     with runner.connect() as sock:
-        conn = d.echoed(sock, b"hello")
+        conn = d.echoed(sock, b"hello\n")
         assert conn._x is None  # echoing made no timers, state, logger or close reason
         assert conn.idle_timeout == idle_timeout
         bucket = conn._idle_wait
@@ -773,14 +786,14 @@ def test_an_idle_connection_carries_no_extras(
         else:
             assert isinstance(bucket, connection_module._IdleBucket)
             assert bucket.conns[conn._idle_pos] is conn
-        # 17 slots: a slot more costs 8 bytes on every connection of every
-        # daemon. Compiled (a mypyc native class: no __slots__), the same 17
+        # 18 slots: a slot more costs 8 bytes on every connection of every
+        # daemon. Compiled (a mypyc native class: no __slots__), the same 18
         # fields: with the GC and object headers (4 words) and, compiled, the
         # vtable pointer and the bitmap that marks an unboxed float attribute
-        # as set, at most 23 words.
+        # as set, at most 24 words.
         if hasattr(Connection, "__slots__"):
-            assert len(Connection.__slots__) <= 17
-        assert sys.getsizeof(conn) <= 23 * 8
+            assert len(Connection.__slots__) <= 18
+        assert sys.getsizeof(conn) <= 24 * 8
     wait_closed(d)
     assert d.reasons == [CloseReason.PEER_CLOSED]
     assert conn._idle_wait is None

@@ -174,7 +174,6 @@ class _Extras:
 
     __slots__ = (
         "close_timer",
-        "frame",
         "frame_since",
         "frame_timer",
         "reason",
@@ -189,9 +188,8 @@ class _Extras:
 
     def __init__(self) -> None:
         self.close_timer: Timer | None = None
-        # The frame deadline in force (None: none), when the partial frame
-        # the framer holds began (-1.0: it holds none), and its lazy timer.
-        self.frame: float | None = None
+        # When the partial frame the framer holds began (-1.0: it holds
+        # none), and the frame deadline's lazy timer.
         self.frame_since = -1.0
         self.frame_timer: Timer | None = None
         self.reason: CloseReason | None = None
@@ -228,11 +226,13 @@ class Connection:
 
     # Few slots on purpose: every one costs 8 bytes per idle connection. What
     # most connections never use lives in one lazily made _Extras (``_x``);
-    # the idle timeout, on by default, is used by most, so its five fields
-    # are slots here (40 bytes, not a 152-byte _Extras on every connection).
+    # the idle timeout and the frame deadline, on by default, are used by
+    # most, so their six fields are slots here (48 bytes, not a 152-byte
+    # _Extras on every connection).
     __slots__ = (
         "_closing",
         "_flushing",
+        "_frame",
         "_framer",
         "_high",
         "_host",
@@ -267,6 +267,10 @@ class Connection:
         self._read_clock: Callable[[], float] | None = None
         self._idle_wait: Timer | _IdleBucket | None = None
         self._idle_pos = 0
+        # The frame deadline in force, in seconds (0.0: none); what the frame
+        # under way needs (its start, its timer) is in _Extras, made when one
+        # arrives in parts.
+        self._frame = 0.0
         self._rehost(host, framer)
         self.transport: asyncio.Transport | None = None
         self.bytes_in = 0
@@ -293,12 +297,14 @@ class Connection:
         self._framer = framer
         if self._high >= 0:
             self._high = host.write_high_water
-        x = self._x
-        if x is not None and x.frame is not None:
+        if self._frame:
             # The frame deadline is the host's: a WebSocket session has none
             # (its keepalive pings watch the peer).
-            x.frame = getattr(host, "frame_timeout", None) if framer is not None else None
-            x.frame_since = -1.0
+            frame = getattr(host, "frame_timeout", None) if framer is not None else None
+            self._frame = float(frame) if frame else 0.0
+            x = self._x
+            if x is not None:
+                x.frame_since = -1.0
 
     def _extras(self) -> _Extras:
         x = self._x
@@ -652,8 +658,8 @@ class Connection:
     def _check_frame(self) -> None:
         x = self._extras()
         x.frame_timer = None
-        frame = x.frame
-        if frame is None or x.frame_since < 0 or self._closing:
+        frame = self._frame
+        if not frame or x.frame_since < 0 or self._closing:
             return  # the frame was finished (or the connection is going): re-armed on the next
         reactor = self._host.reactor
         due = x.frame_since + frame
@@ -751,7 +757,7 @@ class Connection:
             self.set_idle_timeout(host.idle_timeout)
         frame = getattr(host, "frame_timeout", None)
         if frame and self._framer is not None:
-            self._extras().frame = frame
+            self._frame = float(frame)
         if host.log.isEnabledFor(TRACE):
             self._extras().trace = True
         host._on_connection_made(self)
@@ -801,13 +807,14 @@ class Connection:
                         break  # type: ignore[unreachable]  # on_read may close
             if bad is not None and not self._closing:
                 self._framing_error(bad)
-            x = self._x
-            if x is not None and x.frame is not None and not self._closing:
+            frame = self._frame
+            if frame and not self._closing:
                 # A comparison or two per read; a timer only when a frame starts.
+                x = self._x
                 if framer.buffered:
-                    if frames or x.frame_since < 0:
-                        self._frame_began(x, x.frame)
-                elif x.frame_since >= 0:
+                    if frames or x is None or x.frame_since < 0:
+                        self._frame_began(self._extras(), frame)
+                elif x is not None and x.frame_since >= 0:
                     x.frame_since = -1.0
         self._flushing = None
         self._flush()
