@@ -131,13 +131,35 @@ def framer_factory(framing: Any) -> Callable[[], Framer] | None:
     if isinstance(framing, Framer):
         return framing.fresh
     if isinstance(framing, type) and issubclass(framing, Framer):
-        return framing
+        return _shared_settings(framing)
     if callable(framing):
         return framing  # type: ignore[no-any-return]
     raise ConfigError(
         f"framing must be a Framer class (e.g. Lines), a Framer instance or a factory, "
         f"not {framing!r}"
     )
+
+
+def _shared_settings(cls: type[Framer]) -> Callable[[], Framer]:
+    """A factory of ``cls()`` whose framers share one settings dict (as ``fresh()`` copies do).
+
+    Each framer is still made by ``cls()`` itself; only a settings dict equal
+    to the first one's is replaced by it, so a connection keeps no dict of
+    its own (~200 bytes) for settings every connection has.
+    """
+    shared: dict[str, Any] | None = None
+
+    def make() -> Framer:
+        nonlocal shared
+        framer = cls()
+        settings = framer._settings
+        if shared is None:
+            shared = settings
+        elif settings == shared:
+            framer._settings = shared
+        return framer
+
+    return make
 
 
 _DEFAULTS = Handler()

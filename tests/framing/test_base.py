@@ -157,6 +157,32 @@ def test_fresh_is_new_empty_and_alike(prototype: Framer) -> None:
     assert copy._settings is framer._settings is prototype._settings
 
 
+def test_a_framing_class_makes_framers_that_share_one_settings_dict() -> None:
+    """``framing = Lines`` (a class): each connection's ``Lines()`` keeps no dict of its own."""
+    from daemonkit.framework.hosts import framer_factory
+
+    factory = framer_factory(Lines)
+    assert factory is not None
+    first, second, third = factory(), factory(), factory()
+    assert type(first) is Lines and first is not second
+    assert second._settings is first._settings is third._settings
+    assert third.feed(b"a\nb") == [b"a"] and second.buffered == 0  # no state shared
+
+    class Counted(Raw):
+        """Settings that differ between framers stay each framer's own."""
+
+        made = 0
+
+        def __init__(self) -> None:
+            Counted.made += 1
+            Framer.__init__(self, n=Counted.made)
+
+    factory = framer_factory(Counted)
+    assert factory is not None
+    a, b = factory(), factory()
+    assert a._settings == {"n": 1} and b._settings == {"n": 2}
+
+
 @pytest.mark.parametrize("name", sorted(BAD_INPUT))
 def test_fresh_shares_no_state(name: str) -> None:
     prototype = PROTOTYPES[name]
