@@ -28,6 +28,7 @@ from daemonkit.ops.workers import (
     MAX_WORKERS_PER_CPU,
     AcceptShares,
     CrashLoop,
+    Supervisor,
     check_workers,
     tag_worker_logs,
     worker_id_from_env,
@@ -184,6 +185,41 @@ def test_a_worker_never_ready_is_killed_and_the_others_keep_serving(tmp_path: Pa
     assert len(sup.slots[0].pids) == 1
     assert len(sup.slots[1].pids) >= 2
     assert any(re.match(r"worker 0: pid \d+ is ready", line) for line in log)
+
+
+# A worker that stays through its first SIGTERM (a long graceful stop) and
+# ends at the second (the stop at once).
+TWO_TERMS_WORKER = """
+import os, signal, sys, time
+terms = []
+signal.signal(signal.SIGTERM, lambda *_: terms.append(1) if not terms else sys.exit(0))
+os.write(int(os.environ["DAEMONKIT_UPGRADE_FD"]), b"ready\\n")
+while True:
+    time.sleep(0.02)
+"""
+
+
+def test_a_stop_with_a_timeout_stops_the_workers_at_once_when_it_runs_out(
+    tmp_path: Path,
+) -> None:
+    """``ctl stop SECONDS``: past it a second SIGTERM, not SIGKILL after shutdown_timeout."""
+    script = tmp_path / "two_terms.py"
+    script.write_text(TWO_TERMS_WORKER)
+
+    def stop_once_ready(sup: Supervisor) -> None:
+        live = sup.workers()
+        if len(live) == 2 and all(ready for _, _, ready in live):
+            sup.stop("ctl stop", timeout=0.2)
+        else:
+            sup.reactor.call_later(0.02, stop_once_ready, sup)
+
+    code, log, sup = supervise_here(
+        [PYTHON, str(script)], 2, seconds=WAIT, then=stop_once_ready, stop_timeout=60.0
+    )
+    assert code == 0
+    assert any("still running 0.2s after the stop; stopping them at once" in x for x in log), log
+    assert not any("killing them" in line for line in log), log
+    assert sup.workers() == []
 
 
 def held_split(served: Served) -> Counter[str]:

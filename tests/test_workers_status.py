@@ -195,9 +195,9 @@ def test_the_supervisor_answers_the_health_check_for_the_set(workers: WorkerSet)
         assert (response.status, response.read()) == (200, b"ok\n")
 
 
-def test_what_the_set_does_not_do_yet_is_an_error_reply(workers: WorkerSet) -> None:
-    reply = ctl.request(workers.control, {"cmd": "stop", "timeout": 5})
-    assert not reply["ok"] and "not supported with --workers" in reply["error"]
+def test_bad_requests_to_the_set_are_error_replies(workers: WorkerSet) -> None:
+    reply = ctl.request(workers.control, {"cmd": "stop", "timeout": -5})
+    assert not reply["ok"] and "timeout" in reply["error"]
     reply = ctl.request(workers.control, {"cmd": "log-level", "level": "loud"})
     assert not reply["ok"] and "unknown log level" in reply["error"]
     assert workers.proc.poll() is None
@@ -271,8 +271,9 @@ def test_two_workers_asking_at_once_are_recycled_one_after_the_other(
 
 
 def test_ctl_stop_stops_the_set_and_its_private_sockets_go(workers: WorkerSet) -> None:
-    reply = ctl.request(workers.control, {"cmd": "stop"})
+    reply = ctl.request(workers.control, {"cmd": "stop", "timeout": 5})
     assert reply["ok"] and reply["stopping"] and reply["workers"] == 2
+    assert reply["timeout"] == 5
     assert workers.proc.wait(WAIT) == 0
     directory = Path(workers.control).parent
     assert [p.name for p in directory.iterdir() if p.name.startswith("ctl.sock")] == []

@@ -789,18 +789,28 @@ class Supervisor:
             return
         self.stop(name)
 
-    def stop(self, why: str = "stop", *, drain: bool = False) -> None:
+    def stop(
+        self, why: str = "stop", *, drain: bool = False, timeout: float | None = None
+    ) -> None:
         """Stop every worker gracefully (SIGTERM); SIGKILL past ``stop_timeout``; idempotent.
 
         ``drain=True`` is the stop after a hand-over to a new set: ready workers get
         :data:`HAND_OVER_SIGNAL` (they drain for up to :attr:`drain` seconds first),
-        and the deadline grows by as much.
+        and the deadline grows by as much. ``timeout`` (``ctl stop SECONDS``) bounds
+        the graceful part instead of the workers' own ``shutdown_timeout``: a worker
+        still running after it gets a second SIGTERM (its stop at once: what is
+        left is closed), and SIGKILL :data:`STOP_MARGIN` later.
         """
         if self._stopping:
             return
         self._stopping = True
         self._reloading = None
-        timeout = self.stop_timeout + (self.drain if drain else 0.0)
+        if timeout is not None:
+            self.reactor.call_later(timeout, self._stop_stragglers, timeout)
+            limit = timeout + STOP_MARGIN
+        else:
+            limit = self.stop_timeout + (self.drain if drain else 0.0)
+        timeout = limit
         self.log.info(
             "%s: stopping %d worker(s) gracefully (at most %gs)",
             why,
@@ -820,6 +830,16 @@ class Supervisor:
             self._cancel_upgrade()
         self.reactor.call_later(timeout, self._stop_timed_out, timeout)
         self._reap()
+
+    def _stop_stragglers(self, timeout: float) -> None:
+        """``ctl stop SECONDS`` ran out: the workers still running stop at once."""
+        if self._workers:
+            self.log.warning(
+                "%d worker(s) still running %gs after the stop; stopping them at once",
+                len(self._workers),
+                timeout,
+            )
+            self._forward(signal.SIGTERM)
 
     def _stop_timed_out(self, timeout: float) -> None:
         if self._workers:

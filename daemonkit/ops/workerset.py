@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from daemonkit.core.durations import check_duration
 from daemonkit.core.reactor import READ
 from daemonkit.errors import ConfigError, UpgradeError
 from daemonkit.ops.control import (
@@ -391,21 +392,22 @@ class SetOperations:
             self.reactor.call_soon(sup.reload)
             return {"ok": True, "workers": len(sup.slots)}
         if cmd == "stop":
-            if request.get("timeout") is not None:
-                raise RequestError(
-                    "stop with a timeout is not supported with --workers yet: "
-                    "the workers stop within their shutdown_timeout"
-                )
+            timeout = request.get("timeout")
+            if timeout is not None:
+                try:
+                    timeout = check_duration("timeout", timeout)
+                except ConfigError as exc:
+                    raise RequestError(str(exc)) from None
             if sup.stopping:
                 self.reactor.call_soon(sup.stop_now)
                 return {"ok": True, "stopping": True, "now": True, "workers": len(sup.slots)}
             # After this reply is written: the stop ends the loop once the workers are gone.
-            self.reactor.call_soon(sup.stop, "ctl stop")
+            self.reactor.call_soon(lambda: sup.stop("ctl stop", timeout=timeout))
             return {
                 "ok": True,
                 "stopping": True,
                 "workers": len(sup.slots),
-                "timeout": self.daemon.shutdown_timeout,
+                "timeout": self.daemon.shutdown_timeout if timeout is None else timeout,
             }
         if cmd == "upgrade":
             self.log.info("upgrade requested: a new supervisor and set take over")
