@@ -789,9 +789,7 @@ class Supervisor:
             return
         self.stop(name)
 
-    def stop(
-        self, why: str = "stop", *, drain: bool = False, timeout: float | None = None
-    ) -> None:
+    def stop(self, why: str = "stop", *, drain: bool = False, timeout: float | None = None) -> None:
         """Stop every worker gracefully (SIGTERM); SIGKILL past ``stop_timeout``; idempotent.
 
         ``drain=True`` is the stop after a hand-over to a new set: ready workers get
