@@ -251,23 +251,32 @@ def test_a_worker_over_max_memory_is_recycled_and_the_other_untouched(
 def test_two_workers_asking_at_once_are_recycled_one_after_the_other(
     workers: WorkerSet,
 ) -> None:
+    """Both grow past max_memory; each memory guard asks on its own timer.
+
+    Whether the second request comes while the first replacement runs (it
+    waits its turn) or after (it goes at once) is up to those timers: the
+    queue itself is test_the_supervisor_recycles_one_worker_at_a_time's. Here:
+    both are replaced, and never two replacements at once.
+    """
     before = workers.pids()
-    first_pattern = r"worker (\d): recycling it \(RSS[^\n]*\): a new worker first"
-    earlier = len(re.findall(first_pattern, workers.log))
+    start = len(workers.log)
     workers.tell("0", b"grow 0")
     workers.tell("1", b"grow 1")
-    a = workers.wait_log(first_pattern, earlier + 1)[-1]
-    (b,) = workers.wait_log(r"worker (\d): recycling it \(RSS[^\n]*\) once the 1 replacement")
-    assert {a, b} == {"0", "1"}
-    for wid in (a, b):
+    for wid in ("0", "1"):
         workers.wait_log(rf"worker {wid}: pid {before[int(wid)]} exited with status 0")
-    after = workers.pids()
-    assert not set(after.values()) & set(before.values())
-    log = workers.log
-    # One at a time: the second new worker starts once the first new one is ready.
-    assert log.index(f"worker {a}: pid {after[int(a)]} is ready") < log.index(
-        f"worker {b}: started pid {after[int(b)]}"
-    )
+    assert not set(workers.pids().values()) & set(before.values())
+    # Never two replacements at once: a new worker starts only once the one
+    # started before it is ready (however many recycles the guards asked for).
+    text = workers.log[start:]
+    events = re.findall(r"worker \d: (?:started pid (\d+)|pid (\d+) is ready)", text)
+    assert len([started for started, _ in events if started]) >= 2, text
+    pending: str | None = None
+    for started, ready in events:
+        if started:
+            assert pending is None, f"{pending} and {started} replaced at once:\n{text}"
+            pending = started
+        elif ready == pending:
+            pending = None
 
 
 def test_ctl_stop_stops_the_set_and_its_private_sockets_go(workers: WorkerSet) -> None:
