@@ -109,3 +109,8 @@ def test_the_command_is_listed_and_has_help() -> None:
 def test_it_is_quiet_and_quick_when_pyuv_is_installed(argv: list[str]) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=QUICK, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_a_failed_pip_step_says_which_and_what_is_needed(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"pip wheel failed \(a C compiler"):
+        build_pyuv._pip(PYTHON, ["wheel", "-q", "--no-deps", str(tmp_path / "no-such-source")])

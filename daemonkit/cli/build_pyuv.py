@@ -34,7 +34,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["PATCHES", "PYUV_SHA256", "PYUV_VERSION", "BuildError", "build_parser", "main"]
+__all__ = [
+    "PATCHES",
+    "PYUV_SHA256",
+    "PYUV_VERSION",
+    "STEP_TIMEOUT",
+    "BuildError",
+    "build_parser",
+    "main",
+]
 
 #: The pyuv release built.
 PYUV_VERSION = "1.4.0"
@@ -52,8 +60,8 @@ PATCHES: tuple[tuple[str, str, str], ...] = (
 )
 # Where the system libuv's header is looked for.
 _SYSTEM_HEADERS = ("/usr/include/uv.h", "/usr/local/include/uv.h")
-# Seconds each pip step may take (a download, a compile of about 20 s).
-_STEP_TIMEOUT = 600
+#: Seconds each pip step may take (a download, a compile of about 20 s).
+STEP_TIMEOUT = 600
 
 
 class BuildError(Exception):
@@ -110,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _installed(python: str) -> bool:
     check = f"import pyuv, sys; sys.exit(pyuv.__version__ != {PYUV_VERSION!r})"
     done = subprocess.run(
-        [python, "-c", check], capture_output=True, timeout=_STEP_TIMEOUT, check=False
+        [python, "-c", check], capture_output=True, timeout=STEP_TIMEOUT, check=False
     )
     return done.returncode == 0
 
@@ -126,7 +134,7 @@ def _cached_wheel(python: str, libuv: str, cache: Path | None) -> Path:
         ],
         capture_output=True,
         text=True,
-        timeout=_STEP_TIMEOUT,
+        timeout=STEP_TIMEOUT,
         check=True,
     ).stdout.strip()
     root = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -180,7 +188,7 @@ def _pip(python: str, words: list[str]) -> None:
         [python, "-m", "pip", *words],
         capture_output=True,
         text=True,
-        timeout=_STEP_TIMEOUT,
+        timeout=STEP_TIMEOUT,
         check=False,
     )
     if done.returncode != 0:

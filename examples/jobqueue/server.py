@@ -438,14 +438,10 @@ class JobQueue(Daemon):
             return
         group = [(session, len(session.held or ())) for session in self._held]
         self._held = {}
-        try:
-            future = self.offload(_sync, self._sync_lock, wal)
-        except (OffloadFull, RuntimeError):
-            with self._sync_lock:  # no thread to be had (or stopping): here, then
-                wal.sync()
+        future = self._sync_in_thread(wal)
+        if future is None:
             self._release(group)
             return
-        self._syncing = True
         future.add_done_callback(lambda done: self._group_synced(done, group))
 
     def _group_synced(self, done: Any, group: list[tuple[Session, int]]) -> None:
@@ -491,15 +487,23 @@ class JobQueue(Daemon):
         if wal is None or self._syncing:
             return  # the one in flight is followed by another if more was written
         self._last_sync = self._now()
+        future = self._sync_in_thread(wal)
+        if future is None:
+            return
+        written = wal.size
+        future.add_done_callback(lambda done: self._synced(done, written))
+
+    def _sync_in_thread(self, wal: Wal) -> Any:
+        """Start ``wal``'s fsync in a worker thread and return its future (``_syncing``
+        is then true); None when it was done here, no thread being had (or stopping)."""
         try:
             future = self.offload(_sync, self._sync_lock, wal)
         except (OffloadFull, RuntimeError):
-            with self._sync_lock:  # no thread to be had (or stopping): here, then
+            with self._sync_lock:
                 wal.sync()
-            return
+            return None
         self._syncing = True
-        written = wal.size
-        future.add_done_callback(lambda done: self._synced(done, written))
+        return future
 
     def _synced(self, done: Any, written: int) -> None:
         self._syncing = False
