@@ -68,6 +68,8 @@ _STAR: Final = 42
 _DOLLAR: Final = 36
 # More digits than any length within the limits can have: refused before int().
 _MAX_DIGITS: Final = 19
+# Digits :meth:`Resp._header` reads itself: a number that fits a machine word.
+_FAST_DIGITS: Final = 18
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -200,16 +202,19 @@ class Resp(Framer):
         size = self._size
         while pos < total:
             if args is None:
-                end = self._line_end(data, pos, total, frames)
-                if end < 0:
-                    break
-                if data[pos] != _STAR:
-                    parts = data[pos:end].split()  # the \r, if any, is whitespace
-                    pos = end + 1
-                    if parts:
-                        frames.append(parts)
-                    continue
-                count = self._number(data, pos, end, "array length", frames)
+                star = data[pos] == _STAR
+                count, end = self._header(data, pos, total) if star else (0, -1)
+                if end < 0:  # not the common form: the careful path decides
+                    end = self._line_end(data, pos, total, frames)
+                    if end < 0:
+                        break
+                    if not star:
+                        parts = data[pos:end].split()  # the \r, if any, is whitespace
+                        pos = end + 1
+                        if parts:
+                            frames.append(parts)
+                        continue
+                    count = self._number(data, pos, end, "array length", frames)
                 if count > self._max_args:
                     self._fail(
                         FrameTooLarge(
@@ -231,10 +236,12 @@ class Resp(Framer):
                     ),
                     frames,
                 )
-            end = self._line_end(data, pos, total, frames)
+            length, end = self._header(data, pos, total)
             if end < 0:
-                break
-            length = self._number(data, pos, end, "bulk length", frames)
+                end = self._line_end(data, pos, total, frames)
+                if end < 0:
+                    break
+                length = self._number(data, pos, end, "bulk length", frames)
             if length < 0:
                 self._fail(ProtocolError(f"RESP bulk length {length} is negative"), frames)
             if length > self._max_length:
@@ -278,6 +285,37 @@ class Resp(Framer):
         if pos < total:
             self._buffer += data[pos:]
         return frames
+
+    def _header(self, data: bytes, pos: int, total: int) -> tuple[int, int]:
+        """``(number, end)`` of the header line at *pos* in its common form, else ``(0, -1)``.
+
+        The common form is the marker (``*`` or ``$``), 1 to 18 digits and
+        CRLF, within ``max_inline``; *end* is the offset of its ``\\n``. A
+        digit loop over the bytes, which compiled makes no object at all,
+        where :meth:`_line_end` and :meth:`_number` search, slice and call
+        ``int()``. Anything else (a sign, a stray byte, a line not complete
+        yet, too many digits) returns ``(0, -1)``, and the caller takes that
+        careful path, which accepts or refuses it with the right message.
+        """
+        first = pos + 1
+        stop = min(total, first + _FAST_DIGITS)
+        i = first
+        number = 0
+        while i < stop:
+            digit = data[i] - 48
+            if digit < 0 or digit > 9:
+                break
+            number = number * 10 + digit
+            i += 1
+        if (
+            i == first
+            or i + 1 >= total
+            or data[i] != _CR
+            or data[i + 1] != 10
+            or i - pos > self._max_inline
+        ):
+            return 0, -1
+        return number, i + 1
 
     def _number(self, data: bytes, pos: int, end: int, what: str, frames: list[Any]) -> int:
         """The integer of the header line ``data[pos:end]`` (``*N`` or ``$N``, then CRLF)."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemonkit.errors import ConfigError, FrameTooLarge, FramingError
 from daemonkit.framing import Lines
@@ -180,6 +183,34 @@ def test_round_trip(delimiter: bytes, frame: bytes) -> None:
         assert delimiter in frame
         return
     assert framer.feed(encoded) == [frame]
+
+
+FRAME = st.one_of(
+    st.binary(max_size=8),
+    st.binary(max_size=8).map(bytearray),
+    st.text(alphabet="ab\r\n", max_size=4),
+    st.just(1),  # neither bytes-like nor str
+)
+
+
+@given(
+    delimiter=st.sampled_from([b"\n", b"\r\n", b"\x00"]),
+    frames=st.lists(FRAME, max_size=6),
+)
+def test_encode_all_is_encode_of_each_frame_joined(delimiter: bytes, frames: list[Any]) -> None:
+    """The batch form's shortcut gives what encode() per frame gives, errors included."""
+    framer = Lines(delimiter)
+    before = list(frames)
+    try:
+        expected: bytes | type[Exception] = b"".join(framer.encode(f) for f in frames)
+    except (TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        got: bytes | type[Exception] = framer.encode_all(frames)
+    except (TypeError, ValueError) as exc:
+        got = type(exc)
+    assert got == expected
+    assert frames == before  # the caller's list, borrowed for the join, is as it was
 
 
 @pytest.mark.parametrize(

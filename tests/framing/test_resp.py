@@ -58,6 +58,12 @@ GOOD: list[tuple[Resp, bytes, list[list[bytes]]]] = [
     (Resp(max_length=3, max_args=2), command(b"abc", b"de"), [[b"abc", b"de"]]),
     (Resp(max_command=20), command(b"ab", b"cd"), [[b"ab", b"cd"]]),
     (Resp(max_inline=4), b"PING\r\n*1\r\n$3\r\nabc\r\n", [[b"PING"], [b"abc"]]),
+    # Headers the digit loop reads itself (up to 18 digits, leading zeros
+    # included) and those it leaves to the careful path (19 digits): one result.
+    (Resp(), b"*01\r\n$003\r\nabc\r\n", [[b"abc"]]),
+    (Resp(), b"*1\r\n$" + b"0" * 17 + b"1\r\na\r\n", [[b"a"]]),
+    (Resp(), b"*1\r\n$" + b"0" * 18 + b"1\r\na\r\n", [[b"a"]]),
+    (Resp(max_inline=2), command(b"a"), [[b"a"]]),
 ]  # fmt: skip
 # (framer, stream, commands before the error, error)
 BAD: list[tuple[Resp, bytes, list[list[bytes]], type[FramingError]]] = [
@@ -81,6 +87,11 @@ BAD: list[tuple[Resp, bytes, list[list[bytes]], type[FramingError]]] = [
     (Resp(max_inline=4), b"PINGS\n", [], FrameTooLarge),
     (Resp(max_inline=4), b"*1\r\n$1000", [], FrameTooLarge),
     (Resp(max_inline=4), command(b"a") + b"*10000\r\n", [[b"a"]], FrameTooLarge),
+    (Resp(max_inline=2), b"*10\r\n", [], FrameTooLarge),
+    (Resp(), b"*1\r\n$+1\r\na\r\n", [], ProtocolError),
+    (Resp(), b"*1\r\n$1 \r\na\r\n", [], ProtocolError),
+    (Resp(), b"*" + b"9" * 18 + b"\r\n", [], FrameTooLarge),
+    (Resp(), b"*1\r\n$" + b"9" * 18 + b"\r\n", [], FrameTooLarge),
 ]
 
 
