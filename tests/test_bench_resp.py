@@ -256,3 +256,41 @@ def test_report_shows_the_core_each_server_ran(tmp_path: Path) -> None:
     page = render.render(path, tmp_path / "docs", echo=False)
     assert "core: compiled; **expected the pure core**" in page
     assert "compiled: `daemonkit-uvloop-pure`" in page
+
+
+def test_report_sets_each_compiled_row_beside_its_pure_twin(tmp_path: Path) -> None:
+    def sample(wl: str, server: str, rnd: int, **fields: Any) -> dict[str, Any]:
+        return {"kind": "sample", "workload": wl, "server": server, "round": rnd, **fields}
+
+    idle = {"level": 10, "rss_base_kib": 10_000.0}
+    path = _write(
+        tmp_path / "run.jsonl",
+        [
+            {"kind": "meta", "workloads": ["resp-p16", "idle-memory"]},
+            sample("resp-p16", "daemonkit-resp-uvloop", 0, msgs_per_s=300.0),
+            sample("resp-p16", "daemonkit-resp-uvloop-pure", 0, msgs_per_s=100.0),
+            sample("resp-p16", "daemonkit-resp-uvloop", 1, msgs_per_s=200.0),
+            sample("resp-p16", "daemonkit-resp-uvloop-pure", 1, msgs_per_s=100.0),
+            sample("idle-memory", "daemonkit-example-uvloop", 0, kib_per_conn=1.5, **idle),
+            sample("idle-memory", "daemonkit-example-uvloop-pure", 0, kib_per_conn=2.0, **idle),
+            {"kind": "end"},
+        ],
+    )
+    page = render.render(path, tmp_path / "docs", echo=False)
+    section = page.split("## The compiled core against the pure core")[1].split("\n## ")[0]
+    # Round by round: 3.0 and 2.0, median 2.5; memory 1.5 / 2.0.
+    assert "| `resp-p16` | `daemonkit-resp-uvloop` | 100 | 250 | 2.50 (2.00-3.00) |" in section
+    assert "| `idle-memory` | `daemonkit-example-uvloop` | 2.00 | 1.50 | 0.75 " in section
+
+
+def test_report_has_no_compiled_section_without_pure_rows(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "run.jsonl",
+        [
+            {"kind": "meta", "workloads": ["raw-64-p1"]},
+            {"kind": "sample", "workload": "raw-64-p1", "server": "raw-uvloop", "round": 0,
+             "msgs_per_s": 1.0},
+            {"kind": "end"},
+        ],
+    )  # fmt: skip
+    assert "against the pure core" not in render.render(path, tmp_path / "docs", echo=False)
