@@ -390,6 +390,37 @@ def test_broadcast_and_timers_flush_outside_reads(run_daemon: Any) -> None:
         assert recv_until(b, b"tick\ntick\n") == b"tick\ntick\n"
 
 
+def test_a_broadcast_skips_a_member_behind_and_forgets_a_closing_one() -> None:
+    """The three outcomes of a member in Group.broadcast, in-process (no sockets)."""
+    from daemonkit.core.reactor import Reactor
+    from daemonkit.testing import MemoryTransport
+
+    daemon = Recorder(idle_timeout=None)
+    reactor = Reactor("asyncio")
+    try:
+        daemon.start(reactor, install_signals=False, bind=False)
+        members = []
+        for _ in range(3):
+            conn = daemon._new_connection()
+            transport = MemoryTransport(conn)
+            conn.connection_made(transport)
+            daemon.group("room").add(conn)
+            members.append((conn, transport))
+        (ok, ok_t), (behind, behind_t), (closing, _) = members
+        behind.pause_writing()  # as the transport does past its high-water mark
+        closing.close()
+        group = daemon.group("room")
+        assert group.broadcast(b"hi") == 1
+        assert (group.sent, group.skipped) == (1, 1)
+        assert ok in group and behind in group and closing not in group
+        ok._flush()
+        behind._flush()
+        assert bytes(ok_t.data) == b"hi" and bytes(behind_t.data) == b""
+    finally:
+        daemon.release_after_run()
+        reactor.close()
+
+
 def test_graceful_stop_flushes_calls_on_stop_then_cleanups_in_reverse(backend: str) -> None:
     order: list[str] = []
 

@@ -439,6 +439,22 @@ class Connection:
         framer = self._framer
         return self.write(framer.encode_all(batch) if framer is not None else b"".join(batch))
 
+    def _offer(self, frame: Any) -> int:
+        """Send *frame* unless the peer is behind; a group broadcast's step per member.
+
+        Returns 1 when sent, 0 when nothing was sent because the output
+        buffer is over the high-water mark (or the transport has paused
+        writing), -1 when the connection is closing. One compiled call per
+        member, where reading the fields from the group's loop cost an
+        attribute lookup each.
+        """
+        if self._closing:
+            return -1
+        if self.write_buffer_size > self._high:  # _high is -1 while writing is paused
+            return 0
+        self.send(frame)
+        return 1
+
     def close(self, timeout: float | None = None) -> None:
         """Close gracefully: flush what was written, then close; idempotent.
 
