@@ -76,11 +76,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 HERE = Path(__file__).resolve()
@@ -90,15 +91,14 @@ CYTHON_HINT = "pip install -e '.[bench]'  (Cython 3.0)"
 
 #: Cython's defaults for pure-Python mode, spelled out (annotation_typing is
 #: the default; language_level 3 is what the source is).
-DEFAULT_DIRECTIVES: dict[str, Any] = {"language_level": 3, "annotation_typing": True}
+DEFAULT_DIRECTIVES: Mapping[str, Any] = MappingProxyType(
+    {"language_level": 3, "annotation_typing": True}
+)
 #: The cheap directives a user would try first: plain C functions instead of
 #: cyfunction objects, and no index checks (the code indexes little).
-TUNED_DIRECTIVES: dict[str, Any] = {
-    **DEFAULT_DIRECTIVES,
-    "binding": False,
-    "boundscheck": False,
-    "wraparound": False,
-}
+TUNED_DIRECTIVES: Mapping[str, Any] = MappingProxyType(
+    {**DEFAULT_DIRECTIVES, "binding": False, "boundscheck": False, "wraparound": False}
+)
 
 #: Exit status of a one-module build: Cython refused the source, or the C
 #: compiler refused what Cython generated.
@@ -183,9 +183,9 @@ def _first_error(output: str) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def _build_module(root: Path, module: str, directives: dict[str, Any]) -> ModuleBuild:
+def _build_module(root: Path, module: str, directives: Mapping[str, Any]) -> ModuleBuild:
     """Compile one module in ``root``: with its annotations, then without, then give up."""
-    attempts = [directives]
+    attempts = [dict(directives)]
     if directives.get("annotation_typing", True):
         attempts.append({**directives, "annotation_typing": False})
     why = ""
@@ -232,11 +232,11 @@ def _cython_env() -> dict[str, str]:
     return env
 
 
-def build(name: str, directives: dict[str, Any], package: Path, modules: Sequence[str]) -> Build:
+def build(name: str, directives: Mapping[str, Any], package: Path, modules: Sequence[str]) -> Build:
     """Copy the package's sources and compile ``modules`` there, two at a time."""
     root = Path(tempfile.mkdtemp(prefix=f"daemonkit-{name}-"))
     _copy_sources(package, root)
-    result = Build(name, directives, root)
+    result = Build(name, dict(directives), root)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as pool:
         result.modules = list(pool.map(lambda m: _build_module(root, m, directives), modules))
