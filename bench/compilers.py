@@ -49,8 +49,8 @@ ratio is taken between variants of the same round; the table gives medians
 and min-max over rounds.
 
 Needs Cython (``pip install -e '.[bench]'``); without it the script says so
-and exits with status 2. The default run took 2.5 minutes on two shared
-cores, a minute and a half of it the builds (mypyc's is skipped when the
+and exits with status 2. The default run took 2 to 2.5 minutes on two
+shared cores, 1.5 to 2 of them the builds (mypyc's is skipped when the
 installed core is used: ``--mypyc installed``, or ``auto`` with a fresh
 in-place build); ``--tuned`` adds a second Cython build and a variant.
 
