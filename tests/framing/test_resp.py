@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -235,6 +236,9 @@ def test_many_arguments_fed_one_byte_at_a_time_cost_linear_work() -> None:
         (42, b":42\r\n"),
         (-1, b":-1\r\n"),
         (True, b":1\r\n"),
+        (HTTPStatus.NOT_FOUND, b":404\r\n"),  # an int subclass: its value, not its name
+        (12345678901234567890123, b":12345678901234567890123\r\n"),
+        (b"x" * 70000, b"$70000\r\n" + b"x" * 70000 + b"\r\n"),
         (None, b"$-1\r\n"),
         (ErrorReply("ERR unknown command 'FOO'"), b"-ERR unknown command 'FOO'\r\n"),
         ([], b"*0\r\n"),
