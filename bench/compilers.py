@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib
 import importlib.machinery
 import importlib.util
@@ -76,13 +75,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from _common import cpu_seconds
 
 HERE = Path(__file__).resolve()
 
@@ -355,24 +355,6 @@ def _build_one(module: str, directives_json: str) -> int:
 # -- the benchmark (child side) ------------------------------------------------
 
 
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def _cpu(fn: Callable[[], object]) -> float:
-    """CPU seconds ``fn()`` takes with the cyclic garbage collector paused."""
-    with _no_gc():
-        t0 = time.process_time()
-        fn()
-        return time.process_time() - t0
-
-
 def _feed(receivers: list[Callable[[bytes], None]], data: bytes, reads: int) -> float:
     """Deliver ``reads`` reads of ``data`` round-robin; the CPU seconds it took."""
     full, rest = divmod(reads, len(receivers))
@@ -384,7 +366,7 @@ def _feed(receivers: list[Callable[[bytes], None]], data: bytes, reads: int) -> 
         for receive in receivers[:rest]:
             receive(data)
 
-    return _cpu(run)
+    return cpu_seconds(run)
 
 
 @dataclass
@@ -461,44 +443,28 @@ def _counting_transport() -> type[Any]:
     return CountingTransport
 
 
-class _EchoProtocol(asyncio.Protocol):
-    """The reference echo: each read straight back to ``transport.write``."""
+def _reference_protocols() -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
+    """The bare Protocols of bench/run.py's references: raw echo, and line echo split in Python.
 
-    transport: Any
+    Imported from bench/servers (put last on ``sys.path``, so that it can never
+    shadow the daemonkit build under test), so the reference is the very code
+    the end-to-end benchmarks run.
+    """
+    servers = str(HERE.parent / "servers")
+    if servers not in sys.path:
+        sys.path.append(servers)
+    from raw_uvloop import Echo
+    from raw_uvloop_lines_coalesced import CoalescedLineEcho
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-class _LinesProtocol(asyncio.Protocol):
-    """The reference line echo: split in Python, one write per read."""
-
-    transport: Any
-    buffer: bytes
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        lines = (self.buffer + data).split(b"\n")
-        self.buffer = lines.pop()
-        if lines:
-            out = []
-            for line in lines:
-                out.append(line)
-                out.append(b"\n")
-            self.transport.write(b"".join(out))
+    return Echo, CoalescedLineEcho
 
 
 def _run_workload(work: Workload, reads: int) -> float:
     """One warmed-up, checked batch of ``work``: CPU nanoseconds per read."""
     transport_class = _counting_transport()
     if work.name.startswith("ref-"):
-        protocol = _EchoProtocol if work.name == "ref-echo" else _LinesProtocol
+        echo, lines = _reference_protocols()
+        protocol = echo if work.name == "ref-echo" else lines
         transports = []
         receivers = []
         for _ in range(CONNECTIONS):

@@ -41,15 +41,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import random
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _common import cpu_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -66,23 +65,6 @@ def _noop() -> None:
 
 def _emit(record: dict[str, Any]) -> None:
     print(json.dumps(record), flush=True)
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def _cpu(fn: Callable[[], object]) -> float:
-    with _no_gc():
-        t0 = time.process_time()
-        fn()
-        return time.process_time() - t0
 
 
 def _uvloop() -> Any:
@@ -112,7 +94,7 @@ def _timer_variants() -> dict[str, Callable[[list[float], list[float]], float]]:
                     for h in handles:
                         h.cancel()
 
-                spent = _cpu(batch)
+                spent = cpu_seconds(batch)
                 for h in pending:
                     h.cancel()
                 loop.run_until_complete(asyncio.sleep(0))
@@ -153,7 +135,7 @@ def _timer_variants() -> dict[str, Callable[[list[float], list[float]], float]]:
                     for t in timers:
                         t.cancel()
 
-                return _cpu(batch)
+                return cpu_seconds(batch)
             finally:
                 daemon.release_after_run()
                 reactor.close()
@@ -176,7 +158,7 @@ def _timer_variants() -> dict[str, Callable[[list[float], list[float]], float]]:
             for c in calls:
                 c.cancel()
 
-        spent = _cpu(batch)
+        spent = cpu_seconds(batch)
         for c in pending:
             c.cancel()
         return spent
@@ -248,7 +230,7 @@ def _rounds_of_reads(receivers: list[Callable[[bytes], None]], reads: int) -> fl
         for receive in receivers[:rest]:
             receive(data)
 
-    return _cpu(run)
+    return cpu_seconds(run)
 
 
 def _uvloop_reads(n: int, reads: int, timeout: bool) -> float:

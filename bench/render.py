@@ -97,11 +97,21 @@ def span(values: Iterable[float | None]) -> tuple[float, float, float] | None:
     return (statistics.median(vals), min(vals), max(vals)) if vals else None
 
 
+def by_round(s: dict[str, Any]) -> Any:
+    """The key pairing samples of one round."""
+    return s["round"]
+
+
+def by_level(s: dict[str, Any]) -> Any:
+    """The key pairing samples of one round and idle level (memory)."""
+    return (s["round"], s["level"])
+
+
 def round_ratios(
     mine: Sequence[dict[str, Any]],
     other: Sequence[dict[str, Any]],
     metric: str,
-    key: Callable[[dict[str, Any]], Any] = lambda s: s["round"],
+    key: Callable[[dict[str, Any]], Any] = by_round,
 ) -> list[float]:
     """``metric`` of mine over other's, sample by sample of the same round (and level)."""
     by_key = {key(s): s for s in other}
@@ -322,10 +332,6 @@ def memory_table(res: Results, wl: Workload) -> Rendered:
         header += [f"KiB/conn at {level:,}", f"x {wl.reference}", f"x {cname or 'C'}"]
     header += ["RSS before, MiB", "notes"]
     rows, bars = [], []
-
-    def by_level(s: dict[str, Any]) -> Any:
-        return (s["round"], s["level"])
-
     top = levels[-1] if levels else 0
     for name in sort_servers(res, wl.name, "kib_per_conn", lower_is_better=True):
         ss = data[name]
@@ -544,20 +550,17 @@ def compiled_vs_pure(res: Results) -> list[str]:
             compiled = by_server.get(name[: -len(PURE_SUFFIX)])
             if not compiled:
                 continue
-            key = (lambda s: (s["round"], s["level"])) if wl.kind == "memory" else None
-            metric = "kib_per_conn" if wl.kind == "memory" else wl.metric
-            if key is None:
-                ratios = round_ratios(compiled, pure_ss, metric)
-            else:
-                ratios = round_ratios(compiled, pure_ss, metric, key=key)
+            memory = wl.kind == "memory"
+            metric = "kib_per_conn" if memory else wl.metric
+            ratios = round_ratios(compiled, pure_ss, metric, by_level if memory else by_round)
             cpu = [med(s.get("server_us_per_msg") for s in ss) for ss in (pure_ss, compiled)]
             rows.append(
                 [
                     f"`{wl_name}`",
                     f"`{name[: -len(PURE_SUFFIX)]}`",
-                    num(med(s.get(metric) for s in pure_ss), 2 if wl.kind == "memory" else 0),
-                    num(med(s.get(metric) for s in compiled), 2 if wl.kind == "memory" else 0),
-                    ratio(ratios) + (" (lower is better)" if wl.kind == "memory" else ""),
+                    num(med(s.get(metric) for s in pure_ss), 2 if memory else 0),
+                    num(med(s.get(metric) for s in compiled), 2 if memory else 0),
+                    ratio(ratios) + (" (lower is better)" if memory else ""),
                     f"{num(cpu[0], 2)} → {num(cpu[1], 2)}" if None not in cpu else "-",
                 ]
             )
@@ -618,7 +621,7 @@ def verdict(res: Results, t: Target) -> tuple[str, str]:
             mine = [s for s in mine if s.get("level") == top]
             where = f" at {top:,}, not {t.level:,}"
     if wl.kind == "memory":
-        rs = round_ratios(mine, other, metric, lambda s: (s["round"], s["level"]))
+        rs = round_ratios(mine, other, metric, by_level)
     else:
         rs = round_ratios(mine, other, metric)
     s = span(rs)

@@ -16,7 +16,7 @@ from daemonkit.framing import ErrorReply, Resp
 from daemonkit.framing.resp import MAX_REPLY_DEPTH
 from tests.helpers import recv_until
 
-from .test_base import CountingBuffer, split_at
+from .test_base import WAYS, CountingBuffer, bytewise, split_at
 
 Outcome = tuple[list[list[bytes]], type[FramingError] | None]
 
@@ -37,16 +37,6 @@ def feed(framer: Resp, chunks: list[bytes]) -> Outcome:
         frames += got
     return frames, None
 
-
-def whole(data: bytes) -> list[bytes]:
-    return [data]
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
-
-
-WAYS: dict[str, Callable[[bytes], list[bytes]]] = {"whole": whole, "bytewise": bytewise}
 
 GOOD: list[tuple[Resp, bytes, list[list[bytes]]]] = [
     (Resp(), b"", []),
