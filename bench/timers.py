@@ -46,7 +46,6 @@ left behind: nothing for ours, whose cancel removes the timer at once).
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import random
 import statistics
@@ -55,6 +54,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+
+from _common import cpu_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -92,17 +93,6 @@ def _mixed_delays(seed: int, n: int) -> list[float]:
     ]
 
 
-def _timed(run: Callable[[], object]) -> float:
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.process_time()
-        run()
-        return time.process_time() - start
-    finally:
-        gc.enable()
-
-
 def loop_schedule_cancel(loop: asyncio.AbstractEventLoop, delays: list[float]) -> float:
     """Seconds per timer for loop.call_later + handle.cancel()."""
     call_later = loop.call_later
@@ -112,7 +102,7 @@ def loop_schedule_cancel(loop: asyncio.AbstractEventLoop, delays: list[float]) -
         for handle in handles:
             handle.cancel()
 
-    elapsed = _timed(run)
+    elapsed = cpu_seconds(run)
     loop.run_until_complete(asyncio.sleep(0))  # let the loop release what was cancelled
     return elapsed / len(delays)
 
@@ -126,7 +116,7 @@ def queue_schedule_cancel(queue: TimerQueue, delays: list[float]) -> float:
         for timer in timers:
             timer.cancel()
 
-    return _timed(run) / len(delays)
+    return cpu_seconds(run) / len(delays)
 
 
 def queue_schedule_fire(delays: list[float], background: list[float]) -> float:
@@ -154,7 +144,7 @@ def queue_schedule_fire(delays: list[float], background: list[float]) -> float:
         if fired != len(delays):
             raise AssertionError(f"fired {fired} of {len(delays)}")
 
-    return _timed(run) / len(delays)
+    return cpu_seconds(run) / len(delays)
 
 
 def _summary(name: str, samples: list[float]) -> str:
